@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine:  `make run` (train the seed net, write seed.cnnkit)
+# and `make test` (the test suite). Both create .venv and install what they need first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup data run fast test bench clean
+
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,bench]' $(foreach p,$(wildcard plugins/*/pyproject.toml),-e $(dir $(p)))
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Fashion-MNIST from Debian's package when we can install it; otherwise cnnkit searches and downloads.
+data:
+	@if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null; fi
+
+run: setup data
+	$(BIN)/cnnkit run specs/fashion_mnist_seed.json --out seed.cnnkit
+
+fast: setup data
+	$(BIN)/cnnkit run specs/fashion_mnist_fast.json --out fast.cnnkit
+
+test: setup data
+	$(BIN)/python -m pytest -q
+
+bench: setup data
+	$(BIN)/python tools/bench.py
+
+clean:
+	rm -rf $(VENV) *.cnnkit

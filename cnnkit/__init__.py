@@ -1,0 +1,62 @@
+"""cnnkit: convolutional networks from JSON specs, trained with NumPy, shipped as one safe bundle."""
+
+__version__ = "0.1.0"
+
+from .errors import BundleError, CnnkitError, DataError, RegistryError, SpecError  # noqa: E402
+from .model import Model  # noqa: E402
+from .spec import ModelSpec, load_spec, validate_spec  # noqa: E402
+
+
+def load(path):
+    """Load a ``.cnnkit`` bundle as a Model ready for ``predict`` / ``predict_proba``."""
+    from .bundle import load as _load
+
+    return _load(path)
+
+
+def save(model, path):
+    """Write ``model`` to ``path`` as a bundle, atomically."""
+    from .bundle import save as _save
+
+    return _save(model, path)
+
+
+def build(spec) -> Model:
+    """A freshly initialised Model from a spec (dict, ModelSpec, or path to a JSON file)."""
+    import os
+
+    if isinstance(spec, (str, os.PathLike)):
+        spec = load_spec(spec)
+    return Model(spec)
+
+
+def train(spec, data=None, on_step=None, on_epoch=None) -> Model:
+    """Build and train a model from a spec; ``data`` defaults to the spec's dataset. Returns the model."""
+    from .data import load_fashion_mnist
+    from .train import fit, training_metadata
+
+    model = build(spec)
+    if data is None:
+        d = model.spec.data
+        data = load_fashion_mnist(d.dir, d.train_limit, d.test_limit)
+    model.classes = list(data.classes)
+    history = fit(model, data, on_step=on_step, on_epoch=on_epoch)
+    model.metadata = training_metadata(model, data, history)
+    return model
+
+
+__all__ = [
+    "BundleError",
+    "CnnkitError",
+    "DataError",
+    "Model",
+    "ModelSpec",
+    "RegistryError",
+    "SpecError",
+    "build",
+    "load",
+    "load_spec",
+    "save",
+    "train",
+    "validate_spec",
+]

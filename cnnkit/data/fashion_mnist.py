@@ -1,0 +1,153 @@
+"""Fashion-MNIST: find the four official IDX files (or download them once), verified by sha256."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .idx import parse_idx, read_bytes
+
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+# sha256 of the *decompressed* IDX bytes: the same data ships with different gzip wrappers
+# (the official mirror's and Debian's differ), so the payload is what we pin.
+FILES = {
+    "train_images": ("train-images-idx3-ubyte", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+    "train_labels": ("train-labels-idx1-ubyte", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+    "test_images": ("t10k-images-idx3-ubyte", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+    "test_labels": ("t10k-labels-idx1-ubyte", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """uint8 images (N, 28, 28) with int64 labels, train and test, plus class names and where they came from."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    classes: list[str]
+    source: str
+
+
+def cache_dir() -> Path:
+    """Per-user cache: $XDG_CACHE_HOME/cnnkit (default ~/.cache/cnnkit)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cnnkit" / "fashion-mnist"
+
+
+def _find_file(folder: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _complete(folder: Path) -> bool:
+    return all(_find_file(folder, stem) for stem, _ in FILES.values())
+
+
+def candidate_dirs() -> list[Path]:
+    """Where Fashion-MNIST is looked for, in order."""
+    dirs = []
+    if os.environ.get("CNNKIT_DATA"):
+        root = Path(os.environ["CNNKIT_DATA"])
+        dirs += [root, root / "fashion-mnist", root / "FashionMNIST" / "raw"]
+    dirs += [cache_dir(), DEBIAN_DIR, Path("data") / "FashionMNIST" / "raw"]
+    return dirs
+
+
+def locate(explicit_dir: str | Path | None = None, download: bool = True) -> Path:
+    """The first folder holding all four files; else download into the cache; else a one-line DataError."""
+    if explicit_dir is not None:
+        folder = Path(explicit_dir)
+        if not folder.is_dir():
+            raise DataError(f"data directory not found: {folder}")
+        if not _complete(folder):
+            missing = [stem for stem, _ in FILES.values() if not _find_file(folder, stem)]
+            raise DataError(f"data directory {folder} lacks Fashion-MNIST files: {', '.join(missing)} (.gz or raw)")
+        return folder
+    for folder in candidate_dirs():
+        if _complete(folder):
+            return folder
+    problem = "not found"
+    if download and os.environ.get("CNNKIT_OFFLINE") != "1":
+        try:
+            return fetch(cache_dir())
+        except DataError as exc:
+            problem = f"not found and the download failed ({exc})"
+    raise DataError(
+        f"Fashion-MNIST {problem}. Get it one of these ways: set CNNKIT_DATA to a folder with the four IDX files; "
+        f"'apt-get install dataset-fashion-mnist' (puts them in {DEBIAN_DIR}); put them in {cache_dir()}; "
+        f"or use a torchvision-style ./data/FashionMNIST/raw folder"
+    )
+
+
+def fetch(folder: Path, mirror: str | None = None, timeout: float = 30.0) -> Path:
+    """Download the four .gz files from the mirror into ``folder``, verifying each before it is kept."""
+    mirror = mirror or os.environ.get("CNNKIT_FASHION_MNIST_MIRROR", MIRROR)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, sha256 in FILES.values():
+        target = folder / f"{stem}.gz"
+        if target.is_file():
+            continue
+        url = mirror.rstrip("/") + f"/{stem}.gz"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                payload = response.read()
+        except Exception as exc:
+            raise DataError(f"cannot download {url}: {exc}") from None
+        try:
+            digest = hashlib.sha256(gzip.decompress(payload)).hexdigest()
+        except Exception:
+            digest = "not gzip data"
+        if digest != sha256:
+            raise DataError(f"{url}: sha256 mismatch (expected {sha256}, got {digest})")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".part")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+        os.replace(tmp, target)
+    return folder
+
+
+def _read(folder: Path, key: str, verify: bool) -> np.ndarray:
+    stem, sha256 = FILES[key]
+    path = _find_file(folder, stem)
+    data = read_bytes(path)
+    if verify and hashlib.sha256(data).hexdigest() != sha256:
+        raise DataError(f"{path}: contents differ from the official Fashion-MNIST (sha256 mismatch)")
+    return parse_idx(data, str(path))
+
+
+def load_fashion_mnist(
+    folder: str | Path | None = None,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    verify: bool = True,
+) -> Dataset:
+    """Load Fashion-MNIST (first ``train_limit`` / ``test_limit`` examples when given)."""
+    where = locate(folder)
+    arrays = {key: _read(where, key, verify) for key in FILES}
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise DataError(f"{where}: {split} images {list(images.shape)} and labels {list(labels.shape)} do not match")
+    return Dataset(
+        arrays["train_images"][:train_limit],
+        arrays["train_labels"][:train_limit].astype(np.int64),
+        arrays["test_images"][:test_limit],
+        arrays["test_labels"][:test_limit].astype(np.int64),
+        list(CLASSES),
+        str(where),
+    )

@@ -1,0 +1,56 @@
+"""Reader for the IDX format of (Fashion-)MNIST, raw or gzip-compressed, checked byte for byte."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+# IDX type code -> big-endian numpy dtype
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The file's bytes, gunzipped when the file starts with the gzip magic (whatever its name)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"file not found: {path}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{path}: corrupt gzip data: {exc}") from None
+    return raw
+
+
+def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
+    """Decode IDX bytes: 2 zero bytes, a type code, the number of dims, big-endian uint32 dims, data."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise DataError(f"{source}: not an IDX file (bad magic number). Received first bytes: {data[:4].hex() or 'none'}")
+    code, ndim = data[2], data[3]
+    if code not in IDX_DTYPES:
+        raise DataError(f"{source}: unknown IDX type code 0x{code:02x}; expected one of {', '.join(f'0x{c:02x}' for c in IDX_DTYPES)}")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{source}: truncated IDX header: {ndim} dimensions need {header} bytes, the file has {len(data)}")
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(IDX_DTYPES[code])
+    expected = math.prod(dims) * dtype.itemsize
+    if len(data) - header != expected:
+        raise DataError(f"{source}: IDX dims {list(dims)} need {expected} data bytes, the file has {len(data) - header}")
+    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    return array.astype(dtype.newbyteorder("="))
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (``.gz`` or raw) into a native-endian numpy array."""
+    return parse_idx(read_bytes(path), str(path))

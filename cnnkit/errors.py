@@ -1,0 +1,32 @@
+"""The exceptions cnnkit raises for bad input; each message is one line a user can act on."""
+
+
+class CnnkitError(ValueError):
+    """Base of every error caused by user input (specs, bundles, data, plugins)."""
+
+
+class SpecError(CnnkitError):
+    """A model spec is malformed or describes an impossible network.
+
+    ``errors`` holds every problem found as ``(json_path, message)`` pairs; ``str()`` is one line.
+    """
+
+    def __init__(self, errors: list[tuple[str, str]] | str):
+        if isinstance(errors, str):
+            errors = [("", errors)]
+        self.errors = list(errors)
+        parts = [f"{path}: {msg}" if path else msg for path, msg in self.errors]
+        more = f" (and {len(parts) - 3} more)" if len(parts) > 3 else ""
+        super().__init__("; ".join(parts[:3]) + more)
+
+
+class RegistryError(CnnkitError):
+    """A layer type is unknown, ambiguous, fails to import or breaks the layer contract."""
+
+
+class BundleError(CnnkitError):
+    """A bundle file is malformed, corrupted, hostile, or needs something not installed."""
+
+
+class DataError(CnnkitError):
+    """Input data is missing, malformed or of the wrong shape."""

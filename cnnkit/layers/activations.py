@@ -1,0 +1,39 @@
+"""Element-wise and row-wise activations: relu and softmax (no weights)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Layer
+
+
+class ReLU(Layer):
+    """max(x, 0). The gradient at exactly 0 is taken as 0, as in PyTorch."""
+
+    def forward(self, weights, x, train):
+        mask = x > 0
+        y = x * mask
+
+        def backprop(dy):
+            return dy * mask, {}
+
+        return y, backprop
+
+
+class Softmax(Layer):
+    """Softmax over the feature axis of a flat (N, features) input, shifted by the row max."""
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 1:
+            raise ValueError(f"softmax expects a flat input (features,); add a flatten layer before it. Received: input_shape={list(input_shape)}")
+        return tuple(input_shape)
+
+    def forward(self, weights, x, train):
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        y = e / e.sum(axis=1, keepdims=True)
+
+        def backprop(dy):
+            # Jacobian-vector product of softmax: y * (dy - <dy, y>)
+            return y * (dy - (dy * y).sum(axis=1, keepdims=True)), {}
+
+        return y, backprop

@@ -1,0 +1,67 @@
+"""The layer contract every built-in and plugin layer implements.
+
+A layer is a small class with four parts, all pure functions of its params:
+
+- ``Params``: a pydantic model of its spec fields (unknown fields are rejected, booleans are not
+  numbers). The spec validator and ``cnnkit schema`` both read it.
+- ``output_shape(input_shape)``: the per-sample output shape, computed before any array exists.
+  Raise ``ValueError("what is wrong. Received: ...")`` when the input shape cannot work.
+- ``weight_shapes(input_shape)`` / ``init_weights(input_shape, rng)``: named trainable arrays.
+- ``forward(weights, x, train)``: returns ``(y, backprop)`` where ``backprop(dy)`` returns
+  ``(dx, {weight_name: gradient})``. All state backward needs lives in that closure.
+
+Arrays are batched: ``x`` is ``(N, *input_shape)``. Shapes passed to the methods exclude N.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+Shape = tuple[int, ...]
+Grads = dict[str, np.ndarray]
+Backprop = Callable[[np.ndarray], tuple[np.ndarray, Grads]]
+
+
+class LayerParams(BaseModel):
+    """Base for a layer's parameter model: strict types, unknown fields rejected, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Layer:
+    """Base class of every layer; subclasses override what they need (see the module docstring)."""
+
+    Params: ClassVar[type[LayerParams]] = LayerParams
+
+    def __init__(self, params: LayerParams | None = None, **fields):
+        if params is None:
+            params = self.Params(**fields)
+        elif fields:
+            raise TypeError("pass either a Params instance or keyword fields, not both")
+        self.params = params
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
+        return f"{type(self).__name__}({fields})"
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return tuple(input_shape)
+
+    def weight_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        return {}
+
+    def init_weights(self, input_shape: Shape, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {}
+
+    def forward(self, weights: dict[str, np.ndarray], x: np.ndarray, train: bool) -> tuple[np.ndarray, Backprop]:
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+
+def glorot_uniform(rng: np.random.Generator, shape: Shape, fan_in: int, fan_out: int) -> np.ndarray:
+    """Keras' default kernel initializer: U(-a, a) with a = sqrt(6 / (fan_in + fan_out))."""
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=shape).astype(np.float32)

@@ -1,0 +1,123 @@
+"""2-D convolution (cross-correlation, as in PyTorch and Keras) over NCHW batches, via im2col + GEMM."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+from pydantic import BeforeValidator, PositiveInt
+
+from .base import Layer, LayerParams, glorot_uniform
+
+
+def _check_padding(value):
+    if value in ("same", "valid") or (type(value) is int and value >= 0):
+        return value
+    raise ValueError(f"expected 'same', 'valid' or a non-negative integer, received {value!r}")
+
+
+Padding = Annotated[Literal["same", "valid"] | int, BeforeValidator(_check_padding)]
+
+
+def conv_padding(padding: str | int, size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """Zero padding (before, after) along one axis. "same" follows TensorFlow: out = ceil(size / stride)."""
+    if padding == "valid":
+        return 0, 0
+    if padding == "same":
+        total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+        return total // 2, total - total // 2
+    return padding, padding
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad: tuple[int, int]) -> int:
+    return (size + pad[0] + pad[1] - kernel) // stride + 1
+
+
+def im2col(x: np.ndarray, kernel: int, stride: int, out_h: int, out_w: int) -> np.ndarray:
+    """Patches of an (N, C, H, W) array as a (C*k*k, N*out_h*out_w) matrix, the GEMM-friendly layout."""
+    n, c = x.shape[:2]
+    sn, sc, sh, sw = x.strides
+    view = as_strided(x, (c, kernel, kernel, n, out_h, out_w), (sc, sh, sw, sn, sh * stride, sw * stride), writeable=False)
+    return view.reshape(c * kernel * kernel, n * out_h * out_w)
+
+
+def _pad(x: np.ndarray, pad_h: tuple[int, int], pad_w: tuple[int, int]) -> np.ndarray:
+    if pad_h == (0, 0) and pad_w == (0, 0):
+        return x
+    return np.pad(x, ((0, 0), (0, 0), pad_h, pad_w))
+
+
+class Conv2D(Layer):
+    class Params(LayerParams):
+        filters: PositiveInt
+        kernel_size: PositiveInt
+        stride: PositiveInt = 1
+        padding: Padding = "valid"
+        use_bias: bool = True
+
+    def _geometry(self, input_shape):
+        p = self.params
+        _, h, w = input_shape
+        pad_h = conv_padding(p.padding, h, p.kernel_size, p.stride)
+        pad_w = conv_padding(p.padding, w, p.kernel_size, p.stride)
+        out_h = conv_output_size(h, p.kernel_size, p.stride, pad_h)
+        out_w = conv_output_size(w, p.kernel_size, p.stride, pad_w)
+        return pad_h, pad_w, out_h, out_w
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"conv2d expects an input of shape (channels, height, width). Received: input_shape={list(input_shape)}")
+        _, _, out_h, out_w = self._geometry(input_shape)
+        if out_h < 1 or out_w < 1:
+            raise ValueError(
+                f"output would be empty: kernel_size={self.params.kernel_size} is larger than the padded input. "
+                f"Received: input_shape={list(input_shape)}, padding={self.params.padding!r}"
+            )
+        return (self.params.filters, out_h, out_w)
+
+    def weight_shapes(self, input_shape):
+        p = self.params
+        shapes = {"kernel": (p.filters, input_shape[0], p.kernel_size, p.kernel_size)}  # (F, C, k, k), as in PyTorch
+        if p.use_bias:
+            shapes["bias"] = (p.filters,)
+        return shapes
+
+    def init_weights(self, input_shape, rng):
+        p = self.params
+        area = p.kernel_size * p.kernel_size
+        shape = self.weight_shapes(input_shape)["kernel"]
+        weights = {"kernel": glorot_uniform(rng, shape, input_shape[0] * area, p.filters * area)}
+        if p.use_bias:
+            weights["bias"] = np.zeros(p.filters, np.float32)
+        return weights
+
+    def forward(self, weights, x, train):
+        p = self.params
+        n, c, h, w = x.shape
+        k, s = p.kernel_size, p.stride
+        kernel = weights["kernel"]
+        f = kernel.shape[0]
+        pad_h, pad_w, out_h, out_w = self._geometry((c, h, w))
+        cols = im2col(_pad(x, pad_h, pad_w), k, s, out_h, out_w)  # (C*k*k, N*Ho*Wo)
+        y = kernel.reshape(f, -1) @ cols  # (F, N*Ho*Wo)
+        if p.use_bias:
+            y += weights["bias"][:, None]
+        y = y.reshape(f, n, out_h, out_w).transpose(1, 0, 2, 3)  # (N, F, Ho, Wo)
+
+        def backprop(dy):
+            dy_mat = dy.transpose(1, 0, 2, 3).reshape(f, -1)  # (F, N*Ho*Wo)
+            grads = {"kernel": (dy_mat @ cols.T).reshape(kernel.shape)}
+            if p.use_bias:
+                grads["bias"] = dy_mat.sum(axis=1)
+            # The input gradient is a full convolution of the stride-dilated dy with the flipped
+            # kernel, computed as one more im2col + GEMM instead of a k*k loop of col2im adds.
+            hp, wp = h + sum(pad_h), w + sum(pad_w)
+            dilated = np.zeros((n, f, hp + k - 1, wp + k - 1), dy.dtype)
+            dilated[:, :, k - 1 : k - 1 + (out_h - 1) * s + 1 : s, k - 1 : k - 1 + (out_w - 1) * s + 1 : s] = dy
+            flipped = kernel[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c, -1)  # (C, F*k*k)
+            dx = (flipped @ im2col(dilated, k, 1, hp, wp)).reshape(c, n, hp, wp).transpose(1, 0, 2, 3)
+            return dx[:, :, pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w], grads
+
+        return y, backprop

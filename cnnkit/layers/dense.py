@@ -1,0 +1,47 @@
+"""Fully connected layer: y = x @ kernel + bias on a flat (N, features) input."""
+
+from __future__ import annotations
+
+from pydantic import PositiveInt
+
+import numpy as np
+
+from .base import Layer, LayerParams, glorot_uniform
+
+
+class Dense(Layer):
+    class Params(LayerParams):
+        units: PositiveInt
+        use_bias: bool = True
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 1:
+            raise ValueError(f"dense expects a flat input (features,); add a flatten layer before it. Received: input_shape={list(input_shape)}")
+        return (self.params.units,)
+
+    def weight_shapes(self, input_shape):
+        shapes = {"kernel": (input_shape[0], self.params.units)}  # (in, out), as in Keras
+        if self.params.use_bias:
+            shapes["bias"] = (self.params.units,)
+        return shapes
+
+    def init_weights(self, input_shape, rng):
+        fan_in, units = input_shape[0], self.params.units
+        weights = {"kernel": glorot_uniform(rng, (fan_in, units), fan_in, units)}
+        if self.params.use_bias:
+            weights["bias"] = np.zeros(units, np.float32)
+        return weights
+
+    def forward(self, weights, x, train):
+        kernel = weights["kernel"]
+        y = x @ kernel  # (N, units)
+        if self.params.use_bias:
+            y += weights["bias"]
+
+        def backprop(dy):
+            grads = {"kernel": x.T @ dy}
+            if self.params.use_bias:
+                grads["bias"] = dy.sum(axis=0)
+            return dy @ kernel.T, grads
+
+        return y, backprop

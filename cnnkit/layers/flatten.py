@@ -1,0 +1,20 @@
+"""Flatten (C, H, W) features into one axis, keeping the batch axis."""
+
+from __future__ import annotations
+
+import math
+
+from .base import Layer
+
+
+class Flatten(Layer):
+    def output_shape(self, input_shape):
+        return (math.prod(input_shape),)
+
+    def forward(self, weights, x, train):
+        shape = x.shape
+
+        def backprop(dy):
+            return dy.reshape(shape), {}
+
+        return x.reshape(shape[0], -1), backprop

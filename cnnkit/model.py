@@ -1,0 +1,154 @@
+"""Model: the layers of a validated spec plus their named weights, run forward and backward over batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError
+from .layers.activations import Softmax
+from .losses import softmax
+from .spec import ModelSpec, ResolvedLayer, resolve_layers, validate_spec
+
+
+class Model:
+    """A network built from a spec. ``weights`` maps dotted names (``"0.kernel"``) to float32 arrays.
+
+    Learned state lives in ``weights``; ``classes`` names the outputs; ``metadata`` carries training
+    history and metrics (what a bundle stores besides the spec).
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec | dict[str, Any],
+        weights: dict[str, np.ndarray] | None = None,
+        *,
+        classes: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ):
+        self.spec = spec if isinstance(spec, ModelSpec) else validate_spec(spec)
+        self.layers: list[ResolvedLayer] = resolve_layers(self.spec)
+        self.weights: dict[str, np.ndarray] = weights if weights is not None else self.init_weights(self.spec.train.seed)
+        self._check_weights()
+        self.classes = list(classes) if classes is not None else [str(i) for i in range(self.output_shape[-1])]
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self._bind()
+
+    # -- structure ----------------------------------------------------------------------------------
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.spec.input.shape)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.layers[-1].output_shape
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {f"{r.index}.{name}": tuple(shape) for r in self.layers for name, shape in r.layer.weight_shapes(r.input_shape).items()}
+
+    def init_weights(self, seed: int) -> dict[str, np.ndarray]:
+        """Fresh weights from ``seed``: each layer draws from its own stream, so layers don't shift each other."""
+        weights = {}
+        for r in self.layers:
+            rng = np.random.default_rng([seed, r.index])
+            for name, array in r.layer.init_weights(r.input_shape, rng).items():
+                weights[f"{r.index}.{name}"] = np.ascontiguousarray(array, dtype=np.float32)
+        return weights
+
+    def _check_weights(self) -> None:
+        expected = self.weight_shapes()
+        missing = sorted(set(expected) - set(self.weights))
+        extra = sorted(set(self.weights) - set(expected))
+        if missing or extra:
+            raise ValueError(f"weights do not match the spec: missing {missing}, unexpected {extra}")
+        for name, shape in expected.items():
+            if tuple(self.weights[name].shape) != shape:
+                raise ValueError(f"weight {name!r} has shape {list(self.weights[name].shape)}, the spec needs {list(shape)}")
+
+    def _bind(self) -> None:
+        """Per-layer views of the flat weight dict (same arrays), and the gradient key names."""
+        self._layer_weights = []
+        self._grad_keys = []
+        for r in self.layers:
+            names = r.layer.weight_shapes(r.input_shape)
+            self._layer_weights.append({name: self.weights[f"{r.index}.{name}"] for name in names})
+            self._grad_keys.append({name: f"{r.index}.{name}" for name in names})
+
+    @property
+    def ends_with_softmax(self) -> bool:
+        return isinstance(self.layers[-1].layer, Softmax)
+
+    # -- running ------------------------------------------------------------------------------------
+
+    def forward(self, x: np.ndarray, train: bool = False, logits: bool = False) -> tuple[np.ndarray, Callable[[np.ndarray], dict[str, np.ndarray]]]:
+        """Run the batch ``x`` (N, *input_shape) through the layers.
+
+        With ``logits=True`` a final softmax layer is skipped, so a loss can work from logits.
+        Returns ``(y, backprop)``; ``backprop(dy)`` returns the gradient of every weight by name.
+        """
+        count = len(self.layers) - 1 if logits and self.ends_with_softmax else len(self.layers)
+        backprops = []
+        for r, w in zip(self.layers[:count], self._layer_weights):
+            x, bp = r.layer.forward(w, x, train)
+            backprops.append(bp)
+
+        def backprop(dy: np.ndarray) -> dict[str, np.ndarray]:
+            grads = {}
+            for i in range(count - 1, -1, -1):
+                dy, layer_grads = backprops[i](dy)
+                keys = self._grad_keys[i]
+                for name, g in layer_grads.items():
+                    grads[keys[name]] = g
+            return grads
+
+        return x, backprop
+
+    def preprocess(self, images: np.ndarray, preprocessed: bool = False) -> np.ndarray:
+        """Raw images -> float32 model input of shape (N, *input_shape).
+
+        Accepts (N, H, W) or (N, C, H, W) (or a single image without N) of raw pixel values, uint8 or
+        float, and applies the spec's preprocessing (x / divide - subtract). Pass ``preprocessed=True``
+        for arrays already in model units.
+        """
+        x = np.asarray(images)
+        if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+            raise DataError(f"images must be a numeric array. Received: dtype={x.dtype}")
+        shape = self.input_shape
+        if x.shape == shape or (len(shape) == 3 and shape[0] == 1 and x.shape == shape[1:]):
+            x = x[None]
+        if len(shape) == 3 and shape[0] == 1 and x.ndim == 3:
+            x = x[:, None]
+        if x.shape[1:] != shape:
+            raise DataError(f"images must have shape (N, {', '.join(map(str, shape))}) or (N, {', '.join(map(str, shape[1:]))}). Received: {list(x.shape)}")
+        x = x.astype(np.float32)
+        if not preprocessed:
+            p = self.spec.input.preprocess
+            x /= np.float32(p.divide)
+            x -= np.float32(p.subtract)
+        return x
+
+    def predict_proba(self, images: np.ndarray, batch_size: int = 256, preprocessed: bool = False) -> np.ndarray:
+        """Class probabilities, (N, classes), each row summing to 1."""
+        x = self.preprocess(images, preprocessed)
+        out = np.empty((len(x), self.output_shape[-1]), np.float32)
+        for start in range(0, len(x), batch_size):
+            logits, _ = self.forward(x[start : start + batch_size], train=False, logits=True)
+            out[start : start + batch_size] = softmax(logits.reshape(len(logits), -1))
+        return out
+
+    def predict(self, images: np.ndarray, batch_size: int = 256, preprocessed: bool = False) -> np.ndarray:
+        """Predicted class indices, (N,)."""
+        return self.predict_proba(images, batch_size, preprocessed).argmax(axis=1)
+
+    def save(self, path: str | Path) -> Path:
+        """Write this model as one bundle file (atomically)."""
+        from .bundle import save
+
+        return save(self, path)
+
+    def __repr__(self) -> str:
+        return f"Model({self.spec.name!r}, layers={len(self.layers)}, params={sum(w.size for w in self.weights.values())})"

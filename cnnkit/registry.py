@@ -1,0 +1,98 @@
+"""Layer-type registry over the `cnnkit.layers` entry-point group.
+
+Built-in and third-party layers are found the same way. Listing reads entry-point metadata only;
+a layer's module is imported the first time a spec (or a caller) names its type. Entry points are
+read afresh on every lookup that misses the cache, so a plugin installed after import is seen.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from .errors import RegistryError
+from .layers.base import Layer, LayerParams
+
+GROUP = "cnnkit.layers"
+
+
+@dataclass(frozen=True)
+class LayerEntry:
+    """One registered layer type, as its entry point declares it (nothing imported)."""
+
+    type: str
+    value: str  # "module:Class"
+    dist: str  # distribution name that provides it, e.g. "cnnkit-extra"
+    version: str
+
+    @property
+    def provider(self) -> str:
+        return f"{self.dist} {self.version}"
+
+
+_resolved: dict[LayerEntry, type[Layer]] = {}
+
+
+def _scan() -> tuple[dict[str, LayerEntry], dict[str, list[LayerEntry]]]:
+    """All entry points of the group: unique ones by type, and types claimed by several distributions."""
+    claims: dict[str, dict[tuple[str, str], LayerEntry]] = {}
+    for ep in entry_points(group=GROUP):
+        dist = ep.dist.metadata["Name"] if ep.dist is not None else "unknown"
+        version = ep.dist.version if ep.dist is not None else "unknown"
+        entry = LayerEntry(ep.name, ep.value, dist, version)
+        # The same distribution seen twice on sys.path (e.g. an editable install) is one claim.
+        claims.setdefault(ep.name, {}).setdefault((dist.lower().replace("_", "-"), ep.value), entry)
+    unique = {name: next(iter(c.values())) for name, c in claims.items() if len(c) == 1}
+    conflicts = {name: list(c.values()) for name, c in claims.items() if len(c) > 1}
+    return unique, conflicts
+
+
+def list_layers() -> list[LayerEntry]:
+    """Every registered layer type (conflicting claims included), sorted by type; imports nothing."""
+    unique, conflicts = _scan()
+    entries = list(unique.values()) + [e for group in conflicts.values() for e in group]
+    return sorted(entries, key=lambda e: (e.type, e.dist))
+
+
+def find(layer_type: str) -> LayerEntry:
+    """The entry point that provides ``layer_type``, without importing it."""
+    unique, conflicts = _scan()
+    if layer_type in conflicts:
+        who = " and ".join(f"{e.provider} ({e.value})" for e in conflicts[layer_type])
+        raise RegistryError(f"layer type {layer_type!r} is provided by more than one distribution: {who}; uninstall one of them")
+    if layer_type not in unique:
+        known = sorted(set(unique) | set(conflicts))
+        close = difflib.get_close_matches(layer_type, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise RegistryError(f"unknown layer type {layer_type!r}; {hint}known types: {', '.join(known)}")
+    return unique[layer_type]
+
+
+def load(layer_type: str) -> type[Layer]:
+    """Import and return the class for ``layer_type``; checks that it honours the layer contract."""
+    entry = find(layer_type)
+    if entry in _resolved:
+        return _resolved[entry]
+    cls = load_entry(entry)
+    _resolved[entry] = cls
+    return cls
+
+
+def load_entry(entry: LayerEntry) -> type[Layer]:
+    """Import one entry point; any failure becomes a RegistryError naming it and its distribution."""
+    where = f"entry point '{entry.type} = {entry.value}' from {entry.provider}"
+    module_name, _, attr = entry.value.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in attr.split(".") if attr else []:
+            obj = getattr(obj, part)
+    except Exception as exc:  # a broken plugin must never take the others down
+        raise RegistryError(f"{where} failed to import: {type(exc).__name__}: {exc}") from exc
+    if not (isinstance(obj, type) and issubclass(obj, Layer)):
+        raise RegistryError(f"{where} does not name a subclass of cnnkit.layers.Layer. Received: {obj!r}")
+    if not (isinstance(obj.Params, type) and issubclass(obj.Params, LayerParams)):
+        raise RegistryError(f"{where}: {obj.__name__}.Params must subclass cnnkit.layers.LayerParams")
+    return obj
+

@@ -1,0 +1,300 @@
+"""Model specs: JSON in, a validated ModelSpec out, with every error pinned to its JSON path.
+
+Validation has two phases. Phase one checks the fixed structure (input, data, train, and that each
+layer has a string ``type``). Phase two resolves each layer type through the registry, validates its
+params with the layer's own pydantic model, and infers shapes layer by layer, so an impossible
+network fails at the layer that makes it impossible (``layers[4]``) before any array is allocated.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
+
+from . import registry
+from .errors import RegistryError, SpecError
+from .layers.base import Layer, Shape
+from .optim import OPTIMIZERS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+
+class Preprocess(_Strict):
+    """Applied to raw pixel values before the first layer: x / divide - subtract (the seed's x/255 - 0.5)."""
+
+    divide: PositiveFloat = 255.0
+    subtract: float = 0.5
+
+
+class InputSpec(_Strict):
+    shape: list[PositiveInt] = Field(min_length=1, max_length=3, description="per-sample shape, e.g. [1, 28, 28] (C, H, W)")
+    preprocess: Preprocess = Preprocess()
+
+
+class DataSpec(_Strict):
+    dataset: Literal["fashion-mnist"] = "fashion-mnist"
+    dir: str | None = Field(None, description="folder holding the four IDX files; default: search the usual places")
+    train_limit: PositiveInt | None = Field(None, description="use only the first N training examples")
+    test_limit: PositiveInt | None = Field(None, description="use only the first N test examples")
+
+
+class TrainSpec(_Strict):
+    epochs: PositiveInt = 1
+    batch_size: PositiveInt = 32
+    optimizer: dict[str, Any] = Field(default_factory=lambda: {"type": "sgd", "lr": 0.01}, description="{'type': 'sgd' | 'adam', ...}")
+    seed: NonNegativeInt = 0
+    shuffle: bool = True
+
+
+class ModelSpec(_Strict):
+    """A whole model: architecture, input, data and training settings. Layers hold normalized params."""
+
+    schema_: str | None = Field(None, alias="$schema", description="optional JSON Schema reference for editors")
+    name: str = "model"
+    input: InputSpec
+    layers: list[dict[str, Any]] = Field(min_length=1)
+    data: DataSpec = DataSpec()
+    train: TrainSpec = TrainSpec()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible dict (defaults filled in), the form stored in bundles."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=False, exclude={"schema_"})
+
+
+@dataclass(frozen=True)
+class ResolvedLayer:
+    """A layer of a validated spec: its instance, provider and the shapes around it (batch axis excluded)."""
+
+    index: int
+    layer: Layer
+    entry: registry.LayerEntry
+    input_shape: Shape
+    output_shape: Shape
+
+    @property
+    def type(self) -> str:
+        return self.entry.type
+
+
+# ---------------------------------------------------------------------------------------------------
+# Error formatting
+
+
+def json_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """('layers', 3, 'kernel_size') -> 'layers[3].kernel_size'."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _received(value: Any) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _fields_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the (nested) pydantic model found at ``loc`` below ``model``, for did-you-mean."""
+    for part in loc:
+        if model is None or isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        ann = field.annotation if field else None
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _pydantic_errors(exc: ValidationError, model: type[BaseModel], prefix: tuple[Any, ...]) -> list[tuple[str, str]]:
+    errors = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = json_path(prefix + loc)
+        kind = err["type"]
+        if kind == "missing":
+            msg = "required field is missing"
+        elif kind == "extra_forbidden":
+            allowed = _fields_at(model, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else (f"; allowed: {', '.join(allowed)}" if allowed else "")
+            msg = f"unknown field{hint}"
+        else:
+            text = err["msg"]
+            if text.startswith("Value error, "):
+                text = text[len("Value error, ") :]
+            msg = f"{text[0].lower()}{text[1:]}. Received: {_received(err['input'])}"
+        errors.append((path, msg))
+    return errors
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validation
+
+
+def validate_spec(data: Any) -> ModelSpec:
+    """Validate a parsed spec (a dict) fully, including layer params and shapes. Raises SpecError."""
+    if not isinstance(data, dict):
+        raise SpecError(f"a spec must be a JSON object. Received: {type(data).__name__}")
+    try:
+        spec = ModelSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_pydantic_errors(exc, ModelSpec, ())) from None
+    errors: list[tuple[str, str]] = []
+
+    optimizer = _validate_optimizer(spec.train.optimizer, errors)
+    resolved = _resolve(spec, errors)
+    if errors:
+        raise SpecError(errors)
+    layers = [{"type": r.type, **r.layer.params.model_dump(mode="json")} for r in resolved]
+    train = spec.train.model_copy(update={"optimizer": optimizer})
+    return spec.model_copy(update={"layers": layers, "train": train})
+
+
+def _validate_optimizer(raw: dict[str, Any], errors: list[tuple[str, str]]) -> dict[str, Any]:
+    kind = raw.get("type")
+    if not isinstance(kind, str) or kind not in OPTIMIZERS:
+        errors.append(("train.optimizer.type", f"expected one of {', '.join(map(repr, OPTIMIZERS))}. Received: {_received(kind)}"))
+        return raw
+    params_model = OPTIMIZERS[kind].Params
+    try:
+        return params_model.model_validate(raw).model_dump(mode="json")
+    except ValidationError as exc:
+        errors.extend(_pydantic_errors(exc, params_model, ("train", "optimizer")))
+        return raw
+
+
+def _resolve(spec: ModelSpec, errors: list[tuple[str, str]]) -> list[ResolvedLayer]:
+    """Instantiate each layer and infer shapes; stops at the first layer whose shape cannot be known."""
+    resolved = []
+    shape: Shape = tuple(spec.input.shape)
+    for i, raw in enumerate(spec.layers):
+        where = f"layers[{i}]"
+        kind = raw.get("type")
+        if not isinstance(kind, str):
+            errors.append((f"{where}.type", f"every layer needs a string 'type'. Received: {_received(kind)}"))
+            return resolved
+        try:
+            entry = registry.find(kind)
+            cls = registry.load(kind)
+        except RegistryError as exc:
+            errors.append((f"{where}.type", str(exc)))
+            return resolved
+        fields = {k: v for k, v in raw.items() if k != "type"}
+        try:
+            layer = cls(cls.Params.model_validate(fields))
+        except ValidationError as exc:
+            errors.extend(_pydantic_errors(exc, cls.Params, ("layers", i)))
+            return resolved
+        try:
+            out = tuple(int(d) for d in layer.output_shape(shape))
+        except ValueError as exc:
+            errors.append((where, f"{kind}: {exc}"))
+            return resolved
+        except Exception as exc:  # a plugin bug, reported where it happened
+            errors.append((where, f"{kind}.output_shape failed: {type(exc).__name__}: {exc}"))
+            return resolved
+        if not out or any(d < 1 for d in out):
+            errors.append((where, f"{kind}: output would be empty. Received: input_shape={list(shape)}, output_shape={list(out)}"))
+            return resolved
+        resolved.append(ResolvedLayer(i, layer, entry, shape, out))
+        shape = out
+    return resolved
+
+
+def resolve_layers(spec: ModelSpec) -> list[ResolvedLayer]:
+    """Layers of an already validated spec, with shapes and providers."""
+    errors: list[tuple[str, str]] = []
+    resolved = _resolve(spec, errors)
+    if errors:
+        raise SpecError(errors)
+    return resolved
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files and overrides
+
+
+def parse_override(assignment: str) -> tuple[list[str | int], Any]:
+    """'train.epochs=1' -> (['train', 'epochs'], 1); 'layers[0].filters=8' or 'layers.0.filters=8' also work.
+
+    The value is parsed as JSON; text that is not JSON is taken as a string.
+    """
+    path, sep, text = assignment.partition("=")
+    if not sep or not path.strip():
+        raise SpecError(f"--set expects PATH=VALUE, like train.epochs=1. Received: {assignment!r}")
+    parts: list[str | int] = []
+    for token in path.strip().replace("[", ".").replace("]", "").split("."):
+        if token == "":
+            raise SpecError(f"--set path {path!r} has an empty part")
+        parts.append(int(token) if token.isdigit() else token)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """Apply --set assignments to a parsed spec (a copy is returned)."""
+    data = json.loads(json.dumps(data))
+    for assignment in assignments:
+        parts, value = parse_override(assignment)
+        node: Any = data
+        for depth, part in enumerate(parts[:-1]):
+            node = _child(node, part, parts[: depth + 1], assignment)
+        last = parts[-1]
+        if isinstance(node, list):
+            if not isinstance(last, int) or last >= len(node):
+                raise SpecError(f"--set {assignment}: {json_path(parts)} is not an existing list item")
+            node[last] = value
+        elif isinstance(node, dict):
+            node[str(last)] = value
+        else:
+            raise SpecError(f"--set {assignment}: {json_path(parts[:-1])} is not an object")
+    return data
+
+
+def _child(node: Any, part: str | int, so_far: list[str | int], assignment: str) -> Any:
+    if isinstance(node, list):
+        if isinstance(part, int) and part < len(node):
+            return node[part]
+        raise SpecError(f"--set {assignment}: {json_path(so_far)} is not an existing list item")
+    if isinstance(node, dict):
+        return node.setdefault(str(part), {})
+    raise SpecError(f"--set {assignment}: {json_path(so_far[:-1])} is not an object")
+
+
+def read_spec_file(path: str | Path) -> dict[str, Any]:
+    """Parse a spec file as JSON; any failure is a one-line SpecError naming the file and position."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"spec file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read spec file {path}: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> ModelSpec:
+    """Read, override and validate a spec file."""
+    return validate_spec(apply_overrides(read_spec_file(path), overrides or []))
+
+
+def parameter_count(resolved: list[ResolvedLayer]) -> list[int]:
+    return [sum(math.prod(s) for s in r.layer.weight_shapes(r.input_shape).values()) for r in resolved]

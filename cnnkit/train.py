@@ -1,0 +1,100 @@
+"""Training and evaluation: shuffled mini-batch updates, per-epoch loss, accuracy and macro-F1."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .data.fashion_mnist import Dataset
+from .errors import DataError
+from .losses import softmax_cross_entropy
+from .metrics import accuracy, macro_f1
+from .model import Model
+from .optim import OPTIMIZERS
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    test_accuracy: float
+    test_macro_f1: float
+    seconds: float  # wall time of the epoch's training steps (not stored in bundles: they are deterministic)
+
+
+StepCallback = Callable[[int, int, int, float], None]  # (epoch, examples_done, examples_total, batch_loss)
+EpochCallback = Callable[[EpochRecord], None]
+
+
+def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, batch_size: int = 256, preprocessed: bool = False) -> dict[str, float]:
+    """Accuracy and macro-F1 of ``model`` on labelled images."""
+    predicted = model.predict(images, batch_size=batch_size, preprocessed=preprocessed)
+    labels = np.asarray(labels, dtype=np.int64)
+    return {"accuracy": accuracy(labels, predicted), "macro_f1": macro_f1(labels, predicted, model.output_shape[-1])}
+
+
+def fit(
+    model: Model,
+    data: Dataset,
+    on_step: StepCallback | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> list[EpochRecord]:
+    """Train ``model`` in place with its spec's ``train`` settings; returns one record per epoch.
+
+    Each epoch visits the training set in an order drawn from the spec's seed; batch_size 1 with
+    plain SGD is the seed notebook's algorithm. After each epoch the test set is evaluated.
+    """
+    settings = model.spec.train
+    classes = model.output_shape[-1]
+    for split, labels in (("train", data.train_labels), ("test", data.test_labels)):
+        if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+            raise DataError(f"{split} labels range over {labels.min()}..{labels.max()}, but the model has {classes} outputs")
+    x = model.preprocess(data.train_images)  # (N, C, H, W) float32, converted once
+    y = np.asarray(data.train_labels, dtype=np.int64)
+    x_test = model.preprocess(data.test_images)
+    optimizer_cls = OPTIMIZERS[settings.optimizer["type"]]
+    optimizer = optimizer_cls(optimizer_cls.Params.model_validate(settings.optimizer), model.weights)
+    rng = np.random.default_rng(settings.seed)
+    n, batch = len(x), settings.batch_size
+    history: list[EpochRecord] = []
+    for epoch in range(1, settings.epochs + 1):
+        order = rng.permutation(n) if settings.shuffle else np.arange(n)
+        start_time = time.perf_counter()
+        total_loss = 0.0
+        for start in range(0, n, batch):
+            idx = order[start : start + batch]
+            logits, backprop = model.forward(x[idx], train=True, logits=True)
+            loss, dlogits = softmax_cross_entropy(logits, y[idx])
+            optimizer.step(model.weights, backprop(dlogits))
+            total_loss += loss * len(idx)
+            if on_step is not None:
+                on_step(epoch, min(start + batch, n), n, loss)
+        seconds = time.perf_counter() - start_time
+        if not np.isfinite(total_loss):
+            raise DataError(f"training diverged in epoch {epoch} (loss is {total_loss}); lower train.optimizer.lr")
+        scores = evaluate(model, x_test, data.test_labels, preprocessed=True) if len(x_test) else {"accuracy": float("nan"), "macro_f1": float("nan")}
+        record = EpochRecord(epoch, total_loss / n, scores["accuracy"], scores["macro_f1"], seconds)
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+    return history
+
+
+def training_metadata(model: Model, data: Dataset, history: list[EpochRecord]) -> dict[str, Any]:
+    """What a bundle records about training: deterministic facts only (no wall-clock times)."""
+    from . import __version__
+
+    last = history[-1] if history else None
+    return {
+        "cnnkit_version": __version__,
+        "seed": model.spec.train.seed,
+        "dataset": model.spec.data.dataset,
+        "train_examples": int(len(data.train_labels)),
+        "test_examples": int(len(data.test_labels)),
+        "history": [{k: v for k, v in asdict(r).items() if k != "seconds"} for r in history],
+        "metrics": {"test_accuracy": last.test_accuracy, "test_macro_f1": last.test_macro_f1} if last else {},
+    }
