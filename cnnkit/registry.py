@@ -45,7 +45,8 @@ def _scan() -> tuple[dict[str, LayerEntry], dict[str, list[LayerEntry]]]:
         # The same distribution seen twice on sys.path (e.g. an editable install) is one claim.
         claims.setdefault(ep.name, {}).setdefault((dist.lower().replace("_", "-"), ep.value), entry)
     unique = {name: next(iter(c.values())) for name, c in claims.items() if len(c) == 1}
-    conflicts = {name: list(c.values()) for name, c in claims.items() if len(c) > 1}
+    # Sorted by distribution so messages do not depend on sys.path order.
+    conflicts = {name: sorted(c.values(), key=lambda e: (e.dist.lower(), e.value)) for name, c in claims.items() if len(c) > 1}
     return unique, conflicts
 
 
@@ -92,7 +93,60 @@ def load_entry(entry: LayerEntry) -> type[Layer]:
         raise RegistryError(f"{where} failed to import: {type(exc).__name__}: {exc}") from exc
     if not (isinstance(obj, type) and issubclass(obj, Layer)):
         raise RegistryError(f"{where} does not name a subclass of cnnkit.layers.Layer. Received: {obj!r}")
-    if not (isinstance(obj.Params, type) and issubclass(obj.Params, LayerParams)):
-        raise RegistryError(f"{where}: {obj.__name__}.Params must subclass cnnkit.layers.LayerParams")
+    problem = contract_problem(obj)
+    if problem:
+        raise RegistryError(f"{where} breaks the layer contract: {problem}")
     return obj
+
+
+def contract_problem(cls: type[Layer]) -> str | None:
+    """What is wrong with a Layer subclass's static shape (Params, forward, non_trainable), or None.
+
+    Only what can be seen without running the layer; ``cnnkit.testing.check_layer`` runs it.
+    """
+    name = cls.__name__
+    params = getattr(cls, "Params", None)
+    if not (isinstance(params, type) and issubclass(params, LayerParams)):
+        return f"{name}.Params must subclass cnnkit.layers.LayerParams. Received: {params!r}"
+    if params.model_config.get("extra") != "forbid":
+        return f"{name}.Params must reject unknown fields (extra='forbid'). Received: extra={params.model_config.get('extra')!r}"
+    if "type" in params.model_fields:
+        return f"{name}.Params must not declare a field named 'type' (a spec uses it to name the layer type)"
+    if cls.forward is Layer.forward:
+        return f"{name} does not implement forward(weights, x, train)"
+    fixed = getattr(cls, "non_trainable", ())
+    if not (isinstance(fixed, tuple) and all(isinstance(n, str) for n in fixed)):
+        return f"{name}.non_trainable must be a tuple of weight names. Received: {fixed!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class LayerStatus:
+    """A registered layer type with its class, or the error that stops it from being used."""
+
+    entry: LayerEntry
+    cls: type[Layer] | None
+    error: str | None
+
+
+def load_all() -> list[LayerStatus]:
+    """Try to load every registered layer type (for listings, the schema and conformance runs).
+
+    Imports every plugin, unlike :func:`list_layers`; a broken or conflicting one becomes an error
+    entry and never stops the others.
+    """
+    unique, conflicts = _scan()
+    statuses = []
+    for entry in list_layers():
+        if entry.type in conflicts:
+            try:
+                find(entry.type)
+            except RegistryError as exc:
+                statuses.append(LayerStatus(entry, None, str(exc)))
+            continue
+        try:
+            statuses.append(LayerStatus(entry, load(entry.type), None))
+        except RegistryError as exc:
+            statuses.append(LayerStatus(entry, None, str(exc)))
+    return statuses
 

@@ -1,16 +1,30 @@
-"""Checks for layer authors (cnnkit's own tests use them too): float64 finite-difference gradients.
+"""Conformance kit for layer authors (cnnkit's own tests use it too).
 
-``check_gradients(layer, input_shape)`` compares a layer's backprop against central finite
-differences for the input and every weight, in float64, on a small random batch.
+``check_layer(type_or_class, params, input_shape)`` runs every check a layer must pass and raises
+AssertionError naming the failed check; ``run_checks`` returns each check's outcome instead (the
+``cnnkit check-layer`` command prints them). ``check_gradients`` compares a layer's backprop with
+float64 central finite differences on its own.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import ValidationError
 
+from . import registry
+from .errors import RegistryError, SpecError
 from .layers.base import Layer, Shape
+
+# Tried in order when no input shape is given: an image-like input, then a flat one (dense, softmax).
+DEFAULT_INPUT_SHAPES: tuple[Shape, ...] = ((3, 8, 8), (12,))
 
 
 def numerical_gradient(f: Callable[[], float], array: np.ndarray, eps: float = 1e-6) -> np.ndarray:
@@ -35,35 +49,268 @@ def check_gradients(
     seed: int = 0,
     rtol: float = 1e-5,
     atol: float = 1e-7,
+    train: bool = True,
 ) -> dict[str, float]:
     """Assert that ``layer``'s backprop matches float64 finite differences; returns max abs error per array.
 
-    The loss is sum(y * r) for a fixed random r, so every output element's gradient is exercised.
-    Inputs are drawn away from zero so kinks (relu, max) are not straddled by the perturbation.
+    Covers the input and every trainable weight (weights named in ``non_trainable`` must get no
+    gradient). The loss is sum(y * r) for a fixed random r, so every output element's gradient is
+    exercised. Inputs are drawn away from zero so kinks (relu, max) are not straddled.
     """
+    name = type(layer).__name__
     rng = np.random.default_rng(seed)
     x = rng.uniform(0.1, 1.0, (batch, *input_shape)) * rng.choice([-1.0, 1.0], (batch, *input_shape))
     weights = {k: v.astype(np.float64) for k, v in layer.init_weights(tuple(input_shape), rng).items()}
     for w in weights.values():  # non-zero biases, so their gradients are exercised with structure
         w += rng.normal(0, 0.1, w.shape)
-    y, _ = layer.forward(weights, x, train=True)
+    fixed = set(layer.non_trainable)
+    y, _ = layer.forward(weights, x, train=train)
     r = rng.normal(size=y.shape)
 
     def loss() -> float:
-        out, _ = layer.forward(weights, x, train=True)
+        out, _ = layer.forward(weights, x, train=train)
         return float((out * r).sum())
 
-    _, backprop = layer.forward(weights, x, train=True)
+    _, backprop = layer.forward(weights, x, train=train)
     dx, grads = backprop(r)
+    stray = sorted(set(grads) & fixed)
+    if stray:
+        raise AssertionError(f"{name}: backprop returned gradients for non-trainable weights {stray}; an optimizer would change them")
+    unknown = sorted(set(grads) - set(weights))
+    if unknown:
+        raise AssertionError(f"{name}: backprop returned gradients for unknown weights {unknown}; weights are {sorted(weights)}")
     errors = {}
-    for name, analytic, target in [("input", dx, x)] + [(k, grads.get(k), w) for k, w in weights.items()]:
+    targets = [("input", dx, x)] + [(k, grads.get(k), w) for k, w in weights.items() if k not in fixed]
+    for what, analytic, target in targets:
         if analytic is None:
-            raise AssertionError(f"{type(layer).__name__}: backprop returned no gradient for weight {name!r}")
+            raise AssertionError(f"{name}: backprop returned no gradient for weight {what!r} (list it in non_trainable if it is not trained)")
         numeric = numerical_gradient(loss, target)
         if np.shape(analytic) != numeric.shape:
-            raise AssertionError(f"{type(layer).__name__}: gradient of {name} has shape {np.shape(analytic)}, expected {numeric.shape}")
+            raise AssertionError(f"{name}: gradient of {what} has shape {np.shape(analytic)}, expected {numeric.shape}")
         if not np.allclose(analytic, numeric, rtol=rtol, atol=atol):
             worst = float(np.max(np.abs(analytic - numeric)))
-            raise AssertionError(f"{type(layer).__name__}: gradient of {name} differs from finite differences (max abs error {worst:.3g})")
-        errors[name] = float(np.max(np.abs(analytic - numeric))) if numeric.size else 0.0
+            raise AssertionError(f"{name}: gradient of {what} differs from finite differences (max abs error {worst:.3g})")
+        errors[what] = float(np.max(np.abs(analytic - numeric))) if numeric.size else 0.0
     return errors
+
+
+# --------------------------------------------------------------------------------------------------
+# The conformance checks
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: Literal["pass", "fail", "skip"]
+    detail: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status != "fail"
+
+
+@dataclass(frozen=True)
+class _Subject:
+    layer: Layer
+    layer_type: str | None  # None: the class is not registered, so no spec (or bundle) can name it
+    params: dict[str, Any]
+    input_shape: Shape
+    batch: int
+    seed: int
+
+
+def _resolve_class(type_or_class: str | type[Layer]) -> tuple[type[Layer], str | None]:
+    if isinstance(type_or_class, str):
+        return registry.load(type_or_class), type_or_class
+    cls = type_or_class
+    if not (isinstance(cls, type) and issubclass(cls, Layer)):
+        raise RegistryError(f"check_layer needs a layer type name or a Layer subclass. Received: {cls!r}")
+    problem = registry.contract_problem(cls)
+    if problem:
+        raise RegistryError(f"{cls.__module__}.{cls.__qualname__} breaks the layer contract: {problem}")
+    value = f"{cls.__module__}:{cls.__qualname__}"
+    for entry in registry.list_layers():
+        if entry.value == value:
+            return cls, entry.type
+    return cls, None
+
+
+def _subject(type_or_class, params, input_shape, batch, seed) -> _Subject:
+    from .spec import _pydantic_errors
+
+    cls, layer_type = _resolve_class(type_or_class)
+    params = dict(params or {})
+    label = layer_type or cls.__name__
+    try:
+        layer = cls(cls.Params.model_validate(params))
+    except ValidationError as exc:
+        raise SpecError([(f"{label} params{path[len('params'):]}", msg) for path, msg in _pydantic_errors(exc, cls.Params, ("params",))]) from None
+    candidates = [tuple(input_shape)] if input_shape is not None else list(DEFAULT_INPUT_SHAPES)
+    rejected = []
+    for shape in candidates:
+        try:
+            layer.output_shape(shape)
+            return _Subject(layer, layer_type, params, shape, batch, seed)
+        except ValueError as exc:
+            rejected.append(f"input shape {list(shape)}: {exc}")
+    raise SpecError(f"{label} rejects " + "; ".join(rejected) + " (choose an input shape it accepts)")
+
+
+def _random_input(s: _Subject, dtype, batch: int | None = None) -> np.ndarray:
+    rng = np.random.default_rng([s.seed, 1])
+    return rng.normal(size=(batch or s.batch, *s.input_shape)).astype(dtype)
+
+
+def _weights(s: _Subject, dtype=np.float32) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([s.seed, 2])
+    return {k: np.asarray(v, dtype=dtype) for k, v in s.layer.init_weights(s.input_shape, rng).items()}
+
+
+def _check_weights(s: _Subject) -> str:
+    shapes = {k: tuple(v) for k, v in s.layer.weight_shapes(s.input_shape).items()}
+    weights = s.layer.init_weights(s.input_shape, np.random.default_rng(s.seed))
+    if set(weights) != set(shapes):
+        raise AssertionError(f"init_weights gives {sorted(weights)} but weight_shapes declares {sorted(shapes)}")
+    for name, array in weights.items():
+        if np.shape(array) != shapes[name]:
+            raise AssertionError(f"init_weights gives {name!r} shape {list(np.shape(array))}, weight_shapes declares {list(shapes[name])}")
+        if np.asarray(array).dtype != np.float32:
+            raise AssertionError(f"init_weights gives {name!r} as {np.asarray(array).dtype}; weights must be float32")
+    stray = sorted(set(s.layer.non_trainable) - set(shapes))
+    if stray:
+        raise AssertionError(f"non_trainable names {stray}, which are not weights of this layer ({sorted(shapes)})")
+    total = sum(math.prod(v) for v in shapes.values())
+    return f"{len(shapes)} weights, {total} values" if shapes else "no weights"
+
+
+def _check_output_shape(s: _Subject) -> str:
+    declared = tuple(int(d) for d in s.layer.output_shape(s.input_shape))
+    for train in (False, True):
+        y, _ = s.layer.forward(_weights(s), _random_input(s, np.float32), train=train)
+        mode = "train" if train else "inference"
+        if y.shape != (s.batch, *declared):
+            raise AssertionError(f"forward ({mode}) returned shape {list(y.shape)}, but output_shape({list(s.input_shape)}) says {[s.batch, *declared]}")
+        if y.dtype != np.float32:
+            raise AssertionError(f"forward ({mode}) turned float32 input into {y.dtype}; the runtime is float32 end to end")
+    return f"{list(s.input_shape)} -> {list(declared)}, float32 kept"
+
+
+def _check_gradients(s: _Subject, train: bool) -> str:
+    errors = check_gradients(s.layer, s.input_shape, batch=2, seed=s.seed, train=train)
+    return f"max abs error {max(errors.values()):.1e} over {', '.join(errors)}"
+
+
+def _check_determinism(s: _Subject) -> str:
+    x = _random_input(s, np.float32)
+    for train in (False, True):
+        base = _weights(s)
+        first, _ = s.layer.forward(copy.deepcopy(base), x.copy(), train=train)
+        second, _ = s.layer.forward(copy.deepcopy(base), x.copy(), train=train)
+        if not np.array_equal(first, second):
+            raise AssertionError(f"two forward passes ({'train' if train else 'inference'} mode) on the same input and weights differ")
+    weights = _weights(s)
+    before = copy.deepcopy(weights)
+    s.layer.forward(weights, x, train=False)
+    changed = sorted(k for k in weights if not np.array_equal(weights[k], before[k]))
+    if changed:
+        raise AssertionError(f"forward in inference mode changed weights {changed}; only training may update state")
+    return "identical outputs; inference leaves weights unchanged"
+
+
+def _check_batch_independence(s: _Subject) -> str:
+    # float64 so the tolerance can be tight: summation order may differ between batch sizes, but a
+    # real dependence on other samples (batch statistics in inference, say) shows up far above it.
+    weights = _weights(s, np.float64)
+    x = _random_input(s, np.float64)
+    together, _ = s.layer.forward(weights, x, train=False)
+    for i in range(s.batch):
+        alone, _ = s.layer.forward(weights, x[i : i + 1], train=False)
+        if not np.allclose(together[i : i + 1], alone, rtol=1e-10, atol=1e-12):
+            worst = float(np.max(np.abs(together[i : i + 1] - alone)))
+            raise AssertionError(f"in inference mode, sample {i} of a batch of {s.batch} differs from that sample run alone (max abs difference {worst:.3g})")
+    return f"each of {s.batch} rows equals that sample alone"
+
+
+def _check_bundle_round_trip(s: _Subject) -> CheckResult | str:
+    if s.layer_type is None:
+        return CheckResult("bundle round trip", "skip", "the class is not registered under the cnnkit.layers entry points, so no bundle can name it")
+    from .bundle import load, save
+    from .model import Model
+
+    spec = {"name": f"check-{s.layer_type}", "input": {"shape": list(s.input_shape)}, "layers": [{"type": s.layer_type, **s.params}]}
+    model = Model(spec)
+    x = _random_input(s, np.float32)
+    # One training step first, so the saved weights (running statistics included) are not their initial values.
+    y, backprop = model.forward(x, train=True)
+    for name, g in backprop(np.ones_like(y)).items():
+        model.weights[name] -= np.float32(0.1) * g.astype(np.float32)
+    expected, _ = model.forward(x, train=False)
+    with tempfile.TemporaryDirectory() as folder:
+        path = save(model, Path(folder) / "layer.cnnkit")
+        loaded = load(path)
+    for name, array in model.weights.items():
+        if not np.array_equal(array, loaded.weights[name]) or array.dtype != loaded.weights[name].dtype:
+            raise AssertionError(f"weight {name!r} changed through the bundle")
+    actual, _ = loaded.forward(x, train=False)
+    if not np.array_equal(expected, actual):
+        raise AssertionError(f"outputs differ after the bundle round trip (max abs difference {float(np.max(np.abs(expected - actual))):.3g})")
+    return f"{len(model.weights)} weights and outputs identical after save + load"
+
+
+_CHECKS: list[tuple[str, Callable[[_Subject], Any]]] = [
+    ("weights", _check_weights),
+    ("output shape", _check_output_shape),
+    ("gradients (train)", lambda s: _check_gradients(s, True)),
+    ("gradients (inference)", lambda s: _check_gradients(s, False)),
+    ("determinism", _check_determinism),
+    ("batch independence", _check_batch_independence),
+    ("bundle round trip", _check_bundle_round_trip),
+]
+
+
+def run_checks(
+    type_or_class: str | type[Layer],
+    params: dict[str, Any] | None = None,
+    input_shape: Shape | None = None,
+    batch: int = 3,
+    seed: int = 0,
+) -> tuple[Shape, list[CheckResult]]:
+    """Run every conformance check; returns the input shape used and each check's outcome.
+
+    Bad arguments (unknown type, invalid params, an input shape the layer rejects) raise a
+    CnnkitError; a failing check is recorded, and the checks after it still run.
+    """
+    subject = _subject(type_or_class, params, input_shape, batch, seed)
+    results = []
+    for name, check in _CHECKS:
+        try:
+            outcome = check(subject)
+        except AssertionError as exc:
+            results.append(CheckResult(name, "fail", str(exc)))
+        except Exception as exc:  # a crash inside the layer is a failed check, not a crash of the kit
+            results.append(CheckResult(name, "fail", f"raised {type(exc).__name__}: {exc}"))
+        else:
+            results.append(outcome if isinstance(outcome, CheckResult) else CheckResult(name, "pass", outcome))
+    return subject.input_shape, results
+
+
+def check_layer(
+    type_or_class: str | type[Layer],
+    params: dict[str, Any] | None = None,
+    input_shape: Shape | None = None,
+    batch: int = 3,
+    seed: int = 0,
+) -> list[CheckResult]:
+    """Assert that a layer honours the contract: output shape, float64 gradients (train and inference),
+    determinism, batch independence in inference, and an exact bundle round trip.
+
+    ``type_or_class`` is a registered type name or a Layer subclass (a class that is not registered
+    skips the bundle check). ``input_shape`` excludes the batch axis; by default (3, 8, 8), or (12,)
+    for layers that need a flat input. Raises AssertionError naming every failed check.
+    """
+    shape, results = run_checks(type_or_class, params, input_shape, batch, seed)
+    failed = [r for r in results if r.status == "fail"]
+    if failed:
+        label = type_or_class if isinstance(type_or_class, str) else type_or_class.__name__
+        raise AssertionError(f"check_layer({label!r}, input_shape={list(shape)}): " + "; ".join(f"{r.name} failed: {r.detail}" for r in failed))
+    return results

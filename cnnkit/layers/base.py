@@ -6,7 +6,9 @@ A layer is a small class with four parts, all pure functions of its params:
   numbers). The spec validator and ``cnnkit schema`` both read it.
 - ``output_shape(input_shape)``: the per-sample output shape, computed before any array exists.
   Raise ``ValueError("what is wrong. Received: ...")`` when the input shape cannot work.
-- ``weight_shapes(input_shape)`` / ``init_weights(input_shape, rng)``: named trainable arrays.
+- ``weight_shapes(input_shape)`` / ``init_weights(input_shape, rng)``: named arrays. Names listed in
+  ``non_trainable`` (e.g. batch-norm running statistics) are learned state that ``forward`` updates
+  in place when ``train`` is true; backprop returns no gradient for them, so optimizers skip them.
 - ``forward(weights, x, train)``: returns ``(y, backprop)`` where ``backprop(dy)`` returns
   ``(dx, {weight_name: gradient})``. All state backward needs lives in that closure.
 
@@ -36,6 +38,7 @@ class Layer:
     """Base class of every layer; subclasses override what they need (see the module docstring)."""
 
     Params: ClassVar[type[LayerParams]] = LayerParams
+    non_trainable: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: LayerParams | None = None, **fields):
         if params is None:

@@ -1,0 +1,159 @@
+"""The conformance kit: every registered layer type passes it, and each check catches what it names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cnnkit import registry
+from cnnkit.errors import RegistryError, SpecError
+from cnnkit.layers import Layer, LayerParams
+from cnnkit.testing import check_layer, run_checks
+
+# Params (and input shapes) that make a small but non-trivial instance of each known type. A newly
+# registered type gets {} and the default input shapes; if it needs more, add it here.
+CASES: dict[str, list[tuple[dict, tuple[int, ...] | None]]] = {
+    "conv2d": [({"filters": 3, "kernel_size": 3, "padding": "same"}, None), ({"filters": 2, "kernel_size": 3, "stride": 2, "use_bias": False}, (2, 7, 7))],
+    "dense": [({"units": 5}, (7,))],
+    "maxpool2d": [({"pool_size": 2}, None), ({"pool_size": 3, "stride": 2}, (2, 7, 7))],
+    "softmax": [({}, (6,))],
+    "batchnorm2d": [({}, None), ({"momentum": 0.3, "eps": 1e-3}, (2, 3, 5))],
+    "leaky_relu": [({"negative_slope": 0.2}, None)],
+}
+REGISTERED = sorted({e.type for e in registry.list_layers()})
+PARAMS = [(t, p, s) for t in REGISTERED for p, s in CASES.get(t, [({}, None)])]
+
+
+@pytest.mark.parametrize("layer_type, params, input_shape", PARAMS, ids=[f"{t}-{i}" for i, (t, _, _) in enumerate(PARAMS)])
+def test_every_registered_layer_type_conforms(layer_type, params, input_shape):
+    status = {s.entry.type: s for s in registry.load_all()}[layer_type]
+    if status.cls is None:
+        pytest.fail(f"registered layer type {layer_type!r} cannot be loaded: {status.error}")
+    results = check_layer(layer_type, params, input_shape)
+    assert [r.status for r in results] == ["pass"] * len(results)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Each check fails on the defect it is named for (layers defined here, not registered).
+
+
+class Good(Layer):
+    """y = x * w + b per channel: correct in every respect, the base the broken variants change."""
+
+    def weight_shapes(self, input_shape):
+        return {"w": (input_shape[0],), "b": (input_shape[0],)}
+
+    def init_weights(self, input_shape, rng):
+        return {"w": rng.normal(size=input_shape[0]).astype(np.float32), "b": np.zeros(input_shape[0], np.float32)}
+
+    def forward(self, weights, x, train):
+        w, b = weights["w"][:, None, None], weights["b"][:, None, None]
+
+        def backprop(dy):
+            return dy * w, {"w": (dy * x).sum(axis=(0, 2, 3)), "b": dy.sum(axis=(0, 2, 3))}
+
+        return x * w + b, backprop
+
+
+class WrongInputGradient(Good):
+    def forward(self, weights, x, train):
+        y, backprop = super().forward(weights, x, train)
+        return y, lambda dy: (backprop(dy)[0] * 1.01, backprop(dy)[1])
+
+
+class MissingWeightGradient(Good):
+    def forward(self, weights, x, train):
+        y, backprop = super().forward(weights, x, train)
+        return y, lambda dy: (backprop(dy)[0], {"w": backprop(dy)[1]["w"]})
+
+
+class WrongShape(Good):
+    def output_shape(self, input_shape):
+        return (input_shape[0] + 1, *input_shape[1:])
+
+
+class Upcasts(Good):
+    def forward(self, weights, x, train):
+        y, backprop = super().forward(weights, x, train)
+        return y.astype(np.float64), backprop
+
+
+class BatchDependent(Good):
+    """Normalizes by the batch mean even in inference: a sample's output depends on its batch."""
+
+    def forward(self, weights, x, train):
+        y, backprop = super().forward(weights, x, train)
+        return y - y.mean(axis=0, keepdims=True), backprop
+
+
+class Noisy(Good):
+    def forward(self, weights, x, train):
+        y, backprop = super().forward(weights, x, train)
+        return y + np.random.default_rng().normal(size=y.shape).astype(y.dtype) * 1e-3, backprop
+
+
+class MutatesInInference(Good):
+    def forward(self, weights, x, train):
+        weights["b"] += 1
+        return super().forward(weights, x, train)
+
+
+class BadInit(Good):
+    def init_weights(self, input_shape, rng):
+        return {"w": np.ones(input_shape[0] + 1, np.float32), "b": np.zeros(input_shape[0], np.float32)}
+
+
+class TrainsItsState(Good):
+    non_trainable = ("b",)
+
+
+@pytest.mark.parametrize(
+    "cls, check, message",
+    [
+        (WrongInputGradient, "gradients (train)", "gradient of input differs from finite differences"),
+        (MissingWeightGradient, "gradients (train)", "backprop returned no gradient for weight 'b'"),
+        (WrongShape, "output shape", "returned shape [3, 3, 8, 8], but output_shape([3, 8, 8]) says [3, 4, 8, 8]"),
+        (Upcasts, "output shape", "turned float32 input into float64"),
+        (BatchDependent, "batch independence", "sample 0 of a batch of 3 differs from that sample run alone"),
+        (Noisy, "determinism", "two forward passes (inference mode)"),
+        (MutatesInInference, "determinism", "forward in inference mode changed weights ['b']"),
+        (BadInit, "weights", "init_weights gives 'w' shape [4], weight_shapes declares [3]"),
+        (TrainsItsState, "gradients (train)", "backprop returned gradients for non-trainable weights ['b']"),
+    ],
+)
+def test_each_check_catches_its_defect(cls, check, message):
+    _, results = run_checks(cls)
+    outcome = {r.name: r for r in results}[check]
+    assert outcome.status == "fail" and message in outcome.detail
+    with pytest.raises(AssertionError, match=rf"check_layer\('{cls.__name__}', input_shape=\[3, 8, 8\]\): .*{check.replace('(', '.').replace(')', '.')} failed"):
+        check_layer(cls)
+
+
+def test_a_correct_unregistered_class_passes_and_skips_only_the_bundle_check():
+    results = {r.name: r.status for r in check_layer(Good)}
+    assert results.pop("bundle round trip") == "skip"
+    assert set(results.values()) == {"pass"}
+
+
+def test_bad_arguments_are_one_line_errors():
+    with pytest.raises(SpecError, match=r"conv2d params\.filters: required field is missing"):
+        check_layer("conv2d", {"kernel_size": 3})
+    with pytest.raises(SpecError, match=r"dense rejects input shape \[3, 8, 8\]: dense expects a flat input"):
+        check_layer("dense", {"units": 2}, (3, 8, 8))
+    with pytest.raises(RegistryError, match="unknown layer type 'nope'"):
+        check_layer("nope")
+    with pytest.raises(RegistryError, match="needs a layer type name or a Layer subclass"):
+        check_layer(int)
+
+
+class NotALayerContract(Layer):
+    class Params(LayerParams):
+        type: str = "x"
+
+    def forward(self, weights, x, train):
+        return x, lambda dy: (dy, {})
+
+
+def test_a_class_breaking_the_static_contract_is_rejected_before_running():
+    with pytest.raises(RegistryError, match="breaks the layer contract: NotALayerContract.Params must not declare a field named 'type'"):
+        check_layer(NotALayerContract)
