@@ -126,6 +126,8 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-epoch lines.")] = False,
 ):
     """Train the model a spec describes on its dataset and write a bundle."""
+    import numpy as np
+
     from . import build
     from .bundle import save
     from .data import load_fashion_mnist
@@ -135,15 +137,18 @@ def run(
 
     model_spec = load_spec(spec, set_ or [])
     target = out or Path(f"{model_spec.name}.cnnkit")
-    if not target.parent.exists():
+    # Checked before training, so a bad --out costs no training time; bundle.save checks again.
+    if not target.parent.is_dir():
         raise CnnkitError(f"cannot write {target}: folder {target.parent} does not exist")
+    if target.is_dir():
+        raise CnnkitError(f"cannot write {target}: it is a directory; give a file name such as {target / 'model.cnnkit'}")
     model = build(model_spec)
     d = model_spec.data
     data = load_fashion_mnist(d.dir, d.train_limit, d.test_limit)
     model.classes = list(data.classes)
     say = (lambda msg: None) if quiet else typer.echo
     say(f"training {model_spec.name} on {len(data.train_labels):,} images from {data.source} "
-        f"({model_spec.train.epochs} epochs, batch {model_spec.train.batch_size})")
+        f"({model_spec.train.epochs} epoch{'s' if model_spec.train.epochs != 1 else ''}, batch {model_spec.train.batch_size})")
     started = time.perf_counter()
     progress = None if quiet or not sys.stderr.isatty() else _progress_bar()
     try:
@@ -162,7 +167,10 @@ def run(
             say(f"epoch {r.epoch}: train loss {r.train_loss:.4f}, test accuracy {r.test_accuracy:.4f}, "
                 f"macro-F1 {r.test_macro_f1:.4f} ({r.seconds:.1f}s)")
 
-        history = fit(model, data, on_step=on_step, on_epoch=on_epoch)
+        # A diverging run overflows float32 on the way to its one-line "diverged" error; numpy's
+        # warnings about that would only clutter the terminal.
+        with np.errstate(over="ignore", invalid="ignore"):
+            history = fit(model, data, on_step=on_step, on_epoch=on_epoch)
     finally:
         if progress is not None:
             progress.stop()
@@ -215,7 +223,7 @@ def predict(
 @command()
 def evaluate(
     bundle: Path,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the Fashion-MNIST IDX files (default: search).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the Fashion-MNIST IDX files (default: the bundle spec's data.dir, else search).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use the first N test images.")] = None,
     json_: JsonOption = False,
 ):
@@ -225,12 +233,167 @@ def evaluate(
     from .train import evaluate as evaluate_model
 
     model = load(bundle)
-    data = load_fashion_mnist(data_dir, train_limit=1, test_limit=limit)
+    # The test set the model was trained against: its spec's data.dir when it named one.
+    data = load_fashion_mnist(data_dir or model.spec.data.dir, train_limit=1, test_limit=limit)
     scores = evaluate_model(model, data.test_images, data.test_labels)
     if json_:
         typer.echo(json.dumps({"examples": len(data.test_labels), **scores}))
         return
     typer.echo(f"{bundle}: accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f} on {len(data.test_labels):,} test images")
+
+
+# --------------------------------------------------------------------------------------------------
+# Layer plugins
+
+
+@command()
+def layers(json_: JsonOption = False):
+    """List every layer type: provider distribution and version, and its params (or why it cannot load)."""
+    from .registry import load_all
+    from .schema import describe_params
+
+    rows = []
+    for status in load_all():
+        e = status.entry
+        row = {"type": e.type, "dist": e.dist, "version": e.version, "entry_point": e.value}
+        if status.error is None:
+            row["params"] = describe_params(status.cls)
+        else:
+            row["error"] = status.error
+        rows.append(row)
+    if json_:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="cnnkit layer types")
+    for col in ("type", "provider", "params"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        if "error" in row:
+            params = f"[red]cannot be used: {escape(row['error'])}[/red]"
+        else:
+            params = "\n".join(_describe_param(p) for p in row["params"]) or "-"
+        table.add_row(row["type"], f"{row['dist']} {row['version']}", params)
+    _console().print(table)
+
+
+def _describe_param(p: dict) -> str:
+    from rich.markup import escape
+
+    default = "required" if p["required"] else f"default {json.dumps(p.get('default'))}"
+    return escape(f"{p['name']}: {p['type']} ({default})")
+
+
+@command()
+def schema(out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None):
+    """Print the JSON Schema (draft-07) of a spec, including every installed layer type's params."""
+    from .bundle import write_atomic
+    from .schema import spec_schema
+
+    document, skipped = spec_schema()
+    for status in skipped:
+        typer.echo(f"note: layer type {status.entry.type!r} left out of the schema: {status.error}", err=True)
+    text = json.dumps(document, indent=2) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        try:
+            write_atomic(out, text.encode("utf-8"))
+        except OSError as exc:
+            raise CnnkitError(f"cannot write {out}: {exc.strerror or exc}") from None
+        typer.echo(f"wrote {out}", err=True)
+
+
+@command("check-layer")
+def check_layer(
+    layer_type: Annotated[str, typer.Argument(metavar="TYPE", help="A registered layer type (cnnkit layers lists them).")],
+    params: Annotated[Optional[str], typer.Option("--params", help='Layer params as a JSON object, e.g. \'{"filters": 4, "kernel_size": 3}\'.')] = None,
+    input_shape: Annotated[Optional[str], typer.Option("--input-shape", help="Per-sample input shape C,H,W (or F for flat layers). Default: 3,8,8, else 12.")] = None,
+):
+    """Run the conformance checks on a layer type; exit 1 if any fails."""
+    from .testing import run_checks
+
+    try:
+        fields = json.loads(params) if params is not None else {}
+    except json.JSONDecodeError as exc:
+        raise CnnkitError(f"--params is not valid JSON ({exc.msg} at column {exc.colno}). Received: {params}") from None
+    if not isinstance(fields, dict):
+        raise CnnkitError(f"--params must be a JSON object. Received: {params}")
+    shape = None
+    if input_shape is not None:
+        try:
+            shape = tuple(int(d) for d in input_shape.split(","))
+        except ValueError:
+            shape = ()
+        if not shape or any(d < 1 for d in shape):
+            raise CnnkitError(f"--input-shape must be positive integers separated by commas, like 3,8,8. Received: {input_shape}")
+    used, results = run_checks(layer_type, fields, shape)
+    typer.echo(f"check-layer {layer_type} params={json.dumps(fields)} input_shape={list(used)}")
+    for r in results:
+        typer.echo(f"  {r.status.upper():4}  {r.name}: {r.detail}")
+    failed = [r.name for r in results if r.status == "fail"]
+    if failed:
+        typer.echo(f"error: {layer_type}: {len(failed)} check(s) failed: {', '.join(failed)}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"ok: {layer_type} passed {sum(r.status == 'pass' for r in results)} checks")
+
+
+@command()
+def inspect(bundle: Path, json_: JsonOption = False):
+    """Show a bundle's format version, spec, classes, provenance, training and weights (runs no layer code)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from .bundle import describe, read
+
+    info = describe(read(bundle), str(bundle))
+    if json_:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    console = _console()
+
+    def show(*parts: str) -> None:
+        console.print(Text(_printable(" ".join(parts))))
+
+    show(f"{bundle}: cnnkit bundle format {info['version']}, sha256 {info['sha256']}")
+    pre = info["preprocess"]
+    show(f"model {info['name']!r}: input {info['input_shape']}, {info['total_params']:,} parameters,",
+         f"preprocess x / {pre.get('divide')} - {pre.get('subtract')}" if isinstance(pre, dict) else f"preprocess {pre}")
+    show(f"classes ({len(info['classes'])}):", ", ".join(info["classes"]))
+    layers = Table(title="layers")
+    for col, justify in (("#", "right"), ("layer", "left"), ("config", "left"), ("params", "right"), ("provider", "left")):
+        layers.add_column(col, justify=justify)
+    for row in info["layers"]:
+        config = ", ".join(f"{k}={json.dumps(v)}" for k, v in row["config"].items())
+        layers.add_row(str(row["index"]), *(Text(_printable(t)) for t in (row["type"], config)), f"{row['params']:,}", Text(_printable(row["provider"])))
+    console.print(layers)
+    training = dict(info["training"])
+    history = training.pop("history", None)
+    metrics = training.pop("metrics", None)
+    show("training:", ", ".join(f"{k}={json.dumps(v)}" for k, v in training.items()) or "(none recorded)")
+    if isinstance(history, list) and history and all(isinstance(r, dict) for r in history):
+        table = Table(title="history")
+        columns = list(dict.fromkeys(k for r in history for k in r))
+        for col in columns:
+            table.add_column(Text(_printable(col)), justify="right")
+        for r in history:
+            table.add_row(*(Text(_printable(f"{r[c]:.4f}" if isinstance(r.get(c), float) else json.dumps(r.get(c)))) for c in columns))
+        console.print(table)
+    if isinstance(metrics, dict) and metrics:
+        show("metrics:", ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {json.dumps(v)}" for k, v in metrics.items()))
+    weights = Table(title="weights")
+    for col, justify in (("name", "left"), ("dtype", "left"), ("shape", "left"), ("values", "right"), ("bytes", "right")):
+        weights.add_column(col, justify=justify)
+    for w in info["weights"]:
+        weights.add_row(w["name"], w["dtype"], str(w["shape"]), f"{w['size']:,}", f"{w['bytes']:,}")
+    console.print(weights)
+
+
+def _printable(text: str) -> str:
+    """Text from a bundle with control characters escaped, so a hostile file cannot drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def main():

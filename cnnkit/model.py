@@ -118,12 +118,13 @@ class Model:
         if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
             raise DataError(f"images must be a numeric array. Received: dtype={x.dtype}")
         shape = self.input_shape
+        received = list(x.shape)
         if x.shape == shape or (len(shape) == 3 and shape[0] == 1 and x.shape == shape[1:]):
             x = x[None]
         if len(shape) == 3 and shape[0] == 1 and x.ndim == 3:
             x = x[:, None]
         if x.shape[1:] != shape:
-            raise DataError(f"images must have shape (N, {', '.join(map(str, shape))}) or (N, {', '.join(map(str, shape[1:]))}). Received: {list(x.shape)}")
+            raise DataError(f"images must have shape (N, {', '.join(map(str, shape))}) or (N, {', '.join(map(str, shape[1:]))}). Received: {received}")
         x = x.astype(np.float32)
         if not preprocessed:
             p = self.spec.input.preprocess

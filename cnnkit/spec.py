@@ -128,13 +128,15 @@ def _pydantic_errors(exc: ValidationError, model: type[BaseModel], prefix: tuple
         elif kind == "extra_forbidden":
             allowed = _fields_at(model, loc[:-1])
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else (f"; allowed: {', '.join(allowed)}" if allowed else "")
+            hint = f"; did you mean {close[0]!r}?" if close else (f"; allowed: {', '.join(allowed)}" if allowed else "; this takes no fields")
             msg = f"unknown field{hint}"
         else:
             text = err["msg"]
             if text.startswith("Value error, "):
                 text = text[len("Value error, ") :]
-            msg = f"{text[0].lower()}{text[1:]}. Received: {_received(err['input'])}"
+            msg = f"{text[0].lower()}{text[1:]}"
+            if "received" not in text.lower():  # a layer's own validator may already say what it got
+                msg += f". Received: {_received(err['input'])}"
         errors.append((path, msg))
     return errors
 
@@ -200,7 +202,8 @@ def _resolve(spec: ModelSpec, errors: list[tuple[str, str]]) -> list[ResolvedLay
         try:
             out = tuple(int(d) for d in layer.output_shape(shape))
         except ValueError as exc:
-            errors.append((where, f"{kind}: {exc}"))
+            text = str(exc)
+            errors.append((where, text if text.startswith(kind) else f"{kind}: {text}"))
             return resolved
         except Exception as exc:  # a plugin bug, reported where it happened
             errors.append((where, f"{kind}.output_shape failed: {type(exc).__name__}: {exc}"))
@@ -238,6 +241,8 @@ def parse_override(assignment: str) -> tuple[list[str | int], Any]:
     for token in path.strip().replace("[", ".").replace("]", "").split("."):
         if token == "":
             raise SpecError(f"--set path {path!r} has an empty part")
+        if token.startswith("-") and token[1:].isdigit():
+            raise SpecError(f"--set path {path!r}: list indices count from 0 and cannot be negative. Received: {token}")
         parts.append(int(token) if token.isdigit() else token)
     try:
         value = json.loads(text)

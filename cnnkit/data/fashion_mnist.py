@@ -1,4 +1,4 @@
-"""Fashion-MNIST: find the four official IDX files (or download them once), verified by sha256."""
+"""Fashion-MNIST: find the four IDX files (or download them once); the official copies are verified by sha256."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hashlib
 import os
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,18 +59,23 @@ def _complete(folder: Path) -> bool:
     return all(_find_file(folder, stem) for stem, _ in FILES.values())
 
 
-def candidate_dirs() -> list[Path]:
-    """Where Fashion-MNIST is looked for, in order."""
+def _search_dirs() -> list[tuple[Path, bool]]:
+    """(folder, chosen_by_user) in search order; folders under $CNNKIT_DATA are the user's choice."""
     dirs = []
     if os.environ.get("CNNKIT_DATA"):
         root = Path(os.environ["CNNKIT_DATA"])
-        dirs += [root, root / "fashion-mnist", root / "FashionMNIST" / "raw"]
-    dirs += [cache_dir(), DEBIAN_DIR, Path("data") / "FashionMNIST" / "raw"]
+        dirs += [(root, True), (root / "fashion-mnist", True), (root / "FashionMNIST" / "raw", True)]
+    dirs += [(cache_dir(), False), (DEBIAN_DIR, False), (Path("data") / "FashionMNIST" / "raw", False)]
     return dirs
 
 
-def locate(explicit_dir: str | Path | None = None, download: bool = True) -> Path:
-    """The first folder holding all four files; else download into the cache; else a one-line DataError."""
+def candidate_dirs() -> list[Path]:
+    """Where Fashion-MNIST is looked for, in order."""
+    return [folder for folder, _ in _search_dirs()]
+
+
+def _find_dataset(explicit_dir: str | Path | None, download: bool) -> tuple[Path, bool]:
+    """(folder holding all four files, whether the user chose it) — see :func:`locate`."""
     if explicit_dir is not None:
         folder = Path(explicit_dir)
         if not folder.is_dir():
@@ -77,27 +83,51 @@ def locate(explicit_dir: str | Path | None = None, download: bool = True) -> Pat
         if not _complete(folder):
             missing = [stem for stem, _ in FILES.values() if not _find_file(folder, stem)]
             raise DataError(f"data directory {folder} lacks Fashion-MNIST files: {', '.join(missing)} (.gz or raw)")
-        return folder
-    for folder in candidate_dirs():
+        return folder, True
+    for folder, chosen in _search_dirs():
         if _complete(folder):
-            return folder
-    problem = "not found"
-    if download and os.environ.get("CNNKIT_OFFLINE") != "1":
+            return folder, chosen
+    if not download:
+        problem = "not found"
+    elif os.environ.get("CNNKIT_OFFLINE") == "1":
+        problem = "not found (downloads are off: CNNKIT_OFFLINE=1)"
+    else:
         try:
-            return fetch(cache_dir())
+            return fetch(cache_dir()), False
         except DataError as exc:
             problem = f"not found and the download failed ({exc})"
     raise DataError(
         f"Fashion-MNIST {problem}. Get it one of these ways: set CNNKIT_DATA to a folder with the four IDX files; "
         f"'apt-get install dataset-fashion-mnist' (puts them in {DEBIAN_DIR}); put them in {cache_dir()}; "
-        f"or use a torchvision-style ./data/FashionMNIST/raw folder"
+        f"use a torchvision-style ./data/FashionMNIST/raw folder; "
+        f"or allow the download (unset CNNKIT_OFFLINE; CNNKIT_FASHION_MNIST_MIRROR picks the mirror)"
     )
 
 
+def locate(explicit_dir: str | Path | None = None, download: bool = True) -> Path:
+    """The folder holding the four IDX files (``.gz`` or raw).
+
+    ``explicit_dir`` (a spec's ``data.dir``) is used as given. Otherwise the search order is
+    $CNNKIT_DATA (itself, its ``fashion-mnist/`` and ``FashionMNIST/raw/``), the per-user cache
+    ($XDG_CACHE_HOME/cnnkit/fashion-mnist), Debian's /usr/share/datasets/fashion-mnist and
+    ./data/FashionMNIST/raw; if none is complete the files are downloaded into the cache (unless
+    ``download`` is false or CNNKIT_OFFLINE=1). Failing all that, one DataError lists the ways to get them.
+    """
+    return _find_dataset(explicit_dir, download)[0]
+
+
 def fetch(folder: Path, mirror: str | None = None, timeout: float = 30.0) -> Path:
-    """Download the four .gz files from the mirror into ``folder``, verifying each before it is kept."""
-    mirror = mirror or os.environ.get("CNNKIT_FASHION_MNIST_MIRROR", MIRROR)
-    folder.mkdir(parents=True, exist_ok=True)
+    """Download the four .gz files from the mirror into ``folder``, verifying each before it is kept.
+
+    The mirror is ``mirror``, else $CNNKIT_FASHION_MNIST_MIRROR, else the official one. Files already
+    in ``folder`` are kept (they are verified when read). A file is renamed into place only after its
+    sha256 matched, so a failed or partial download never leaves a file that looks complete.
+    """
+    mirror = mirror or os.environ.get("CNNKIT_FASHION_MNIST_MIRROR") or MIRROR
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the download folder {folder}: {exc.strerror or exc}") from None
     for stem, sha256 in FILES.values():
         target = folder / f"{stem}.gz"
         if target.is_file():
@@ -106,18 +136,25 @@ def fetch(folder: Path, mirror: str | None = None, timeout: float = 30.0) -> Pat
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 payload = response.read()
-        except Exception as exc:
+        except Exception as exc:  # URLError, HTTPError, timeouts, resets: all mean "not from here"
             raise DataError(f"cannot download {url}: {exc}") from None
         try:
             digest = hashlib.sha256(gzip.decompress(payload)).hexdigest()
-        except Exception:
+        except (OSError, EOFError, zlib.error):
             digest = "not gzip data"
         if digest != sha256:
             raise DataError(f"{url}: sha256 mismatch (expected {sha256}, got {digest})")
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".part")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.replace(tmp, target)
+        try:
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(payload)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise DataError(f"cannot write {target}: {exc.strerror or exc}") from None
     return folder
 
 
@@ -126,7 +163,10 @@ def _read(folder: Path, key: str, verify: bool) -> np.ndarray:
     path = _find_file(folder, stem)
     data = read_bytes(path)
     if verify and hashlib.sha256(data).hexdigest() != sha256:
-        raise DataError(f"{path}: contents differ from the official Fashion-MNIST (sha256 mismatch)")
+        raise DataError(
+            f"{path}: contents differ from the official Fashion-MNIST (sha256 mismatch); "
+            f"delete the file to fetch it again, or set data.dir to use your own IDX files"
+        )
     return parse_idx(data, str(path))
 
 
@@ -134,15 +174,25 @@ def load_fashion_mnist(
     folder: str | Path | None = None,
     train_limit: int | None = None,
     test_limit: int | None = None,
-    verify: bool = True,
+    verify: bool | None = None,
 ) -> Dataset:
-    """Load Fashion-MNIST (first ``train_limit`` / ``test_limit`` examples when given)."""
-    where = locate(folder)
+    """Load Fashion-MNIST (the first ``train_limit`` / ``test_limit`` examples when given).
+
+    ``folder`` (a spec's ``data.dir``) skips the search of :func:`locate`. Verification against the
+    official sha256 sums: ``verify=None`` (the default) checks files that cnnkit found or downloaded
+    on its own (the cache, Debian's folder, ./data/FashionMNIST/raw) since those claim to be the
+    official dataset, and trusts folders the user named (``folder`` or $CNNKIT_DATA), which may hold
+    other data in the same format. ``True`` / ``False`` force it either way. Every file is still
+    parsed strictly as IDX, and images and labels must agree in count.
+    """
+    where, chosen_by_user = _find_dataset(folder, download=True)
+    if verify is None:
+        verify = not chosen_by_user
     arrays = {key: _read(where, key, verify) for key in FILES}
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise DataError(f"{where}: {split} images {list(images.shape)} and labels {list(labels.shape)} do not match")
+            raise DataError(f"{where}: {split} images {list(images.shape)} and labels {list(labels.shape)} do not match; expected (N, H, W) images and (N,) labels")
     return Dataset(
         arrays["train_images"][:train_limit],
         arrays["train_labels"][:train_limit].astype(np.int64),

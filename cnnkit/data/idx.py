@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import zlib
 from pathlib import Path
@@ -13,6 +14,8 @@ from ..errors import DataError
 
 # IDX type code -> big-endian numpy dtype
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+# Fashion-MNIST's largest file is 47 MB unpacked; the cap keeps a tiny hostile .gz from filling memory.
+MAX_DECOMPRESSED = 512 << 20
 
 
 def read_bytes(path: str | Path) -> bytes:
@@ -26,9 +29,13 @@ def read_bytes(path: str | Path) -> bytes:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     if raw[:2] == b"\x1f\x8b":
         try:
-            return gzip.decompress(raw)
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+                data = stream.read(MAX_DECOMPRESSED + 1)
         except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"{path}: corrupt gzip data: {exc}") from None
+        if len(data) > MAX_DECOMPRESSED:
+            raise DataError(f"{path}: decompresses to more than {MAX_DECOMPRESSED >> 20} MiB; refusing a possible gzip bomb")
+        return data
     return raw
 
 

@@ -17,6 +17,8 @@ def read_images(path: str | Path, size: tuple[int, int] | None = None, channels:
     ``size`` (H, W) when given. ``invert`` maps v -> 255 - v (Fashion-MNIST is light-on-dark).
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; give image files (PNG, JPEG, .npy or IDX)")
     if not path.is_file():
         raise DataError(f"file not found: {path}")
     suffix = path.suffix.lower()
@@ -45,6 +47,6 @@ def _read_picture(path: Path, size: tuple[int, int] | None, channels: int) -> np
             array = np.asarray(img, dtype=np.uint8)
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image Pillow can read (expected PNG, JPEG, ... or .npy / IDX)") from None
-    except OSError as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # Pillow's ways to say "broken"
         raise DataError(f"{path}: cannot read image: {exc}") from None
     return array[None] if channels == 1 else array.transpose(2, 0, 1)[None]

@@ -1,0 +1,121 @@
+"""Training: it learns, it is reproducible from the seed, and it beats chance on real Fashion-MNIST."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+import cnnkit
+from cnnkit import DataError
+from cnnkit.data import Dataset, load_fashion_mnist
+from cnnkit.train import evaluate, fit, training_metadata
+from conftest import REAL_DATA, SEED_SPEC, TINY_SPEC, synthetic_images
+
+
+def tiny_data(train=240, test=100) -> Dataset:
+    x, y = synthetic_images(train, 1)
+    xt, yt = synthetic_images(test, 2)
+    return Dataset(x, y.astype(np.int64), xt, yt.astype(np.int64), [f"c{i}" for i in range(10)], "synthetic")
+
+
+def spec_with(**train) -> dict:
+    spec = copy.deepcopy(TINY_SPEC)
+    spec["train"].update(train)
+    return spec
+
+
+def test_loss_goes_down_and_accuracy_goes_up():
+    epochs = []
+    model = cnnkit.train(spec_with(epochs=4), tiny_data(), on_epoch=epochs.append)
+    losses = [r.train_loss for r in epochs]
+    assert [r.epoch for r in epochs] == [1, 2, 3, 4]
+    assert losses[-1] < 0.5 * losses[0]
+    assert epochs[-1].test_accuracy > 0.9 and epochs[-1].test_macro_f1 > 0.9
+    assert model.classes == [f"c{i}" for i in range(10)]
+    assert model.metadata["metrics"] == {"test_accuracy": epochs[-1].test_accuracy, "test_macro_f1": epochs[-1].test_macro_f1}
+
+
+def test_same_seed_gives_identical_weights_other_seed_does_not():
+    data = tiny_data()
+    a = cnnkit.train(spec_with(epochs=2, seed=3), data)
+    b = cnnkit.train(spec_with(epochs=2, seed=3), data)
+    c = cnnkit.train(spec_with(epochs=2, seed=4), data)
+    for name in a.weights:
+        np.testing.assert_array_equal(a.weights[name], b.weights[name])
+    assert any(not np.array_equal(a.weights[n], c.weights[n]) for n in a.weights)
+    assert a.metadata == b.metadata
+
+
+def test_shuffle_order_matters_and_can_be_turned_off():
+    data = tiny_data()
+    shuffled = cnnkit.train(spec_with(epochs=1), data)
+    in_order = cnnkit.train(spec_with(epochs=1, shuffle=False), data)
+    assert any(not np.array_equal(shuffled.weights[n], in_order.weights[n]) for n in shuffled.weights)
+
+
+def test_batch_size_one_and_adam_train():
+    data = tiny_data(train=60, test=20)
+    steps = []
+    model = cnnkit.train(spec_with(epochs=1, batch_size=1, optimizer={"type": "adam", "lr": 0.001}), data,
+                         on_step=lambda *a: steps.append(a))
+    assert len(steps) == 60 and steps[-1][:3] == (1, 60, 60)
+    assert np.isfinite(model.metadata["history"][0]["train_loss"])
+
+
+def test_step_callback_counts_examples_with_a_short_last_batch():
+    steps = []
+    cnnkit.train(spec_with(epochs=1, batch_size=16), tiny_data(train=40, test=10), on_step=lambda *a: steps.append(a[:3]))
+    assert steps == [(1, 16, 40), (1, 32, 40), (1, 40, 40)]
+
+
+def test_labels_outside_the_model_outputs_are_data_errors():
+    data = tiny_data(train=20, test=10)
+    bad = Dataset(data.train_images, np.full(20, 10), data.test_images, data.test_labels, data.classes, "bad")
+    with pytest.raises(DataError, match="train labels range over 10..10, but the model has 10 outputs"):
+        cnnkit.train(spec_with(epochs=1), bad)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # float32 overflow on the way to the error
+def test_divergence_is_reported():
+    with pytest.raises(DataError, match="diverged"):
+        cnnkit.train(spec_with(epochs=1, optimizer={"type": "sgd", "lr": 1e30}), tiny_data(train=64, test=10))
+
+
+def test_training_metadata_has_no_wall_clock_times():
+    data = tiny_data(train=32, test=16)
+    model = cnnkit.build(spec_with(epochs=1))
+    history = fit(model, data)
+    meta = training_metadata(model, data, history)
+    assert meta["train_examples"] == 32 and meta["test_examples"] == 16 and meta["seed"] == 0
+    assert "seconds" not in meta["history"][0] and history[0].seconds >= 0
+    json.dumps(meta)  # plain data
+
+
+def test_evaluate_matches_predict():
+    model = cnnkit.train(spec_with(epochs=2), tiny_data())
+    x, y = synthetic_images(50, 5)
+    scores = evaluate(model, x, y)
+    assert scores["accuracy"] == float(np.mean(model.predict(x) == y))
+
+
+def test_train_reads_the_spec_data_dir(tiny_spec):
+    tiny_spec["data"].update(train_limit=50, test_limit=20)
+    model = cnnkit.train(tiny_spec)
+    assert model.metadata["train_examples"] == 50 and model.metadata["test_examples"] == 20
+    assert model.classes[0] == "T-shirt/top"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_seed_architecture_beats_chance_on_real_fashion_mnist():
+    spec = json.loads(SEED_SPEC.read_text())
+    spec["data"].update(dir=str(REAL_DATA), train_limit=2000, test_limit=1000)
+    spec["train"].update(epochs=1, batch_size=16, optimizer={"type": "sgd", "lr": 0.05})
+    data = load_fashion_mnist(REAL_DATA, 2000, 1000, verify=True)
+    model = cnnkit.train(spec, data)
+    metrics = model.metadata["metrics"]
+    assert metrics["test_accuracy"] > 0.6, metrics  # chance is 0.1
+    assert metrics["test_macro_f1"] > 0.5, metrics
