@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,11 @@ class Model:
             names = r.layer.weight_shapes(r.input_shape)
             self._layer_weights.append({name: self.weights[f"{r.index}.{name}"] for name in names})
             self._grad_keys.append({name: f"{r.index}.{name}" for name in names})
+        # Backprop stops at the first layer with weights: nothing below it needs a gradient, and
+        # that layer is told (if it accepts ``input_grad``) that it may skip its input gradient.
+        trainable = [i for i, names in enumerate(self._grad_keys) if names]
+        self._first_trainable = trainable[0] if trainable else len(self.layers)
+        self._skips_input_grad = [i == self._first_trainable and "input_grad" in inspect.signature(r.layer.forward).parameters for i, r in enumerate(self.layers)]
 
     @property
     def ends_with_softmax(self) -> bool:
@@ -92,13 +98,13 @@ class Model:
         """
         count = len(self.layers) - 1 if logits and self.ends_with_softmax else len(self.layers)
         backprops = []
-        for r, w in zip(self.layers[:count], self._layer_weights):
-            x, bp = r.layer.forward(w, x, train)
+        for r, w, skip in zip(self.layers[:count], self._layer_weights, self._skips_input_grad):
+            x, bp = r.layer.forward(w, x, train, input_grad=False) if skip and train else r.layer.forward(w, x, train)
             backprops.append(bp)
 
         def backprop(dy: np.ndarray) -> dict[str, np.ndarray]:
             grads = {}
-            for i in range(count - 1, -1, -1):
+            for i in range(count - 1, self._first_trainable - 1, -1):
                 dy, layer_grads = backprops[i](dy)
                 keys = self._grad_keys[i]
                 for name, g in layer_grads.items():

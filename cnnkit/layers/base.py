@@ -12,6 +12,11 @@ A layer is a small class with four parts, all pure functions of its params:
 - ``forward(weights, x, train)``: returns ``(y, backprop)`` where ``backprop(dy)`` returns
   ``(dx, {weight_name: gradient})``. All state backward needs lives in that closure.
 
+Optional: a ``forward`` that also accepts a keyword ``input_grad`` (default True) is called with
+``input_grad=False`` when it is the model's first layer with weights; its ``backprop`` may then
+return ``None`` for dx and skip that work (the gradient of the input data is never used). Layers
+without the keyword are called as above, so existing plugins keep working.
+
 Arrays are batched: ``x`` is ``(N, *input_shape)``. Shapes passed to the methods exclude N.
 """
 
@@ -64,7 +69,10 @@ class Layer:
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
 
-def glorot_uniform(rng: np.random.Generator, shape: Shape, fan_in: int, fan_out: int) -> np.ndarray:
-    """Keras' default kernel initializer: U(-a, a) with a = sqrt(6 / (fan_in + fan_out))."""
+def init_kernel(rng: np.random.Generator, shape: Shape, fan_in: int, fan_out: int, std: float | None = None) -> np.ndarray:
+    """A kernel drawn from N(0, std^2) when ``std`` is given, else Glorot-uniform (Keras' default):
+    U(-a, a) with a = sqrt(6 / (fan_in + fan_out))."""
+    if std is not None:
+        return (rng.standard_normal(shape) * std).astype(np.float32)
     limit = np.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-limit, limit, size=shape).astype(np.float32)

@@ -1,0 +1,249 @@
+"""Benchmark cnnkit against PyTorch on CPU: the seed architecture, same data, batch, threads and float32.
+
+    python tools/bench.py                      # training img/s at batch 1, 32, 64; inference at 256; peak RSS
+    python tools/bench.py --quick --json       # short smoke run, machine-readable
+    python tools/bench.py --time-to-accuracy   # wall time until specs/fashion_mnist_fast.json reaches 0.891
+
+Throughput rounds alternate cnnkit and PyTorch so that load from other processes hits both alike;
+the median of the rounds is reported. Peak RSS is measured in a separate child process per
+framework (training at batch 64 on the full dataset, which is loaded inside the child), so one
+framework's allocations never count against the other. Wall-clock figures are only as quiet as the
+machine: check `uptime` first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_SPEC = ROOT / "specs" / "fashion_mnist_seed.json"
+FAST_SPEC = ROOT / "specs" / "fashion_mnist_fast.json"
+TARGET_ACCURACY = 0.891
+
+
+def blas_threads() -> int:
+    """How many threads numpy's BLAS uses, so PyTorch can be given the same number."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+        if counts:
+            return counts[0]
+    except ImportError:
+        pass
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return len(os.sched_getaffinity(0))  # OpenBLAS' default: one thread per usable core
+
+
+def load_images(limit: int | None = None):
+    from cnnkit.data import load_fashion_mnist
+
+    data = load_fashion_mnist(None, limit, 0)
+    x = data.train_images.astype(np.float32)[:, None]
+    x /= np.float32(255.0)  # the seed's preprocessing, in place so no full-size temporaries count in peak RSS
+    x -= np.float32(0.5)
+    return x, data.train_labels.astype(np.int64)
+
+
+class CnnkitRunner:
+    def __init__(self, lr: float = 0.005):
+        import cnnkit
+        from cnnkit.losses import softmax_cross_entropy
+        from cnnkit.optim import SGD
+
+        self.model = cnnkit.build(SEED_SPEC)
+        self.optimizer = SGD(SGD.Params(lr=lr), self.model.weights)
+        self.loss = softmax_cross_entropy
+
+    def train(self, x, y, batch):
+        for start in range(0, len(x), batch):
+            logits, backprop = self.model.forward(x[start : start + batch], train=True, logits=True)
+            _, dlogits = self.loss(logits, y[start : start + batch])
+            self.optimizer.step(self.model.weights, backprop(dlogits))
+
+    def infer(self, x, batch):
+        for start in range(0, len(x), batch):
+            self.model.forward(x[start : start + batch], train=False, logits=True)
+
+
+class TorchRunner:
+    """The seed net in PyTorch, starting from cnnkit's initial weights."""
+
+    def __init__(self, weights: dict[str, np.ndarray], lr: float = 0.005):
+        import torch
+
+        nn = torch.nn
+        self.torch = torch
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.Conv2d(6, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1176, 10)
+        )
+        with torch.no_grad():
+            for index, (name, transpose) in {0: ("0", False), 2: ("2", False), 6: ("6", True)}.items():
+                kernel = weights[f"{name}.kernel"]
+                self.net[index].weight.copy_(torch.from_numpy(kernel.T.copy() if transpose else kernel))
+                self.net[index].bias.copy_(torch.from_numpy(weights[f"{name}.bias"]))
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=lr)
+
+    def train(self, x, y, batch):
+        torch = self.torch
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        for start in range(0, len(x), batch):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(self.net(xt[start : start + batch]), yt[start : start + batch])
+            loss.backward()
+            self.optimizer.step()
+
+    def infer(self, x, batch):
+        torch = self.torch
+        xt = torch.from_numpy(x)
+        with torch.inference_mode():
+            for start in range(0, len(x), batch):
+                self.net(xt[start : start + batch])
+
+
+def _rate(fn, images: int) -> float:
+    start = time.perf_counter()
+    fn()
+    return images / (time.perf_counter() - start)
+
+
+def throughput(quick: bool) -> list[dict]:
+    import torch
+
+    threads = blas_threads()
+    torch.set_num_threads(threads)
+    x, y = load_images(20_000)
+    ours = CnnkitRunner()
+    theirs = TorchRunner(ours.model.weights)
+    rounds = 1 if quick else 3
+    # (mode, batch, images per round): enough images that a round lasts about a second or more
+    cases = [("train", 1, 300 if quick else 2000), ("train", 32, 1024 if quick else 8192), ("train", 64, 1024 if quick else 8192), ("infer", 256, 2048 if quick else 16384)]
+    results = []
+    for mode, batch, images in cases:
+        xs, ys = x[:images], y[:images]
+        # one untimed warm-up batch each (allocator, oneDNN kernel selection)
+        for runner in (ours, theirs):
+            runner.train(xs[:batch], ys[:batch], batch) if mode == "train" else runner.infer(xs[:batch], batch)
+        rates = {"cnnkit": [], "pytorch": []}
+        for _ in range(rounds):
+            for name, runner in (("cnnkit", ours), ("pytorch", theirs)):
+                work = (lambda r=runner: r.train(xs, ys, batch)) if mode == "train" else (lambda r=runner: r.infer(xs, batch))
+                rates[name].append(_rate(work, images))
+        ours_rate, theirs_rate = statistics.median(rates["cnnkit"]), statistics.median(rates["pytorch"])
+        results.append({"mode": mode, "batch": batch, "images": images, "rounds": rounds, "threads": threads,
+                        "cnnkit_images_per_s": round(ours_rate, 1), "pytorch_images_per_s": round(theirs_rate, 1),
+                        "ratio": round(ours_rate / theirs_rate, 3)})
+    return results
+
+
+def rss_child(framework: str, steps: int) -> None:
+    """Child process: load the full training set, train `steps` batches of 64, print peak RSS in MiB."""
+    x, y = load_images()
+    if framework == "cnnkit":
+        runner = CnnkitRunner()
+    else:
+        import torch
+
+        torch.set_num_threads(blas_threads())
+        import cnnkit
+
+        runner = TorchRunner(cnnkit.build(SEED_SPEC).weights)
+    after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    runner.train(x[: 64 * steps], y[: 64 * steps], 64)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"framework": framework, "peak_rss_mib": round(peak, 1), "peak_rss_mib_before_training": round(after_load, 1)}))
+
+
+def peak_rss(quick: bool) -> dict[str, float]:
+    out = {}
+    for framework in ("cnnkit", "pytorch"):
+        done = subprocess.run([sys.executable, __file__, "--rss-child", framework, "--rss-steps", "20" if quick else "200"], capture_output=True, text=True, check=True)
+        out[framework] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def time_to_accuracy(spec_path: Path, target: float) -> dict:
+    """Wall time from before loading the data until the first epoch whose test accuracy >= target.
+
+    Included: reading the IDX files, preprocessing, building the model, training, and the test-set
+    evaluation after every epoch. Not included: interpreter start-up and imports.
+    """
+    import cnnkit
+    from cnnkit.data import load_fashion_mnist
+    from cnnkit.train import fit
+
+    class Reached(Exception):
+        pass
+
+    start = time.perf_counter()
+    model = cnnkit.build(spec_path)
+    d = model.spec.data
+    data = load_fashion_mnist(d.dir, d.train_limit, d.test_limit)
+    epochs = []
+
+    def on_epoch(record):
+        epochs.append({"epoch": record.epoch, "test_accuracy": round(record.test_accuracy, 4), "wall_s": round(time.perf_counter() - start, 1)})
+        if record.test_accuracy >= target:
+            raise Reached
+
+    try:
+        fit(model, data, on_epoch=on_epoch)
+        reached = None
+    except Reached:
+        reached = epochs[-1]["wall_s"]
+    return {"spec": str(spec_path.relative_to(ROOT)), "target": target, "seconds_to_target": reached, "epochs": epochs,
+            "included": "data loading, preprocessing, training, per-epoch test evaluation (not interpreter start-up)"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (fewer images, one round)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    parser.add_argument("--time-to-accuracy", action="store_true", help=f"time {FAST_SPEC.name} until test accuracy >= {TARGET_ACCURACY}")
+    parser.add_argument("--spec", type=Path, default=FAST_SPEC, help="spec for --time-to-accuracy")
+    parser.add_argument("--rss-child", choices=["cnnkit", "pytorch"], help=argparse.SUPPRESS)
+    parser.add_argument("--rss-steps", type=int, default=200, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        rss_child(args.rss_child, args.rss_steps)
+        return
+    report = {"load_average": os.getloadavg()}
+    if args.time_to_accuracy:
+        report["time_to_accuracy"] = time_to_accuracy(args.spec.resolve(), TARGET_ACCURACY)
+    else:
+        report["throughput"] = throughput(args.quick)
+        report["peak_rss_mib_train_batch64"] = peak_rss(args.quick)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"load average at start: {' '.join(f'{v:.2f}' for v in report['load_average'])}")
+    for row in report.get("throughput", []):
+        print(f"{row['mode']:5} batch {row['batch']:3}: cnnkit {row['cnnkit_images_per_s']:9,.0f} img/s   "
+              f"pytorch {row['pytorch_images_per_s']:9,.0f} img/s   ratio {row['ratio']:.2f}   ({row['threads']} threads)")
+    if "peak_rss_mib_train_batch64" in report:
+        rss = report["peak_rss_mib_train_batch64"]
+        for name, r in rss.items():
+            print(f"peak RSS of {name}, training at batch 64 with the full dataset loaded: {r['peak_rss_mib']} MiB "
+                  f"(peak before training started, i.e. data loading: {r['peak_rss_mib_before_training']} MiB)")
+    if "time_to_accuracy" in report:
+        t = report["time_to_accuracy"]
+        for e in t["epochs"]:
+            print(f"epoch {e['epoch']}: test accuracy {e['test_accuracy']:.4f} at {e['wall_s']:.1f}s")
+        verdict = f"{t['seconds_to_target']:.1f}s" if t["seconds_to_target"] is not None else "not reached"
+        print(f"time to test accuracy >= {t['target']}: {verdict} ({t['included']})")
+
+
+if __name__ == "__main__":
+    main()
