@@ -7,10 +7,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup data run fast test bench clean
 
-$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) tools/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,bench]' $(foreach p,$(wildcard plugins/*/pyproject.toml),-e $(dir $(p)))
+	@# The Node reader of the bundle format (tools/read_bundle.mjs) is tested against Python's.
+	if command -v npm >/dev/null; then npm ci --prefix tools --no-audit --no-fund --loglevel=error; fi
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,10 @@ def command(*args, **kwargs):
                 raise
             except KeyboardInterrupt:
                 _fail("interrupted", 130)
+            except BrokenPipeError:
+                # The reader went away (`cnnkit layers --json | head`): stop quietly, as Unix tools do.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise typer.Exit(1) from None
             except CnnkitError as exc:
                 if _state["debug"]:
                     raise

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError
-from .layers.activations import Softmax
 from .losses import softmax
 from .spec import ModelSpec, ResolvedLayer, resolve_layers, validate_spec
 
@@ -86,6 +85,8 @@ class Model:
 
     @property
     def ends_with_softmax(self) -> bool:
+        from .layers.activations import Softmax  # here, not at the top: `import cnnkit` loads no layer
+
         return isinstance(self.layers[-1].layer, Softmax)
 
     # -- running ------------------------------------------------------------------------------------

@@ -1,14 +1,17 @@
 """Layer-type registry over the `cnnkit.layers` entry-point group.
 
 Built-in and third-party layers are found the same way. Listing reads entry-point metadata only;
-a layer's module is imported the first time a spec (or a caller) names its type. Entry points are
-read afresh on every lookup that misses the cache, so a plugin installed after import is seen.
+a layer's module is imported the first time a spec (or a caller) names its type. The entry-point
+scan is cached only while no folder on sys.path has changed (installing or removing a distribution
+changes its site-packages folder), so a plugin installed after import is seen.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import sys
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
@@ -33,10 +36,30 @@ class LayerEntry:
 
 
 _resolved: dict[LayerEntry, type[Layer]] = {}
+_scanned: tuple[tuple, tuple[dict[str, LayerEntry], dict[str, list[LayerEntry]]]] | None = None
+
+
+def _path_state() -> tuple:
+    """sys.path with each folder's modification time: what the entry-point scan depends on."""
+    state = []
+    for folder in sys.path:
+        try:
+            state.append((folder, os.stat(folder or ".").st_mtime_ns))
+        except OSError:
+            state.append((folder, None))
+    return tuple(state)
 
 
 def _scan() -> tuple[dict[str, LayerEntry], dict[str, list[LayerEntry]]]:
     """All entry points of the group: unique ones by type, and types claimed by several distributions."""
+    global _scanned
+    state = _path_state()
+    if _scanned is None or _scanned[0] != state:
+        _scanned = (state, _scan_entry_points())
+    return _scanned[1]
+
+
+def _scan_entry_points() -> tuple[dict[str, LayerEntry], dict[str, list[LayerEntry]]]:
     claims: dict[str, dict[tuple[str, str], LayerEntry]] = {}
     for ep in entry_points(group=GROUP):
         dist = ep.dist.metadata["Name"] if ep.dist is not None else "unknown"
