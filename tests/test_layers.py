@@ -13,6 +13,7 @@ import pytest
 
 import cnnkit
 from cnnkit.layers.activations import ReLU, Softmax
+from cnnkit.layers import conv as conv_module
 from cnnkit.layers.conv import Conv2D
 from cnnkit.layers.dense import Dense
 from cnnkit.layers.flatten import Flatten
@@ -137,7 +138,21 @@ def test_conv2d_without_input_grad_gives_the_same_weight_gradients():
     np.testing.assert_array_equal(y, y_lean)
     assert dx is not None and dx_lean is None
     for name in grads:
-        np.testing.assert_allclose(grads_lean[name], grads[name], rtol=1e-6)
+        # float32, and the two paths sum in different orders (x patches vs dy patches)
+        np.testing.assert_allclose(grads_lean[name], grads[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("c,h,w,filters,k,stride,padding,use_bias", [case for case in CONV_CASES if case[5] == 1])
+def test_conv2d_cache_blocks_split_anywhere(monkeypatch, c, h, w, filters, k, stride, padding, use_bias):
+    """Stride-1 convolution works through cache-sized blocks of positions; tiny blocks put block
+    boundaries inside rows and across images, where an off-by-one would show."""
+    monkeypatch.setattr(conv_module, "BLOCK_BYTES", 700)
+    layer = Conv2D(filters=filters, kernel_size=k, stride=stride, padding=padding, use_bias=use_bias)
+    weights = _weights(layer, (c, h, w))
+    x = _input((3, c, h, w))
+    y, _ = layer.forward(weights, x, train=False)
+    np.testing.assert_allclose(y, reference_conv2d(x, weights["kernel"], weights.get("bias"), stride, padding), rtol=1e-5, atol=1e-5)
+    check_gradients(layer, (c, h, w), batch=3)
 
 
 POOL_CASES = [
@@ -170,6 +185,28 @@ def test_maxpool2d_routes_a_tie_to_the_first_maximum_only():
     y, backprop = MaxPool2D(pool_size=2).forward({}, x, train=True)
     dx, _ = backprop(np.ones_like(y))
     np.testing.assert_array_equal(dx[0, 0], [[1.0, 0.0], [0.0, 0.0]])
+
+
+def reference_maxpool2d_backward(x, dy, pool, stride):
+    """Each output gradient goes to the first maximum of its window (row-major), as in PyTorch."""
+    dx = np.zeros_like(x)
+    for b, ch, i, j in np.ndindex(*dy.shape):
+        window = x[b, ch, i * stride : i * stride + pool, j * stride : j * stride + pool]
+        a, c = divmod(int(window.argmax()), pool)
+        dx[b, ch, i * stride + a, j * stride + c] += dy[b, ch, i, j]
+    return dx
+
+
+@pytest.mark.parametrize("c,h,w,pool,stride", POOL_CASES)
+def test_maxpool2d_backward_matches_reference_with_many_ties(c, h, w, pool, stride):
+    """Small integers make ties frequent (finite differences cannot check those: max has a kink there)."""
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 3, (3, c, h, w)).astype(np.float32)
+    for train in (True, False):  # backprop also works after an inference-mode forward
+        y, backprop = MaxPool2D(pool_size=pool, stride=stride).forward({}, x, train=train)
+        dy = rng.normal(size=y.shape).astype(np.float32)
+        dx, _ = backprop(dy)
+        np.testing.assert_allclose(dx, reference_maxpool2d_backward(x, dy, pool, stride or pool), rtol=1e-6, atol=1e-6)
 
 
 def test_relu_forward_and_gradients():
@@ -243,6 +280,14 @@ def test_model_backprop_skips_only_work_whose_result_is_unused():
     for name in grads:
         assert grads[name].dtype == np.float32, name
         np.testing.assert_allclose(grads[name], expected[name], rtol=1e-5, atol=1e-7)
+
+
+def test_an_empty_batch_runs_forward_and_backward():
+    model = cnnkit.build("specs/fashion_mnist_seed.json")
+    logits, backprop = model.forward(np.zeros((0, 1, 28, 28), np.float32), train=True, logits=True)
+    assert logits.shape == (0, 10)
+    grads = backprop(np.zeros((0, 10), np.float32))
+    assert set(grads) == set(model.weights) and not any(g.any() for g in grads.values())
 
 
 def test_training_step_stays_float32():

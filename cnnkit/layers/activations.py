@@ -11,11 +11,10 @@ class ReLU(Layer):
     """max(x, 0). The gradient at exactly 0 is taken as 0, as in PyTorch."""
 
     def forward(self, weights, x, train):
-        mask = x > 0
-        y = x * mask
+        y = np.maximum(x, x.dtype.type(0))  # the mask is rebuilt from y in backprop, so inference skips it
 
         def backprop(dy):
-            return dy * mask, {}
+            return dy * (y > 0), {}
 
         return y, backprop
 

@@ -17,4 +17,4 @@ class Flatten(Layer):
         def backprop(dy):
             return dy.reshape(shape), {}
 
-        return x.reshape(shape[0], -1), backprop
+        return x.reshape(shape[0], math.prod(shape[1:])), backprop  # not -1: that fails on an empty batch

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 from pydantic import PositiveInt
 
 from .base import Layer, LayerParams
@@ -29,27 +28,32 @@ class MaxPool2D(Layer):
         return (c, out_h, out_w)
 
     def forward(self, weights, x, train):
-        n, c, h, w = x.shape
+        _, c, h, w = x.shape
         k, s = self.params.pool_size, self._stride
         _, out_h, out_w = self.output_shape((c, h, w))
-        sn, sc, sh, sw = x.strides
-        windows = as_strided(x, (n, c, out_h, out_w, k, k), (sn, sc, sh * s, sw * s, sh, sw), writeable=False)
-        flat = windows.reshape(n, c, out_h, out_w, k * k)
-        argmax = flat.argmax(axis=-1)  # the first maximum wins, as in PyTorch
-        y = np.take_along_axis(flat, argmax[..., None], axis=-1)[..., 0]
+
+        def at(a, i, j):  # the (i, j) element of every window, as one strided (N, C, Ho, Wo) view
+            return a[:, :, i : i + s * (out_h - 1) + 1 : s, j : j + s * (out_w - 1) + 1 : s]
+
+        # One vectorised pass per window offset (k*k of them, 4 for the usual 2x2) instead of
+        # materialising the (..., k*k) windows: each pass streams over the input once.
+        offsets = [(i, j) for i in range(k) for j in range(k)]
+        y = at(x, 0, 0).copy()
+        for i, j in offsets[1:]:
+            np.maximum(y, at(x, i, j), out=y)
 
         def backprop(dy):
-            # Route each output gradient to the one input position that produced the maximum.
-            hits = (argmax[..., None] == np.arange(k * k)) * dy[..., None]  # (N, C, Ho, Wo, k*k)
-            hits = hits.reshape(n, c, out_h, out_w, k, k)
+            # Route each output gradient to the first input position (in window order) equal to the
+            # maximum, as PyTorch does; `taken` keeps later ties from getting it too. Finding it
+            # here rather than tracking it in forward keeps inference at the bare max passes.
             dx = np.zeros_like(x)
-            if s == k:
-                tiled = hits.transpose(0, 1, 2, 4, 3, 5).reshape(n, c, out_h * k, out_w * k)
-                dx[:, :, : out_h * k, : out_w * k] = tiled
-            else:  # overlapping or gapped windows: accumulate one window offset at a time
-                for i in range(k):
-                    for j in range(k):
-                        dx[:, :, i : i + s * out_h : s, j : j + s * out_w : s] += hits[..., i, j]
+            taken = np.zeros(y.shape, bool)
+            for i, j in offsets:
+                hit = at(x, i, j) == y
+                hit &= ~taken
+                taken |= hit
+                # += because overlapping windows (stride < pool_size) share input positions.
+                at(dx, i, j)[...] += dy * hit
             return dx, {}
 
         return y, backprop
