@@ -18,23 +18,9 @@ from cnnkit import registry
 from cnnkit.cli import app
 from cnnkit.schema import describe_params, spec_schema, to_draft07
 
+from conftest import TINY_SPEC  # the mutation tests below index into its layers
 from fakeplugins import BROKEN_MODULE, SCALE_MODULE, write_dist
 
-# The mutation tests below index into these layers, so the spec is spelled out here.
-TINY_SPEC = {
-    "name": "tiny",
-    "input": {"shape": [1, 28, 28]},
-    "layers": [
-        {"type": "conv2d", "filters": 4, "kernel_size": 3, "stride": 2, "padding": "valid"},
-        {"type": "relu"},
-        {"type": "maxpool2d", "pool_size": 2},
-        {"type": "flatten"},
-        {"type": "dense", "units": 10},
-        {"type": "softmax"},
-    ],
-    "data": {"dataset": "fashion-mnist"},
-    "train": {"epochs": 3, "batch_size": 16, "optimizer": {"type": "sgd", "lr": 0.1}, "seed": 0},
-}
 SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.json"))
 
 
