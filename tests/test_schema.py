@@ -172,5 +172,5 @@ def test_to_draft07_converts_tuples_refs_and_defs():
 def test_describe_params_for_listing():
     rows = {r["name"]: r for r in describe_params(registry.load("conv2d"))}
     assert rows["filters"] == {"name": "filters", "type": "integer > 0", "required": True}
-    assert rows["padding"]["type"] == "'same' | 'valid' | integer" and rows["padding"]["default"] == "valid"
+    assert rows["padding"]["type"] == "'same' | 'valid' | integer >= 0" and rows["padding"]["default"] == "valid"
     assert rows["use_bias"]["default"] is True

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
-from pydantic import BeforeValidator, PositiveFloat, PositiveInt
+from pydantic import BeforeValidator, NonNegativeInt, PositiveFloat, PositiveInt
 
 from .base import Layer, LayerParams, init_kernel
 
@@ -18,7 +18,7 @@ def _check_padding(value):
     raise ValueError(f"expected 'same', 'valid' or a non-negative integer, received {value!r}")
 
 
-Padding = Annotated[Literal["same", "valid"] | int, BeforeValidator(_check_padding)]
+Padding = Annotated[Literal["same", "valid"] | NonNegativeInt, BeforeValidator(_check_padding)]
 
 
 def conv_padding(padding: str | int, size: int, kernel: int, stride: int) -> tuple[int, int]:
