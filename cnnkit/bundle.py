@@ -72,6 +72,9 @@ class Bundle:
 def encode(model) -> bytes:
     """The bundle bytes for ``model``; equal inputs give byte-identical output (no timestamps)."""
     spec = model.spec.to_dict()
+    # The reader rejects this mismatch, so writing it would only produce a bundle no one can load.
+    if len(model.classes) != model.output_shape[-1]:
+        raise BundleError(f"{len(model.classes)} class names for a model with {model.output_shape[-1]} outputs; refusing to save a bundle that cannot be loaded")
     providers = {}
     for r in model.layers:
         providers.setdefault(r.type, {"dist": r.entry.dist, "version": r.entry.version})

@@ -132,6 +132,8 @@ class Model:
             x = x[:, None]
         if x.shape[1:] != shape:
             raise DataError(f"images must have shape (N, {', '.join(map(str, shape))}) or (N, {', '.join(map(str, shape[1:]))}). Received: {received}")
+        if x.dtype.kind in "fc" and not np.isfinite(x).all():  # NaN in, NaN probabilities out, silently
+            raise DataError(f"images must hold finite values. Received: NaN or infinity in an array of shape {received}")
         x = x.astype(np.float32)
         if not preprocessed:
             p = self.spec.input.preprocess

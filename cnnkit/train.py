@@ -50,6 +50,11 @@ def fit(
     """
     settings = model.spec.train
     classes = model.output_shape[-1]
+    # Checked before any training time is spent: a bundle pairs each output with a class name, and
+    # a model whose outputs do not match the dataset's classes would save a bundle no one can load.
+    if len(data.classes) != classes:
+        raise DataError(f"the model has {classes} outputs but the dataset has {len(data.classes)} classes; "
+                        f"make the last layer produce {len(data.classes)} outputs (e.g. dense units={len(data.classes)})")
     for split, labels in (("train", data.train_labels), ("test", data.test_labels)):
         if len(labels) and (labels.min() < 0 or labels.max() >= classes):
             raise DataError(f"{split} labels range over {labels.min()}..{labels.max()}, but the model has {classes} outputs")

@@ -156,6 +156,14 @@ def test_save_refuses_metadata_it_cannot_store(tmp_path, value, message):
         model.save(tmp_path / "m.cnnkit")
 
 
+def test_save_refuses_class_names_that_do_not_match_the_outputs(tmp_path):
+    model = tiny_model()
+    model.classes = ["cat", "dog"]
+    with pytest.raises(cnnkit.BundleError, match="2 class names for a model with 3 outputs"):
+        model.save(tmp_path / "m.cnnkit")
+    assert not list(tmp_path.iterdir())
+
+
 def test_save_into_missing_folder_is_a_bundle_error(tmp_path):
     with pytest.raises(cnnkit.BundleError, match="does not exist"):
         tiny_model().save(tmp_path / "nope" / "m.cnnkit")

@@ -79,6 +79,8 @@ def test_bundle_round_trip_gives_identical_predictions(trained, tmp_path):
         np.zeros((), np.uint8),
         np.array([["a"] * 28] * 28),
         np.array([None] * 4, dtype=object),
+        np.full((2, 28, 28), np.nan, np.float32),
+        np.full((1, 1, 28, 28), np.inf),
     ],
 )
 def test_bad_shapes_and_dtypes_are_data_errors(trained, images):

@@ -78,6 +78,13 @@ def test_labels_outside_the_model_outputs_are_data_errors():
         cnnkit.train(spec_with(epochs=1), bad)
 
 
+def test_outputs_that_do_not_match_the_dataset_classes_fail_before_training():
+    data = tiny_data(train=20, test=10)
+    fewer = Dataset(data.train_images, data.train_labels % 5, data.test_images, data.test_labels % 5, data.classes[:5], "five")
+    with pytest.raises(DataError, match="the model has 10 outputs but the dataset has 5 classes"):
+        cnnkit.train(spec_with(epochs=1), fewer)
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # float32 overflow on the way to the error
 def test_divergence_is_reported():
     with pytest.raises(DataError, match="diverged"):
