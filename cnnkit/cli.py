@@ -141,7 +141,8 @@ def run(
     from .spec import load_spec
 
     model_spec = load_spec(spec, set_ or [])
-    target = out or Path(f"{model_spec.name}.cnnkit")
+    # The name is free text: only its last path component names the default file.
+    target = out or Path(f"{Path(model_spec.name).name or 'model'}.cnnkit")
     # Checked before training, so a bad --out costs no training time; bundle.save checks again.
     if not target.parent.is_dir():
         raise CnnkitError(f"cannot write {target}: folder {target.parent} does not exist")

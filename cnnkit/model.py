@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from .errors import CnnkitError, DataError
 from .losses import softmax
 from .spec import ModelSpec, ResolvedLayer, resolve_layers, validate_spec
 
@@ -64,10 +64,10 @@ class Model:
         missing = sorted(set(expected) - set(self.weights))
         extra = sorted(set(self.weights) - set(expected))
         if missing or extra:
-            raise ValueError(f"weights do not match the spec: missing {missing}, unexpected {extra}")
+            raise CnnkitError(f"weights do not match the spec: missing {missing}, unexpected {extra}")
         for name, shape in expected.items():
             if tuple(self.weights[name].shape) != shape:
-                raise ValueError(f"weight {name!r} has shape {list(self.weights[name].shape)}, the spec needs {list(shape)}")
+                raise CnnkitError(f"weight {name!r} has shape {list(self.weights[name].shape)}, the spec needs {list(shape)}")
 
     def _bind(self) -> None:
         """Per-layer views of the flat weight dict (same arrays), and the gradient key names."""

@@ -211,9 +211,27 @@ def _resolve(spec: ModelSpec, errors: list[tuple[str, str]]) -> list[ResolvedLay
         if not out or any(d < 1 for d in out):
             errors.append((where, f"{kind}: output would be empty. Received: input_shape={list(shape)}, output_shape={list(out)}"))
             return resolved
+        too_big = _too_big(out, layer.weight_shapes(shape))
+        if too_big:
+            errors.append((where, f"{kind}: {too_big}. Received: input_shape={list(shape)}, output_shape={list(out)}"))
+            return resolved
         resolved.append(ResolvedLayer(i, layer, entry, shape, out))
         shape = out
     return resolved
+
+
+# One sample's activations or one weight array beyond this many elements cannot be what a spec means
+# (it would need gigabytes per image), so validation says so instead of training failing to allocate.
+MAX_ELEMENTS = 1 << 31
+
+
+def _too_big(out: Shape, weight_shapes: dict[str, Shape]) -> str | None:
+    if math.prod(out) > MAX_ELEMENTS:
+        return f"output has {math.prod(out):,} values per sample, more than {MAX_ELEMENTS:,}"
+    for name, w in weight_shapes.items():
+        if math.prod(w) > MAX_ELEMENTS:
+            return f"weight {name!r} would have {math.prod(w):,} values, more than {MAX_ELEMENTS:,}"
+    return None
 
 
 def resolve_layers(spec: ModelSpec) -> list[ResolvedLayer]:

@@ -280,3 +280,15 @@ def test_real_subprocess_end_to_end(work):
     assert sorted(p.name for p in (work / "out").iterdir()) == ["sub.cnnkit"]
     usage = run("run")
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
+
+
+def test_default_bundle_name_stays_in_the_current_folder(work, monkeypatch):
+    # The spec's name is free text; only its last path component names the default output file.
+    monkeypatch.chdir(work)
+    (work / "elsewhere").mkdir()
+    result = cli("run", "tiny.json", "--quiet", "--set", "train.epochs=1", "--set", "name=elsewhere/../../escape")
+    assert result.exit_code == 0, result.output
+    assert (work / "escape.cnnkit").is_file() and not (work.parent / "escape.cnnkit").exists()
+    result = cli("run", "tiny.json", "--quiet", "--set", "train.epochs=1", "--set", 'name=""')
+    assert result.exit_code == 0, result.output
+    assert (work / "model.cnnkit").is_file()

@@ -259,3 +259,18 @@ def test_load_spec_applies_overrides(tmp_path):
 def test_fields_on_a_layer_without_parameters():
     err = error_of(changed(lambda d: d["layers"][1].update(units=3)))
     assert str(err) == "layers[1].units: unknown field; this takes no fields"
+
+
+@pytest.mark.parametrize(
+    "override, path, message",
+    [
+        ("input.shape=[1, 99999999, 99999999]", "layers[0]", "values per sample"),
+        ("layers[6].units=99999999999", "layers[6]", "values per sample"),
+        ("layers[6].units=2000000", "layers[6]", "weight 'kernel' would have"),
+    ],
+)
+def test_absurd_sizes_are_spec_errors_at_their_layer(override, path, message):
+    # They would otherwise pass validation and fail later as an allocation error.
+    with pytest.raises(SpecError) as info:
+        validate_spec(apply_overrides(json.load(open(SEED_SPEC)), [override]))
+    assert str(info.value).startswith(f"{path}: ") and message in str(info.value)
