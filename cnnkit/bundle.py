@@ -545,7 +545,7 @@ def describe(bundle: Bundle, source: str = "bundle") -> dict[str, Any]:
 def model_from_bundle(bundle: Bundle, source: str = "bundle"):
     """Build a Model from checked contents: providers installed, spec re-validated, weights matched."""
     from .model import Model
-    from .spec import resolve_layers, validate_spec
+    from .spec import validate_spec
 
     for layer in bundle.spec["layers"]:
         layer_type = layer["type"]
@@ -558,26 +558,13 @@ def model_from_bundle(bundle: Bundle, source: str = "bundle"):
             raise BundleError(f"{source}: layer type {layer_type!r:.60} comes from {info['dist']:.60} {info['version']:.40}, which is not installed: pip install {info['dist']:.60}") from None
     try:
         spec = validate_spec(bundle.spec)
-        layers = resolve_layers(spec)
     except CnnkitError as exc:
         raise BundleError(f"{source}: embedded spec is invalid: {exc}") from None
-    expected = {f"{r.index}.{name}": tuple(shape) for r in layers for name, shape in r.layer.weight_shapes(r.input_shape).items()}
-    missing = [n for n in expected if n not in bundle.weights]
-    extra = [n for n in bundle.weights if n not in expected]
-    if missing or extra:
-        raise BundleError(f"{source}: weights do not match the spec: missing {missing[:10]}, unexpected {extra[:10]}")
-    weights = {}
-    for name, shape in expected.items():
-        array = bundle.weights[name]
-        if tuple(array.shape) != shape:
-            raise BundleError(f"{source}: weight {name!r} has shape {list(array.shape)}, the spec needs {list(shape)}")
+    for name, array in bundle.weights.items():
         if array.dtype.kind != "f":
             raise BundleError(f"{source}: weight {name!r} has dtype {array.dtype.name}; cnnkit layers run on floating-point weights")
-        weights[name] = np.ascontiguousarray(array, dtype=np.float32)
-    outputs = layers[-1].output_shape[-1]
-    if len(bundle.classes) != outputs:
-        raise BundleError(f"{source}: {len(bundle.classes)} class names for a model with {outputs} outputs")
-    try:
+    weights = {name: np.ascontiguousarray(array, dtype=np.float32) for name, array in bundle.weights.items()}
+    try:  # the Model checks weight names and shapes against the spec, and the class count
         return Model(spec, weights, classes=bundle.classes, metadata=bundle.training)
     except CnnkitError as exc:
         raise BundleError(f"{source}: {exc}") from None

@@ -33,7 +33,10 @@ class Model:
         self.layers: list[ResolvedLayer] = resolve_layers(self.spec)
         self.weights: dict[str, np.ndarray] = weights if weights is not None else self.init_weights(self.spec.train.seed)
         self._check_weights()
-        self.classes = list(classes) if classes is not None else [str(i) for i in range(self.output_shape[-1])]
+        outputs = self.output_shape[-1]
+        self.classes = list(classes) if classes is not None else [str(i) for i in range(outputs)]
+        if len(self.classes) != outputs:
+            raise CnnkitError(f"{len(self.classes)} class names for a model with {outputs} outputs")
         self.metadata: dict[str, Any] = dict(metadata or {})
         self._bind()
 
@@ -61,10 +64,10 @@ class Model:
 
     def _check_weights(self) -> None:
         expected = self.weight_shapes()
-        missing = sorted(set(expected) - set(self.weights))
-        extra = sorted(set(self.weights) - set(expected))
-        if missing or extra:
-            raise CnnkitError(f"weights do not match the spec: missing {missing}, unexpected {extra}")
+        missing = [n for n in expected if n not in self.weights]
+        extra = [n for n in self.weights if n not in expected]
+        if missing or extra:  # at most 10 names each: a hostile bundle may carry thousands
+            raise CnnkitError(f"weights do not match the spec: missing {missing[:10]}, unexpected {extra[:10]}")
         for name, shape in expected.items():
             if tuple(self.weights[name].shape) != shape:
                 raise CnnkitError(f"weight {name!r} has shape {list(self.weights[name].shape)}, the spec needs {list(shape)}")
@@ -81,13 +84,11 @@ class Model:
         # that layer is told (if it accepts ``input_grad``) that it may skip its input gradient.
         trainable = [i for i, names in enumerate(self._grad_keys) if names]
         self._first_trainable = trainable[0] if trainable else len(self.layers)
-        self._skips_input_grad = [i == self._first_trainable and "input_grad" in inspect.signature(r.layer.forward).parameters for i, r in enumerate(self.layers)]
-
-    @property
-    def ends_with_softmax(self) -> bool:
         from .layers.activations import Softmax  # here, not at the top: `import cnnkit` loads no layer
 
-        return isinstance(self.layers[-1].layer, Softmax)
+        self.ends_with_softmax = isinstance(self.layers[-1].layer, Softmax)
+        self._skips_input_grad = [i == self._first_trainable and "input_grad" in inspect.signature(r.layer.forward).parameters for i, r in enumerate(self.layers)]
+
 
     # -- running ------------------------------------------------------------------------------------
 
