@@ -133,11 +133,9 @@ def run(
     """Train the model a spec describes on its dataset and write a bundle."""
     import numpy as np
 
-    from . import build
+    from . import train
     from .bundle import save
     from .data import load_fashion_mnist
-    from .train import fit, training_metadata
-
     from .spec import load_spec
 
     model_spec = load_spec(spec, set_ or [])
@@ -148,10 +146,8 @@ def run(
         raise CnnkitError(f"cannot write {target}: folder {target.parent} does not exist")
     if target.is_dir():
         raise CnnkitError(f"cannot write {target}: it is a directory; give a file name such as {target / 'model.cnnkit'}")
-    model = build(model_spec)
     d = model_spec.data
     data = load_fashion_mnist(d.dir, d.train_limit, d.test_limit)
-    model.classes = list(data.classes)
     say = (lambda msg: None) if quiet else typer.echo
     say(f"training {model_spec.name} on {len(data.train_labels):,} images from {data.source} "
         f"({model_spec.train.epochs} epoch{'s' if model_spec.train.epochs != 1 else ''}, batch {model_spec.train.batch_size})")
@@ -176,11 +172,10 @@ def run(
         # A diverging run overflows float32 on the way to its one-line "diverged" error; numpy's
         # warnings about that would only clutter the terminal.
         with np.errstate(over="ignore", invalid="ignore"):
-            history = fit(model, data, on_step=on_step, on_epoch=on_epoch)
+            model = train(model_spec, data, on_step=on_step, on_epoch=on_epoch)
     finally:
         if progress is not None:
             progress.stop()
-    model.metadata = training_metadata(model, data, history)
     save(model, target)
     say(f"wrote {target} in {time.perf_counter() - started:.1f}s total")
 
