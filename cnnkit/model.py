@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -9,9 +10,15 @@ from typing import Any
 
 import numpy as np
 
+from . import parallel
 from .errors import CnnkitError, DataError
 from .losses import softmax
 from .spec import ModelSpec, ResolvedLayer, resolve_layers, validate_spec
+
+
+# The smallest part of a batch worth a thread of its own: below it, handing work to a thread costs
+# more than it saves (measured on the seed net).
+MIN_PART = 8
 
 
 class Model:
@@ -97,8 +104,39 @@ class Model:
 
         With ``logits=True`` a final softmax layer is skipped, so a loss can work from logits.
         Returns ``(y, backprop)``; ``backprop(dy)`` returns the gradient of every weight by name.
+
+        A batch of at least ``2 * MIN_PART`` samples is split into one part per thread
+        (``cnnkit.parallel``), each run through all layers on its own core; backprop sums the parts'
+        gradients. Inference always splits: every layer's samples are independent there (the layer
+        contract, checked by ``check_layer``). Training splits only when every layer says so with
+        ``per_sample_in_training`` (batch norm, which uses batch statistics, does not).
         """
         count = len(self.layers) - 1 if logits and self.ends_with_softmax else len(self.layers)
+        parts = self._parts(len(x), train, count)
+        if len(parts) == 1:
+            return self._forward_part(x, train, count)
+        results = parallel.run_all([functools.partial(self._forward_part, x[lo:hi], train, count) for lo, hi in parts])
+        y = np.concatenate([part_y for part_y, _ in results])
+
+        def backprop(dy: np.ndarray) -> dict[str, np.ndarray]:
+            tasks = [functools.partial(part_backprop, dy[lo:hi]) for (lo, hi), (_, part_backprop) in zip(parts, results)]
+            grads, *others = parallel.run_all(tasks)
+            for other in others:
+                for name, g in other.items():
+                    grads[name] = grads[name] + g
+            return grads
+
+        return y, backprop
+
+    def _parts(self, n: int, train: bool, count: int) -> list[tuple[int, int]]:
+        """Sample ranges [lo, hi) to run in parallel: one per thread, at least MIN_PART samples each."""
+        threads = min(parallel.num_threads(), n // MIN_PART)
+        if threads < 2 or (train and not all(r.layer.per_sample_in_training for r in self.layers[:count])):
+            return [(0, n)]
+        bounds = [n * i // threads for i in range(threads + 1)]
+        return list(zip(bounds[:-1], bounds[1:]))
+
+    def _forward_part(self, x: np.ndarray, train: bool, count: int) -> tuple[np.ndarray, Callable[[np.ndarray], dict[str, np.ndarray]]]:
         backprops = []
         for r, w, skip in zip(self.layers[:count], self._layer_weights, self._skips_input_grad):
             x, bp = r.layer.forward(w, x, train, input_grad=False) if skip and train else r.layer.forward(w, x, train)

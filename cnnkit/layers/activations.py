@@ -10,6 +10,8 @@ from .base import Layer
 class ReLU(Layer):
     """max(x, 0). The gradient at exactly 0 is taken as 0, as in PyTorch."""
 
+    per_sample_in_training = True
+
     def forward(self, weights, x, train):
         y = np.maximum(x, x.dtype.type(0))  # the mask is rebuilt from y in backprop, so inference skips it
 
@@ -21,6 +23,8 @@ class ReLU(Layer):
 
 class Softmax(Layer):
     """Softmax over the feature axis of a flat (N, features) input, shifted by the row max."""
+
+    per_sample_in_training = True
 
     def output_shape(self, input_shape):
         if len(input_shape) != 1:

@@ -17,6 +17,12 @@ Optional: a ``forward`` that also accepts a keyword ``input_grad`` (default True
 return ``None`` for dx and skip that work (the gradient of the input data is never used). Layers
 without the keyword are called as above, so existing plugins keep working.
 
+Optional: ``per_sample_in_training = True`` says that in training, too, each sample's output and
+its share of the gradients depend on that sample alone, and forward changes no shared state. A
+model whose layers all say so may split a training batch over threads and sum the parts'
+gradients. Leave it False for layers that use batch statistics (batch norm). In inference every
+layer must be per-sample anyway (``check_layer`` checks it), so inference batches always split.
+
 Arrays are batched: ``x`` is ``(N, *input_shape)``. Shapes passed to the methods exclude N.
 """
 
@@ -44,6 +50,7 @@ class Layer:
 
     Params: ClassVar[type[LayerParams]] = LayerParams
     non_trainable: ClassVar[tuple[str, ...]] = ()
+    per_sample_in_training: ClassVar[bool] = False
 
     def __init__(self, params: LayerParams | None = None, **fields):
         if params is None:

@@ -98,6 +98,8 @@ def _patch_blocks(flat: np.ndarray, total: int, k: int, row: int, ones: bool = F
 
 
 class Conv2D(Layer):
+    per_sample_in_training = True
+
     class Params(LayerParams):
         filters: PositiveInt
         kernel_size: PositiveInt

@@ -10,6 +10,8 @@ from .base import Layer, LayerParams, init_kernel
 
 
 class Dense(Layer):
+    per_sample_in_training = True
+
     class Params(LayerParams):
         units: PositiveInt
         use_bias: bool = True

@@ -8,6 +8,8 @@ from .base import Layer
 
 
 class Flatten(Layer):
+    per_sample_in_training = True
+
     def output_shape(self, input_shape):
         return (math.prod(input_shape),)
 

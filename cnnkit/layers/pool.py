@@ -9,6 +9,8 @@ from .base import Layer, LayerParams
 
 
 class MaxPool2D(Layer):
+    per_sample_in_training = True
+
     class Params(LayerParams):
         pool_size: PositiveInt = 2
         stride: PositiveInt | None = None  # None: same as pool_size (non-overlapping windows)

@@ -1,0 +1,182 @@
+"""Run the parts of a batch on separate cores with threads.
+
+numpy releases the GIL inside copies, ufuncs and matrix products, so Python threads that each run
+the model on their own slice of a batch run on separate cores. ``Model.forward`` uses this to split
+big batches (see ``Model.forward``).
+
+BLAS must then stay in the thread that calls it. numpy's OpenBLAS would otherwise start its own
+threads for larger products, and those threads keep spinning on the cores for a while after each
+product, where they compete with ours (measured: splitting with BLAS free was slower than not
+splitting at all). So while cnnkit's threads run, OpenBLAS is set to one thread, and set back when
+the last of them finishes. If numpy's BLAS is not an OpenBLAS that cnnkit can find, cnnkit does not
+split, and BLAS does its own threading as before.
+
+``CNNKIT_NUM_THREADS`` sets how many threads cnnkit uses (default: the cores this process may run
+on); ``CNNKIT_NUM_THREADS=1`` runs everything in the calling thread. An explicit value above 1 is
+used even when the BLAS cannot be controlled.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ctypes
+import functools
+import glob
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from .errors import CnnkitError
+
+T = TypeVar("T")
+
+
+# -- BLAS threads -----------------------------------------------------------------------------------
+
+
+class _OpenBLAS:
+    """The thread-count functions of the OpenBLAS library loaded in this process."""
+
+    # Symbol spellings: numpy's wheels bundle scipy-openblas (prefixed, "64_" for 64-bit integers);
+    # a system OpenBLAS uses the plain names.
+    NAMES = [("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+             ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+             ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
+             ("openblas_set_num_threads", "openblas_get_num_threads")]
+
+    def __init__(self, set_threads, get_threads):
+        set_threads.argtypes, set_threads.restype = [ctypes.c_int], None
+        get_threads.argtypes, get_threads.restype = [], ctypes.c_int
+        self.set, self.get = set_threads, get_threads
+
+    @classmethod
+    def find(cls) -> _OpenBLAS | None:
+        for path in _openblas_paths():
+            try:
+                lib = ctypes.CDLL(path)  # already loaded by numpy: this returns the same library
+            except OSError:
+                continue
+            for set_name, get_name in cls.NAMES:
+                if hasattr(lib, set_name) and hasattr(lib, get_name):
+                    return cls(getattr(lib, set_name), getattr(lib, get_name))
+        return None
+
+
+def _openblas_paths() -> list[str]:
+    """Paths of OpenBLAS libraries this process has loaded (Linux), else those bundled with numpy."""
+    import numpy
+
+    paths: list[str] = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split(maxsplit=5)[-1].strip()
+                if "openblas" in Path(path).name.lower() and path not in paths:
+                    paths.append(path)
+    except OSError:
+        pass
+    root = Path(numpy.__file__).parent
+    for pattern in ("numpy.libs/*openblas*", "numpy/.dylibs/*openblas*"):  # Linux/Windows wheels, macOS wheels
+        paths += sorted(glob.glob(str(root.parent / pattern)))
+    return paths
+
+
+@functools.cache
+def _openblas() -> _OpenBLAS | None:
+    return _OpenBLAS.find()
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved = 1
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """OpenBLAS uses one thread inside this block (nestable, thread-safe; restored by the last to leave)."""
+    global _blas_users, _blas_saved
+    blas = _openblas()
+    if blas is None:
+        yield
+        return
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = blas.get()
+            if _blas_saved != 1:
+                blas.set(1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_saved != 1:
+                blas.set(_blas_saved)
+
+
+# -- cnnkit's threads -------------------------------------------------------------------------------
+
+
+@functools.cache
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def num_threads() -> int:
+    """Threads cnnkit splits a batch over: ``$CNNKIT_NUM_THREADS``, else the usable cores (1 when
+    numpy's BLAS threads cannot be controlled)."""
+    value = os.environ.get("CNNKIT_NUM_THREADS", "").strip()
+    if not value:
+        return _usable_cores() if _openblas() is not None else 1
+    if not value.isdigit() or int(value) < 1:
+        raise CnnkitError(f"CNNKIT_NUM_THREADS must be a positive integer. Received: {value!r}")
+    return int(value)
+
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_key: tuple[int, int] = (0, 0)  # (pid, workers): a forked child, or more tasks, get a new pool
+_local = threading.local()  # .busy: this thread is running one of cnnkit's parts
+
+
+def _workers(count: int) -> ThreadPoolExecutor:
+    global _pool, _pool_key
+    with _pool_lock:
+        key = (os.getpid(), max(count, _pool_key[1] if _pool_key[0] == os.getpid() else 0))
+        if _pool_key != key:
+            if _pool is not None and _pool_key[0] == key[0]:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(count, thread_name_prefix="cnnkit")
+            _pool_key = key
+        return _pool
+
+
+def _run_marked(task: Callable[[], T]) -> T:
+    _local.busy = True
+    try:
+        return task()
+    finally:
+        _local.busy = False
+
+
+def run_all(tasks: list[Callable[[], T]]) -> list[T]:
+    """Each task's result, in order: the first task runs in the calling thread, the others in
+    cnnkit's worker threads, all with OpenBLAS kept to one thread. Tasks must not write where another
+    task reads or writes. Called from inside a task, the tasks simply run one after another."""
+    if len(tasks) <= 1 or getattr(_local, "busy", False):
+        return [task() for task in tasks]
+    with single_threaded_blas():
+        pool = _workers(len(tasks) - 1)
+        # Each task runs in a copy of the caller's context, so numpy's error state (np.errstate) holds there too.
+        futures = [pool.submit(contextvars.copy_context().run, _run_marked, task) for task in tasks[1:]]
+        try:
+            first = _run_marked(tasks[0])
+        finally:
+            wait(futures)  # every task finishes before anyone reads the results, even if ours raised
+        return [first, *(f.result() for f in futures)]
