@@ -134,27 +134,46 @@ def num_threads() -> int:
     value = os.environ.get("CNNKIT_NUM_THREADS", "").strip()
     if not value:
         return _usable_cores() if _openblas() is not None else 1
-    if not value.isdigit() or int(value) < 1:
+    try:
+        count = int(value, 10)
+    except ValueError:
+        count = 0
+    if count < 1 or not value.isdecimal():
         raise CnnkitError(f"CNNKIT_NUM_THREADS must be a positive integer. Received: {value!r}")
-    return int(value)
+    return count
 
 
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
-_pool_key: tuple[int, int] = (0, 0)  # (pid, workers): a forked child, or more tasks, get a new pool
-_local = threading.local()  # .busy: this thread is running one of cnnkit's parts
+_pool_size = 0
+_local = threading.local()  # .busy: this thread is running one of cnnkit's tasks
 
 
 def _workers(count: int) -> ThreadPoolExecutor:
-    global _pool, _pool_key
+    """A pool of at least ``count`` threads. A bigger one replaces it without shutting it down: a
+    run_all in another thread may still be submitting to it (its idle threads exit once it is
+    garbage-collected)."""
+    global _pool, _pool_size
     with _pool_lock:
-        key = (os.getpid(), max(count, _pool_key[1] if _pool_key[0] == os.getpid() else 0))
-        if _pool_key != key:
-            if _pool is not None and _pool_key[0] == key[0]:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(count, thread_name_prefix="cnnkit")
-            _pool_key = key
+        if _pool is None or _pool_size < count:
+            _pool, _pool_size = ThreadPoolExecutor(count, thread_name_prefix="cnnkit"), count
         return _pool
+
+
+def _after_fork_in_child() -> None:
+    # A forked child has only the forking thread: the pool's threads, a lock another thread held,
+    # and a BLAS user count are the parent's. Start afresh.
+    global _pool, _pool_size, _pool_lock, _blas_lock, _blas_users
+    _pool, _pool_size = None, 0
+    _pool_lock, _blas_lock = threading.Lock(), threading.Lock()
+    if _blas_users and _blas_saved != 1 and _openblas() is not None:
+        _openblas().set(_blas_saved)  # forked inside a run_all: give the child its BLAS threads back
+    _blas_users = 0
+    _local.busy = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _run_marked(task: Callable[[], T]) -> T:

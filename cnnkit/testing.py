@@ -231,6 +231,45 @@ def _check_batch_independence(s: _Subject) -> str:
     return f"each of {s.batch} rows equals that sample alone"
 
 
+def _check_training_split(s: _Subject) -> CheckResult | str:
+    # What per_sample_in_training promises a model that splits a training batch over threads: each
+    # part's rows are the whole batch's rows, the parts' weight gradients add up to the batch's, and
+    # forward leaves the weights alone (the parts run at once and share them).
+    name = "training split"
+    if not type(s.layer).per_sample_in_training:
+        return CheckResult(name, "skip", "per_sample_in_training is False, so a model never splits a training batch through this layer")
+    if s.batch < 2:
+        return CheckResult(name, "skip", f"a batch of {s.batch} cannot be split; use a batch of 2 or more")
+    weights = _weights(s, np.float64)
+    before = copy.deepcopy(weights)
+    x = _random_input(s, np.float64)
+    whole, backprop = s.layer.forward(weights, x, train=True)
+    changed = sorted(k for k in weights if not np.array_equal(weights[k], before[k]))
+    if changed:
+        raise AssertionError(f"forward in training mode changed weights {changed}, but per_sample_in_training = True says parts of a batch can run at once on the same weights")
+    dy = np.random.default_rng([s.seed, 3]).normal(size=whole.shape)
+    dx, grads = backprop(dy)
+    summed: dict[str, np.ndarray] = {}
+    split = f"a batch of {s.batch} split into 1 + {s.batch - 1}"
+    for lo, hi in ((0, 1), (1, s.batch)):
+        what = "the first sample" if lo == 0 else "the other samples"
+        part, part_backprop = s.layer.forward(weights, x[lo:hi], train=True)
+        part_dx, part_grads = part_backprop(dy[lo:hi])
+        for label, got, expected in (("output", part, whole[lo:hi]), ("input gradient", part_dx, dx[lo:hi])):
+            if not np.allclose(got, expected, rtol=1e-10, atol=1e-12):
+                worst = float(np.max(np.abs(got - expected)))
+                raise AssertionError(f"in training mode, the {label} of {what} run alone differs from its rows in the whole batch ({split}; max abs difference {worst:.3g}), but per_sample_in_training = True")
+        if set(part_grads) != set(grads):
+            raise AssertionError(f"in training mode, backprop of {what} returned gradients {sorted(part_grads)}, the whole batch {sorted(grads)}")
+        for k, g in part_grads.items():
+            summed[k] = summed[k] + g if k in summed else g
+    for k, g in grads.items():
+        if not np.allclose(summed[k], g, rtol=1e-10, atol=1e-12):
+            worst = float(np.max(np.abs(summed[k] - g)))
+            raise AssertionError(f"in training mode, the gradients of {k!r} from the parts of {split} do not add up to the whole batch's (max abs difference {worst:.3g}), but per_sample_in_training = True")
+    return f"{split}: same rows, input gradients and summed weight gradients; weights unchanged"
+
+
 def _check_bundle_round_trip(s: _Subject) -> CheckResult | str:
     if s.layer_type is None:
         return CheckResult("bundle round trip", "skip", "the class is not registered under the cnnkit.layers entry points, so no bundle can name it")
@@ -264,6 +303,7 @@ _CHECKS: list[tuple[str, Callable[[_Subject], Any]]] = [
     ("gradients (inference)", lambda s: _check_gradients(s, False)),
     ("determinism", _check_determinism),
     ("batch independence", _check_batch_independence),
+    ("training split", _check_training_split),
     ("bundle round trip", _check_bundle_round_trip),
 ]
 
@@ -302,11 +342,14 @@ def check_layer(
     seed: int = 0,
 ) -> list[CheckResult]:
     """Assert that a layer honours the contract: output shape, float64 gradients (train and inference),
-    determinism, batch independence in inference, and an exact bundle round trip.
+    determinism, batch independence in inference, what ``per_sample_in_training = True`` claims (in
+    training, a batch split in two gives the same rows and the same summed weight gradients, and
+    forward changes no weights), and an exact bundle round trip.
 
     ``type_or_class`` is a registered type name or a Layer subclass (a class that is not registered
-    skips the bundle check). ``input_shape`` excludes the batch axis; by default (3, 8, 8), or (12,)
-    for layers that need a flat input. Raises AssertionError naming every failed check.
+    skips the bundle check; a class with ``per_sample_in_training`` False skips the training-split
+    check). ``input_shape`` excludes the batch axis; by default (3, 8, 8), or (12,) for layers that
+    need a flat input. Raises AssertionError naming every failed check.
     """
     shape, results = run_checks(type_or_class, params, input_shape, batch, seed)
     failed = [r for r in results if r.status == "fail"]

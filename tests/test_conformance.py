@@ -29,8 +29,11 @@ def test_every_registered_layer_type_conforms(layer_type, params, input_shape):
     status = {s.entry.type: s for s in registry.load_all()}[layer_type]
     if status.cls is None:
         pytest.fail(f"registered layer type {layer_type!r} cannot be loaded: {status.error}")
-    results = check_layer(layer_type, params, input_shape)
-    assert [r.status for r in results] == ["pass"] * len(results)
+    results = {r.name: r for r in check_layer(layer_type, params, input_shape)}
+    # Only a layer that does not claim per_sample_in_training (batch norm) skips the training split.
+    split = results.pop("training split")
+    assert split.status == ("pass" if status.cls.per_sample_in_training else "skip"), split.detail
+    assert [r.status for r in results.values()] == ["pass"] * len(results)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -39,6 +42,8 @@ def test_every_registered_layer_type_conforms(layer_type, params, input_shape):
 
 class Good(Layer):
     """y = x * w + b per channel: correct in every respect, the base the broken variants change."""
+
+    per_sample_in_training = True
 
     def weight_shapes(self, input_shape):
         return {"w": (input_shape[0],), "b": (input_shape[0],)}
@@ -86,6 +91,32 @@ class BatchDependent(Good):
         return y - y.mean(axis=0, keepdims=True), backprop
 
 
+class BatchMeanInTraining(Good):
+    """Claims per_sample_in_training but centres on the batch mean in training (batch norm's way)."""
+
+    def forward(self, weights, x, train):
+        y, backprop = super().forward(weights, x, train)
+        return (y - y.mean(axis=0, keepdims=True) if train else y), backprop
+
+
+class RunningMeanInTraining(Good):
+    """Claims per_sample_in_training but, like batch norm, updates a running statistic in training:
+    outputs are per-sample, yet parts of a batch run at once would race on that weight."""
+
+    non_trainable = ("running_mean",)
+
+    def weight_shapes(self, input_shape):
+        return {**super().weight_shapes(input_shape), "running_mean": (input_shape[0],)}
+
+    def init_weights(self, input_shape, rng):
+        return {**super().init_weights(input_shape, rng), "running_mean": np.zeros(input_shape[0], np.float32)}
+
+    def forward(self, weights, x, train):
+        if train:
+            weights["running_mean"] += 0.1 * (x.mean(axis=(0, 2, 3)) - weights["running_mean"])
+        return super().forward(weights, x, train)
+
+
 class Noisy(Good):
     def forward(self, weights, x, train):
         y, backprop = super().forward(weights, x, train)
@@ -115,6 +146,8 @@ class TrainsItsState(Good):
         (WrongShape, "output shape", "returned shape [3, 3, 8, 8], but output_shape([3, 8, 8]) says [3, 4, 8, 8]"),
         (Upcasts, "output shape", "turned float32 input into float64"),
         (BatchDependent, "batch independence", "sample 0 of a batch of 3 differs from that sample run alone"),
+        (BatchMeanInTraining, "training split", "in training mode, the output of the first sample run alone differs from its rows in the whole batch (a batch of 3 split into 1 + 2"),
+        (RunningMeanInTraining, "training split", "forward in training mode changed weights ['running_mean'], but per_sample_in_training = True"),
         (Noisy, "determinism", "two forward passes (inference mode)"),
         (MutatesInInference, "determinism", "forward in inference mode changed weights ['b']"),
         (BadInit, "weights", "init_weights gives 'w' shape [4], weight_shapes declares [3]"),
@@ -133,6 +166,16 @@ def test_a_correct_unregistered_class_passes_and_skips_only_the_bundle_check():
     results = {r.name: r.status for r in check_layer(Good)}
     assert results.pop("bundle round trip") == "skip"
     assert set(results.values()) == {"pass"}
+
+
+def test_the_training_split_is_skipped_when_not_claimed_or_not_possible():
+    class Undeclared(Good):
+        per_sample_in_training = False
+
+    split = {r.name: r for r in check_layer(Undeclared)}["training split"]
+    assert (split.status, split.detail) == ("skip", "per_sample_in_training is False, so a model never splits a training batch through this layer")
+    split = {r.name: r for r in check_layer(Good, batch=1)}["training split"]
+    assert (split.status, split.detail) == ("skip", "a batch of 1 cannot be split; use a batch of 2 or more")
 
 
 def test_bad_arguments_are_one_line_errors():

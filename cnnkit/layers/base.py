@@ -20,8 +20,9 @@ without the keyword are called as above, so existing plugins keep working.
 Optional: ``per_sample_in_training = True`` says that in training, too, each sample's output and
 its share of the gradients depend on that sample alone, and forward changes no shared state. A
 model whose layers all say so may split a training batch over threads and sum the parts'
-gradients. Leave it False for layers that use batch statistics (batch norm). In inference every
-layer must be per-sample anyway (``check_layer`` checks it), so inference batches always split.
+gradients (``check_layer`` checks the claim). Leave it False for layers that use batch
+statistics (batch norm). In inference every layer must be per-sample anyway (``check_layer``
+checks it), so inference batches always split.
 
 Arrays are batched: ``x`` is ``(N, *input_shape)``. Shapes passed to the methods exclude N.
 """

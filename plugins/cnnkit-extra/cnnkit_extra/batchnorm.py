@@ -21,6 +21,9 @@ class BatchNorm2D(Layer):
         eps: PositiveFloat = Field(1e-5, description="added to the variance before the square root")
 
     non_trainable = ("running_mean", "running_var")
+    # Not per-sample in training: each sample is normalized with its batch's statistics, and forward
+    # updates the running statistics in place, so a model must not split a training batch over threads.
+    per_sample_in_training = False
 
     def output_shape(self, input_shape):
         if len(input_shape) != 3:
