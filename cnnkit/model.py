@@ -18,7 +18,7 @@ from .spec import ModelSpec, ResolvedLayer, resolve_layers, validate_spec
 
 # The smallest part of a batch worth a thread of its own: below it, handing work to a thread costs
 # more than it saves (measured on the seed net).
-MIN_PART = 8
+MIN_PART = 16
 
 
 class Model:

@@ -59,7 +59,7 @@ def _pad(x: np.ndarray, pad_h: tuple[int, int], pad_w: tuple[int, int]) -> np.nd
 # 256 KiB 13 ms, 448-640 KiB 11 ms, 768 KiB and up 21-25 ms. (Splitting the blocks over Python
 # threads was measured too: slower at every block size on this 2-core machine, so not done.)
 # Tests shrink it to exercise the block boundaries.
-BLOCK_BYTES = 512 * 1024
+BLOCK_BYTES = 576 * 1024
 
 
 def _flat_padded(x: np.ndarray, pad_h: tuple[int, int], pad_w: tuple[int, int], tail: int) -> np.ndarray:
@@ -76,25 +76,38 @@ def _flat_padded(x: np.ndarray, pad_h: tuple[int, int], pad_w: tuple[int, int], 
     return flat
 
 
-def _patch_blocks(flat: np.ndarray, total: int, k: int, row: int, ones: bool = False):
-    """Yield (start, cols) over positions [0, total) of a flat layout, where cols is the
-    (C*k*k, length) im2col block of positions start..start+length. One buffer is reused: use each
-    block before asking for the next.
+def _patch_blocks(flat: np.ndarray, n: int, image: int, offset: int, window: int, k: int, row: int, ones: bool = False):
+    """Yield (start, cols) over the positions [offset, offset + window) of each of the n images
+    (``image`` positions apart) of a flat layout: cols is the (C*k*k, length) im2col block of
+    ``length`` of them, and ``start`` is where they begin in the compact (n * window) numbering, so
+    the block's GEMM writes straight into an array laid out (n, window). Positions outside the window
+    (rows of padding that no kept output comes from) are never copied or multiplied.
 
-    With ``ones``, cols gets one more row of ones, so a GEMM with it also adds the bias (forward)
-    or sums dy into the bias gradient (backward) instead of a separate pass over the output.
+    A block is several whole windows, or part of one when a window is bigger than a block. One
+    buffer is reused: use each block before asking for the next. With ``ones``, cols gets one more
+    row of ones, so a GEMM with it also adds the bias (forward) or sums dy into the bias gradient
+    (backward) instead of a separate pass over the output.
     """
     c = flat.shape[0]
     rows = c * k * k
-    step = max(1, min(total, BLOCK_BYTES // (rows * flat.itemsize)))
-    buffer = np.empty((rows + int(ones), step), flat.dtype)
+    step = max(1, BLOCK_BYTES // ((rows + ones) * flat.itemsize))
+    if window <= step:  # whole windows per block
+        per = step // window
+        pieces = [(m, min(m + per, n), 0, window) for m in range(0, n, per)]
+    else:  # each window in near-equal parts
+        count = -(-window // step)
+        bounds = [window * i // count for i in range(count + 1)]
+        pieces = [(m, m + 1, lo, hi) for m in range(n) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    longest = max([(m1 - m0) * (hi - lo) for m0, m1, lo, hi in pieces], default=0)
+    buffer = np.empty((rows + ones, longest), flat.dtype)
     buffer[rows:] = 1
     s_c, s_pos = flat.strides
-    patches = as_strided(flat, (c, k, k, total), (s_c, row * s_pos, s_pos, s_pos), writeable=False)  # all of im2col, as a view
-    for start in range(0, total, step):
-        length = min(step, total - start)
-        np.copyto(buffer[:rows].reshape(c, k, k, step)[..., :length], patches[..., start : start + length])
-        yield start, buffer[:, :length]
+    patches = as_strided(flat[:, offset:], (c, k, k, n, window), (s_c, row * s_pos, s_pos, image * s_pos, s_pos), writeable=False)
+    for m0, m1, lo, hi in pieces:
+        images, span = m1 - m0, hi - lo
+        length = images * span
+        np.copyto(buffer[:rows, :length].reshape(c, k, k, images, span), patches[..., m0:m1, lo:hi])
+        yield m0 * window + lo, buffer[:, :length]
 
 
 class Conv2D(Layer):
@@ -152,10 +165,11 @@ class Conv2D(Layer):
     def _forward_stride1(self, weights, x, input_grad):
         """Stride 1, the common case, on the flat padded layout (see ``_flat_padded``).
 
-        Output is computed at every padded position (about 30% wasted work at 28x28, k=5) and
+        Output rows are computed at full padded width (about 15% wasted work at 28x28, k=5) and
         cropped, because then every patch row is a contiguous shifted slice: the im2col copy streams
-        instead of gathering short runs. The patch matrix is built and multiplied one cache-sized
-        block of positions at a time, so it never makes a round trip through RAM.
+        instead of gathering short runs. Padded rows with no output are skipped. The patch matrix is
+        built and multiplied one cache-sized block of positions at a time, so it never makes a round
+        trip through RAM.
         """
         p = self.params
         n, c, h, w = x.shape
@@ -164,27 +178,27 @@ class Conv2D(Layer):
         f = kernel.shape[0]
         pad_h, pad_w, out_h, out_w = self._geometry((c, h, w))
         hp, wp = h + sum(pad_h), w + sum(pad_w)
-        total, reach = n * hp * wp, (k - 1) * wp + (k - 1)  # reach: offset of a patch's last element
+        image, reach = hp * wp, (k - 1) * wp + (k - 1)  # reach: offset of a patch's last element
         x_flat = _flat_padded(x, pad_h, pad_w, tail=reach)
         wmat = kernel.reshape(f, c * k * k)
         if p.use_bias:  # the bias as one more kernel column, against the ones row of the patches
             wmat = np.concatenate([wmat, weights["bias"][:, None]], axis=1)
-        y_flat = np.empty((f, total), x.dtype)
-        for start, cols in _patch_blocks(x_flat, total, k, wp, ones=p.use_bias):
-            np.matmul(wmat, cols, out=y_flat[:, start : start + cols.shape[1]])
-        y = y_flat.reshape(f, n, hp, wp)[:, :, :out_h, :out_w].transpose(1, 0, 2, 3)  # (N, F, Ho, Wo) view
+        y_rows = np.empty((f, n * out_h * wp), x.dtype)  # output rows at padded width, (F, N, Ho, Wp)
+        for start, cols in _patch_blocks(x_flat, n, image, 0, out_h * wp, k, wp, ones=p.use_bias):
+            np.matmul(wmat, cols, out=y_rows[:, start : start + cols.shape[1]])
+        y = y_rows.reshape(f, n, out_h, wp)[..., :out_w].transpose(1, 0, 2, 3)  # (N, F, Ho, Wo) view
 
         def backprop(dy):
-            # dy spread onto the padded positions (zeros where the forward output was cropped), after
-            # `reach` leading zeros so that the input gradient's patches below never index before 0.
-            dy_flat = np.zeros((f, reach + total), dy.dtype)
-            dy_flat[:, reach:].reshape(f, n, hp, wp)[:, :, :out_h, :out_w] = dy.transpose(1, 0, 2, 3)
             if not input_grad:
+                # dy at padded width, zeros in the cropped columns: the layout of y_rows.
+                dy_rows = np.zeros((f, n, out_h, wp), dy.dtype)
+                dy_rows[..., :out_w] = dy.transpose(1, 0, 2, 3)
+                dy_rows = dy_rows.reshape(f, -1)
                 dkernel = np.zeros((c * k * k + int(p.use_bias), f), dy.dtype)  # the ones row's gradient is the bias's
                 part = np.empty_like(dkernel)
-                for start, cols in _patch_blocks(x_flat, total, k, wp, ones=p.use_bias):
+                for start, cols in _patch_blocks(x_flat, n, image, 0, out_h * wp, k, wp, ones=p.use_bias):
                     # cols @ dy.T, not dy @ cols.T: numpy hands the latter to a much slower path.
-                    np.matmul(cols, dy_flat[:, reach + start : reach + start + cols.shape[1]].T, out=part)
+                    np.matmul(cols, dy_rows[:, start : start + cols.shape[1]].T, out=part)
                     dkernel += part
                 grads = {"kernel": np.ascontiguousarray(dkernel[: c * k * k].T).reshape(kernel.shape)}
                 if p.use_bias:
@@ -192,22 +206,28 @@ class Conv2D(Layer):
                 return None, grads
             # The input gradient is the full convolution of dy with the flipped kernel: the same
             # blocked im2col + GEMM, read from dy_flat (patch row (f, a, b) is dy shifted back by
-            # (k-1-a, k-1-b), hence the flip). Those dy patches, still in cache, also give the kernel
-            # gradient against the padded input: one patch copy per block serves both products.
+            # (k-1-a, k-1-b), hence the flip), for the rows of x only. Those dy patches, still in
+            # cache, also give the kernel gradient against the input rows (the skipped padding rows
+            # are zeros): one patch copy per block serves both products.
+            # dy_flat: dy on the padded positions (zeros where the forward output was cropped),
+            # after `reach` leading zeros so that the patches never index before 0.
+            dy_flat = np.zeros((f, reach + n * image), dy.dtype)
+            dy_flat[:, reach:].reshape(f, n, hp, wp)[:, :, :out_h, :out_w] = dy.transpose(1, 0, 2, 3)
+            x_rows = x_flat[:, : n * image].reshape(c, n, hp, wp)[:, :, pad_h[0] : pad_h[0] + h].reshape(c, -1)  # (C, N*H*Wp) copy
             flipped = kernel[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c, f * k * k)
-            dx_flat = np.empty((c, total), dy.dtype)
+            dx_rows = np.empty((c, n * h * wp), dy.dtype)
             dflipped = np.zeros((f * k * k, c), dy.dtype)
             part = np.empty_like(dflipped)
-            for start, cols in _patch_blocks(dy_flat, total, k, wp):
+            for start, cols in _patch_blocks(dy_flat, n, image, pad_h[0] * wp, h * wp, k, wp):
                 length = cols.shape[1]
-                np.matmul(flipped, cols, out=dx_flat[:, start : start + length])
-                np.matmul(cols, x_flat[:, start : start + length].T, out=part)
+                np.matmul(flipped, cols, out=dx_rows[:, start : start + length])
+                np.matmul(cols, x_rows[:, start : start + length].T, out=part)
                 dflipped += part
             dkernel = dflipped.reshape(f, k, k, c)[:, ::-1, ::-1, :].transpose(0, 3, 1, 2)
             grads = {"kernel": np.ascontiguousarray(dkernel)}
             if p.use_bias:
                 grads["bias"] = dy.sum(axis=(0, 2, 3))
-            dx = dx_flat.reshape(c, n, hp, wp)[:, :, pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w]
+            dx = dx_rows.reshape(c, n, h, wp)[..., pad_w[0] : pad_w[0] + w]
             return dx.transpose(1, 0, 2, 3), grads
 
         return y, backprop

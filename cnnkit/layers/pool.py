@@ -52,10 +52,12 @@ class MaxPool2D(Layer):
             taken = np.zeros(y.shape, bool)
             for i, j in offsets:
                 hit = at(x, i, j) == y
-                hit &= ~taken
+                np.greater(hit, taken, out=hit)  # hit and not taken
                 taken |= hit
-                # += because overlapping windows (stride < pool_size) share input positions.
-                at(dx, i, j)[...] += dy * hit
+                if s >= k:  # windows don't overlap: each input position gets at most one gradient
+                    np.multiply(dy, hit, out=at(dx, i, j))
+                else:  # overlapping windows share input positions
+                    at(dx, i, j)[...] += dy * hit
             return dx, {}
 
         return y, backprop
