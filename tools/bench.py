@@ -31,20 +31,11 @@ FAST_SPEC = ROOT / "specs" / "fashion_mnist_fast.json"
 TARGET_ACCURACY = 0.891
 
 
-def blas_threads() -> int:
-    """How many threads numpy's BLAS uses, so PyTorch can be given the same number."""
-    try:
-        from threadpoolctl import threadpool_info
+def cnnkit_threads() -> int:
+    """How many threads cnnkit splits batches over (cnnkit.parallel), so PyTorch can be given the same number."""
+    from cnnkit.parallel import num_threads
 
-        counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
-        if counts:
-            return counts[0]
-    except ImportError:
-        pass
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return len(os.sched_getaffinity(0))  # OpenBLAS' default: one thread per usable core
+    return num_threads()
 
 
 def load_images(limit: int | None = None):
@@ -122,12 +113,12 @@ def _rate(fn, images: int) -> float:
 def throughput(quick: bool) -> list[dict]:
     import torch
 
-    threads = blas_threads()
+    threads = cnnkit_threads()
     torch.set_num_threads(threads)
     x, y = load_images(20_000)
     ours = CnnkitRunner()
     theirs = TorchRunner(ours.model.weights)
-    rounds = 1 if quick else 3
+    rounds = 1 if quick else 5
     # (mode, batch, images per round): enough images that a round lasts about a second or more
     cases = [("train", 1, 300 if quick else 2000), ("train", 32, 1024 if quick else 8192), ("train", 64, 1024 if quick else 8192), ("infer", 256, 2048 if quick else 16384)]
     results = []
@@ -156,7 +147,7 @@ def rss_child(framework: str, steps: int) -> None:
     else:
         import torch
 
-        torch.set_num_threads(blas_threads())
+        torch.set_num_threads(cnnkit_threads())
         import cnnkit
 
         runner = TorchRunner(cnnkit.build(SEED_SPEC).weights)
