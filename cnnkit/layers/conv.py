@@ -103,11 +103,15 @@ def _patch_blocks(flat: np.ndarray, n: int, image: int, offset: int, window: int
     buffer[rows:] = 1
     s_c, s_pos = flat.strides
     patches = as_strided(flat[:, offset:], (c, k, k, n, window), (s_c, row * s_pos, s_pos, image * s_pos, s_pos), writeable=False)
+    views = {}  # (images, span) -> (copy destination, cols): two shapes at most, a full block and the last
     for m0, m1, lo, hi in pieces:
-        images, span = m1 - m0, hi - lo
-        length = images * span
-        np.copyto(buffer[:rows, :length].reshape(c, k, k, images, span), patches[..., m0:m1, lo:hi])
-        yield m0 * window + lo, buffer[:, :length]
+        shape = (m1 - m0, hi - lo)
+        if shape not in views:
+            length = shape[0] * shape[1]
+            views[shape] = buffer[:rows, :length].reshape(c, k, k, *shape), buffer[:, :length]
+        destination, cols = views[shape]
+        np.copyto(destination, patches[..., m0:m1, lo:hi])
+        yield m0 * window + lo, cols
 
 
 class Conv2D(Layer):
