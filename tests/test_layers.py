@@ -142,17 +142,36 @@ def test_conv2d_without_input_grad_gives_the_same_weight_gradients():
         np.testing.assert_allclose(grads_lean[name], grads[name], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("block_bytes", [None, 700], ids=["whole-images", "tiny-blocks"])
+@pytest.mark.parametrize("full_im2col", [True, False], ids=["full-im2col", "shared-rows"])
 @pytest.mark.parametrize("c,h,w,filters,k,stride,padding,use_bias", [case for case in CONV_CASES if case[5] == 1])
-def test_conv2d_cache_blocks_split_anywhere(monkeypatch, c, h, w, filters, k, stride, padding, use_bias):
-    """Stride-1 convolution works through cache-sized blocks of positions; tiny blocks put block
-    boundaries inside rows and across images, where an off-by-one would show."""
-    monkeypatch.setattr(conv_module, "BLOCK_BYTES", 700)
+def test_conv2d_stride1_strategies_and_blocks(monkeypatch, full_im2col, block_bytes, c, h, w, filters, k, stride, padding, use_bias):
+    """Stride-1 convolution copies either the full im2col or only one kernel row's shifted input
+    rows (``_copies_kernel_rows`` picks by shape), a block of images at a time. Both strategies,
+    with whole images per block and with tiny blocks that cut through rows, must match the
+    reference, finite differences, and the first-layer path that skips the input gradient."""
+    monkeypatch.setattr(conv_module, "_copies_kernel_rows", lambda *shape: full_im2col)
+    if block_bytes:
+        monkeypatch.setattr(conv_module, "BLOCK_BYTES", block_bytes)
     layer = Conv2D(filters=filters, kernel_size=k, stride=stride, padding=padding, use_bias=use_bias)
     weights = _weights(layer, (c, h, w))
     x = _input((3, c, h, w))
-    y, _ = layer.forward(weights, x, train=False)
+    y, full = layer.forward(weights, x, train=True)
     np.testing.assert_allclose(y, reference_conv2d(x, weights["kernel"], weights.get("bias"), stride, padding), rtol=1e-5, atol=1e-5)
     check_gradients(layer, (c, h, w), batch=3)
+    _, lean = layer.forward(weights, x, train=True, input_grad=False)
+    dy = _input(y.shape, seed=5)
+    (_, grads), (dx_lean, grads_lean) = full(dy), lean(dy)
+    assert dx_lean is None and set(grads_lean) == set(grads)
+    for name in grads:
+        np.testing.assert_allclose(grads_lean[name], grads[name], rtol=1e-5, atol=1e-5)
+
+
+def test_conv2d_picks_the_copy_that_moves_fewer_rows():
+    # C*k*k copied rows (full im2col) against C*k copied + 2*k*F partial-output rows (shared rows)
+    assert conv_module._copies_kernel_rows(1, 5, 6)  # seed conv1: 25 < 5 + 60
+    assert not conv_module._copies_kernel_rows(6, 5, 6)  # seed conv2: 150 > 30 + 60
+    assert conv_module._copies_kernel_rows(32, 3, 64)  # a wide layer: 288 < 96 + 384
 
 
 POOL_CASES = [
