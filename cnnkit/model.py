@@ -114,13 +114,20 @@ class Model:
         count = len(self.layers) - 1 if logits and self.ends_with_softmax else len(self.layers)
         parts = self._parts(len(x), train, count)
         if len(parts) == 1:
-            return self._forward_part(x, train, count)
-        results = parallel.run_all([functools.partial(self._forward_part, x[lo:hi], train, count) for lo, hi in parts])
-        y = np.concatenate([part_y for part_y, _ in results])
+            y, part_backprops = self._forward_part(x, train, count)
+            part_backprops = [part_backprops]
+        else:
+            results = parallel.run_all([functools.partial(self._forward_part, x[lo:hi], train, count) for lo, hi in parts])
+            y = np.concatenate([part_y for part_y, _ in results])
+            part_backprops = [part_backprop for _, part_backprop in results]  # not the parts' outputs: y holds them
+            del results
+        shape = y.shape
 
         def backprop(dy: np.ndarray) -> dict[str, np.ndarray]:
-            tasks = [functools.partial(part_backprop, dy[lo:hi]) for (lo, hi), (_, part_backprop) in zip(parts, results)]
-            grads, *others = parallel.run_all(tasks)
+            if np.shape(dy) != shape:
+                raise CnnkitError(f"backprop needs a gradient of the output's shape {list(shape)}. Received: {list(np.shape(dy))}")
+            tasks = [functools.partial(part_backprop, dy[lo:hi]) for (lo, hi), part_backprop in zip(parts, part_backprops)]
+            grads, *others = parallel.run_all(tasks) if len(tasks) > 1 else [tasks[0]()]
             for other in others:
                 for name, g in other.items():
                     grads[name] = grads[name] + g

@@ -174,6 +174,73 @@ def test_conv2d_picks_the_copy_that_moves_fewer_rows():
     assert conv_module._copies_kernel_rows(32, 3, 64)  # a wide layer: 288 < 96 + 384
 
 
+_byte_bounds = getattr(np.lib, "array_utils", np).byte_bounds  # numpy >= 2 moved it
+
+
+@pytest.mark.parametrize("block_bytes", [None, 700], ids=["whole-images", "tiny-blocks"])
+@pytest.mark.parametrize("full_im2col", [True, False], ids=["full-im2col", "shared-rows"])
+@pytest.mark.parametrize(
+    "c,h,w,filters,k,stride,padding,use_bias",
+    [
+        *(case for case in CONV_CASES if case[5] == 1),
+        (2, 1, 1, 2, 3, 1, "same", True),  # 1x1 images
+        (2, 3, 4, 3, 5, 1, 1, False),  # the kernel covers the whole padded height
+        (1, 2, 7, 2, 2, 1, 3, True),  # integer padding larger than the kernel, H != W
+    ],
+)
+def test_conv2d_reads_only_inside_its_arrays(monkeypatch, full_im2col, block_bytes, c, h, w, filters, k, stride, padding, use_bias):
+    """as_strided views are not bounds-checked: one reaching past its array reads whatever memory
+    follows, and the result can still look right (the stray values land in cropped columns or meet
+    zeros), so the reference comparisons above cannot see it. Check every view's extent instead."""
+    real_as_strided = conv_module.as_strided
+
+    def checked_as_strided(array, shape, strides, **kwargs):
+        view = real_as_strided(array, shape, strides, **kwargs)
+        owner = array
+        while isinstance(owner.base, np.ndarray):
+            owner = owner.base
+        (low, high), (owner_low, owner_high) = _byte_bounds(view), _byte_bounds(owner)
+        assert view.size == 0 or owner_low <= low <= high <= owner_high, f"view {shape} with strides {strides} reaches {owner_low - low} bytes before, {high - owner_high} bytes past its array"
+        return view
+
+    monkeypatch.setattr(conv_module, "as_strided", checked_as_strided)
+    monkeypatch.setattr(conv_module, "_copies_kernel_rows", lambda *shape: full_im2col)
+    if block_bytes:
+        monkeypatch.setattr(conv_module, "BLOCK_BYTES", block_bytes)
+    layer = Conv2D(filters=filters, kernel_size=k, stride=stride, padding=padding, use_bias=use_bias)
+    weights = _weights(layer, (c, h, w))
+    x = _input((3, c, h, w))
+    for input_grad in (True, False):
+        y, backprop = layer.forward(weights, x, train=True, input_grad=input_grad)
+        backprop(_input(y.shape, seed=5))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv2d_keeps_float64_through_forward_and_backprop(stride):
+    layer = Conv2D(filters=3, kernel_size=3, stride=stride, padding="same")
+    weights = {name: w.astype(np.float64) for name, w in _weights(layer, (2, 6, 5)).items()}
+    x = _input((2, 2, 6, 5), dtype=np.float64)
+    y, backprop = layer.forward(weights, x, train=True)
+    dy = _input(y.shape, seed=5, dtype=np.float64)
+    dx, grads = backprop(dy)
+    assert y.dtype == dx.dtype == grads["kernel"].dtype == grads["bias"].dtype == np.float64
+    _, lean = layer.forward(weights, x, train=True, input_grad=False)
+    assert all(g.dtype == np.float64 for g in lean(dy)[1].values())
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv2d_on_integer_pixels_computes_in_the_kernels_float_type(stride):
+    """Raw uint8 pixels give what their float values give (NumPy's promotion, float32 here), not
+    a kernel cast to uint8."""
+    layer = Conv2D(filters=2, kernel_size=3, stride=stride, padding="same")
+    weights = _weights(layer, (1, 5, 6))
+    pixels = np.random.default_rng(2).integers(0, 256, (2, 1, 5, 6)).astype(np.uint8)
+    y, _ = layer.forward(weights, pixels, train=False)
+    assert y.dtype == np.float32
+    expected = reference_conv2d(pixels.astype(np.float64), weights["kernel"], weights["bias"], stride, "same")
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-3)
+
+
 POOL_CASES = [
     # (channels, height, width, pool_size, stride)
     (2, 6, 6, 2, None),

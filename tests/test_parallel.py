@@ -91,6 +91,19 @@ def test_a_batch_below_two_parts_runs_whole_in_the_calling_thread(monkeypatch, r
         np.testing.assert_array_equal(g, grads1[name])
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("extra", [1, -1], ids=["one-row-too-many", "one-row-too-few"])
+def test_backprop_rejects_a_dy_that_does_not_match_the_output(monkeypatch, threads, extra):
+    # Split, each part reads its own rows of dy: a row too many would be silently ignored.
+    model = cnnkit.build(SPEC)
+    x, _ = batch(2 * MIN_PART, model)
+    _, dy = batch(2 * MIN_PART + extra, model)
+    monkeypatch.setenv("CNNKIT_NUM_THREADS", str(threads))
+    _, backprop = model.forward(x, train=True, logits=True)
+    with pytest.raises(CnnkitError, match=rf"Received: \[{2 * MIN_PART + extra}, 10\]$"):
+        backprop(dy)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3, 5])
 def test_parts_are_contiguous_near_equal_and_never_below_min_part(monkeypatch, threads):
     monkeypatch.setenv("CNNKIT_NUM_THREADS", str(threads))

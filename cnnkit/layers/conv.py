@@ -229,11 +229,12 @@ class Conv2D(Layer):
         n, c, h, w = x.shape
         k = p.kernel_size
         kernel = weights["kernel"]
+        x = x.astype(np.result_type(x.dtype, kernel.dtype), copy=False)  # integer pixels compute in the kernel's float type
         f = kernel.shape[0]
         pad_h, pad_w, out_h, out_w = self._geometry((c, h, w))
         hp, wp = h + sum(pad_h), w + sum(pad_w)
         plane, reach = hp * wp, (k - 1) * wp + (k - 1)  # reach: offset of a patch's last element
-        x_flat = _flat_padded(x, pad_h, pad_w, tail=reach)
+        x_flat = _flat_padded(x, pad_h, pad_w, tail=k - 1)  # the last window's shifts reach k-1 past the end
         # Kernel row i as (F, C*k) against the input rows (c, j); the bias rides on row 0's ones column.
         w_rows = np.zeros((k, f, c * k + p.use_bias), x.dtype)
         w_rows[:, :, : c * k] = kernel.transpose(2, 0, 1, 3).reshape(k, f, c * k)
@@ -270,7 +271,7 @@ class Conv2D(Layer):
             # dy rows, still in cache, also give the kernel gradient against those rows of the
             # padded input (the skipped padding rows are zeros): one copy serves both products.
             # `reach` leading zeros keep the first image's shifts inside the array.
-            dy_flat = np.zeros(reach + n * f * plane + reach, dy.dtype)
+            dy_flat = np.zeros(reach + n * f * plane, dy.dtype)
             dy_flat[reach : reach + n * f * plane].reshape(n, f, hp, wp)[:, :, :out_h, :out_w] = dy
             flip_rows = np.ascontiguousarray(kernel[:, :, ::-1, ::-1].transpose(2, 1, 0, 3)).reshape(k, c, f * k)  # [a, c, (f, b)]
             flip_groups = _grouped(flip_rows, 1 if _copies_kernel_rows(f, k, c) else k)
