@@ -13,7 +13,7 @@ import pytest
 
 import cnnkit
 from cnnkit.layers.activations import ReLU, Softmax
-from cnnkit.layers import conv as conv_module
+from cnnkit.layers import conv_blocks
 from cnnkit.layers.conv import Conv2D
 from cnnkit.layers.dense import Dense
 from cnnkit.layers.flatten import Flatten
@@ -150,9 +150,9 @@ def test_conv2d_stride1_strategies_and_blocks(monkeypatch, full_im2col, block_by
     rows (``_copies_kernel_rows`` picks by shape), a block of images at a time. Both strategies,
     with whole images per block and with tiny blocks that cut through rows, must match the
     reference, finite differences, and the first-layer path that skips the input gradient."""
-    monkeypatch.setattr(conv_module, "_copies_kernel_rows", lambda *shape: full_im2col)
+    monkeypatch.setattr(conv_blocks, "copies_kernel_rows", lambda *shape: full_im2col)
     if block_bytes:
-        monkeypatch.setattr(conv_module, "BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(conv_blocks, "BLOCK_BYTES", block_bytes)
     layer = Conv2D(filters=filters, kernel_size=k, stride=stride, padding=padding, use_bias=use_bias)
     weights = _weights(layer, (c, h, w))
     x = _input((3, c, h, w))
@@ -169,9 +169,9 @@ def test_conv2d_stride1_strategies_and_blocks(monkeypatch, full_im2col, block_by
 
 def test_conv2d_picks_the_copy_that_moves_fewer_rows():
     # C*k*k copied rows (full im2col) against C*k copied + 2*k*F partial-output rows (shared rows)
-    assert conv_module._copies_kernel_rows(1, 5, 6)  # seed conv1: 25 < 5 + 60
-    assert not conv_module._copies_kernel_rows(6, 5, 6)  # seed conv2: 150 > 30 + 60
-    assert conv_module._copies_kernel_rows(32, 3, 64)  # a wide layer: 288 < 96 + 384
+    assert conv_blocks.copies_kernel_rows(1, 5, 6)  # seed conv1: 25 < 5 + 60
+    assert not conv_blocks.copies_kernel_rows(6, 5, 6)  # seed conv2: 150 > 30 + 60
+    assert conv_blocks.copies_kernel_rows(32, 3, 64)  # a wide layer: 288 < 96 + 384
 
 
 _byte_bounds = getattr(np.lib, "array_utils", np).byte_bounds  # numpy >= 2 moved it
@@ -192,7 +192,7 @@ def test_conv2d_reads_only_inside_its_arrays(monkeypatch, full_im2col, block_byt
     """as_strided views are not bounds-checked: one reaching past its array reads whatever memory
     follows, and the result can still look right (the stray values land in cropped columns or meet
     zeros), so the reference comparisons above cannot see it. Check every view's extent instead."""
-    real_as_strided = conv_module.as_strided
+    real_as_strided = conv_blocks.as_strided
 
     def checked_as_strided(array, shape, strides, **kwargs):
         view = real_as_strided(array, shape, strides, **kwargs)
@@ -203,10 +203,10 @@ def test_conv2d_reads_only_inside_its_arrays(monkeypatch, full_im2col, block_byt
         assert view.size == 0 or owner_low <= low <= high <= owner_high, f"view {shape} with strides {strides} reaches {owner_low - low} bytes before, {high - owner_high} bytes past its array"
         return view
 
-    monkeypatch.setattr(conv_module, "as_strided", checked_as_strided)
-    monkeypatch.setattr(conv_module, "_copies_kernel_rows", lambda *shape: full_im2col)
+    monkeypatch.setattr(conv_blocks, "as_strided", checked_as_strided)
+    monkeypatch.setattr(conv_blocks, "copies_kernel_rows", lambda *shape: full_im2col)
     if block_bytes:
-        monkeypatch.setattr(conv_module, "BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(conv_blocks, "BLOCK_BYTES", block_bytes)
     layer = Conv2D(filters=filters, kernel_size=k, stride=stride, padding=padding, use_bias=use_bias)
     weights = _weights(layer, (c, h, w))
     x = _input((3, c, h, w))
