@@ -95,6 +95,9 @@ class Model:
 
         self.ends_with_softmax = isinstance(self.layers[-1].layer, Softmax)
         self._skips_input_grad = [i == self._first_trainable and "input_grad" in inspect.signature(r.layer.forward).parameters for i, r in enumerate(self.layers)]
+        # A training batch may be split over threads only if every layer is per-sample in training
+        # (a final softmax skipped for the loss is a built-in, which is).
+        self._splits_in_training = all(r.layer.per_sample_in_training for r in self.layers)
 
 
     # -- running ------------------------------------------------------------------------------------
@@ -112,15 +115,14 @@ class Model:
         ``per_sample_in_training`` (batch norm, which uses batch statistics, does not).
         """
         count = len(self.layers) - 1 if logits and self.ends_with_softmax else len(self.layers)
-        parts = self._parts(len(x), train, count)
+        parts = self._parts(len(x), train)
         if len(parts) == 1:
-            y, part_backprops = self._forward_part(x, train, count)
-            part_backprops = [part_backprops]
+            y, whole_backprop = self._forward_part(x, train, count)
+            part_backprops = [whole_backprop]
         else:
             results = parallel.run_all([functools.partial(self._forward_part, x[lo:hi], train, count) for lo, hi in parts])
             y = np.concatenate([part_y for part_y, _ in results])
             part_backprops = [part_backprop for _, part_backprop in results]  # not the parts' outputs: y holds them
-            del results
         shape = y.shape
 
         def backprop(dy: np.ndarray) -> dict[str, np.ndarray]:
@@ -135,10 +137,10 @@ class Model:
 
         return y, backprop
 
-    def _parts(self, n: int, train: bool, count: int) -> list[tuple[int, int]]:
+    def _parts(self, n: int, train: bool) -> list[tuple[int, int]]:
         """Sample ranges [lo, hi) to run in parallel: one per thread, at least MIN_PART samples each."""
         threads = min(parallel.num_threads(), n // MIN_PART)
-        if threads < 2 or (train and not all(r.layer.per_sample_in_training for r in self.layers[:count])):
+        if threads < 2 or (train and not self._splits_in_training):
             return [(0, n)]
         bounds = [n * i // threads for i in range(threads + 1)]
         return list(zip(bounds[:-1], bounds[1:]))

@@ -67,7 +67,7 @@ class _OpenBLAS:
 
 
 def _openblas_paths() -> list[str]:
-    """Paths of OpenBLAS libraries this process has loaded (Linux), else those bundled with numpy."""
+    """Paths of OpenBLAS libraries this process has loaded (Linux), then those bundled with numpy."""
     import numpy
 
     paths: list[str] = []

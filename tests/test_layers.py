@@ -142,17 +142,23 @@ def test_conv2d_without_input_grad_gives_the_same_weight_gradients():
         np.testing.assert_allclose(grads_lean[name], grads[name], rtol=1e-5, atol=1e-6)
 
 
+def _force_stride1_strategy(monkeypatch, full_im2col: bool, block_bytes: int | None) -> None:
+    """Make every stride-1 convolution copy the full im2col (or share one kernel row's shifted
+    rows), and shrink the blocks to ``block_bytes`` if given."""
+    monkeypatch.setattr(conv_blocks, "copies_kernel_rows", lambda *shape: full_im2col)
+    if block_bytes:
+        monkeypatch.setattr(conv_blocks, "BLOCK_BYTES", block_bytes)
+
+
 @pytest.mark.parametrize("block_bytes", [None, 700], ids=["whole-images", "tiny-blocks"])
 @pytest.mark.parametrize("full_im2col", [True, False], ids=["full-im2col", "shared-rows"])
 @pytest.mark.parametrize("c,h,w,filters,k,stride,padding,use_bias", [case for case in CONV_CASES if case[5] == 1])
 def test_conv2d_stride1_strategies_and_blocks(monkeypatch, full_im2col, block_bytes, c, h, w, filters, k, stride, padding, use_bias):
     """Stride-1 convolution copies either the full im2col or only one kernel row's shifted input
-    rows (``_copies_kernel_rows`` picks by shape), a block of images at a time. Both strategies,
+    rows (``copies_kernel_rows`` picks by shape), a block of images at a time. Both strategies,
     with whole images per block and with tiny blocks that cut through rows, must match the
     reference, finite differences, and the first-layer path that skips the input gradient."""
-    monkeypatch.setattr(conv_blocks, "copies_kernel_rows", lambda *shape: full_im2col)
-    if block_bytes:
-        monkeypatch.setattr(conv_blocks, "BLOCK_BYTES", block_bytes)
+    _force_stride1_strategy(monkeypatch, full_im2col, block_bytes)
     layer = Conv2D(filters=filters, kernel_size=k, stride=stride, padding=padding, use_bias=use_bias)
     weights = _weights(layer, (c, h, w))
     x = _input((3, c, h, w))
@@ -204,9 +210,7 @@ def test_conv2d_reads_only_inside_its_arrays(monkeypatch, full_im2col, block_byt
         return view
 
     monkeypatch.setattr(conv_blocks, "as_strided", checked_as_strided)
-    monkeypatch.setattr(conv_blocks, "copies_kernel_rows", lambda *shape: full_im2col)
-    if block_bytes:
-        monkeypatch.setattr(conv_blocks, "BLOCK_BYTES", block_bytes)
+    _force_stride1_strategy(monkeypatch, full_im2col, block_bytes)
     layer = Conv2D(filters=filters, kernel_size=k, stride=stride, padding=padding, use_bias=use_bias)
     weights = _weights(layer, (c, h, w))
     x = _input((3, c, h, w))

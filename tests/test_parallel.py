@@ -108,9 +108,8 @@ def test_backprop_rejects_a_dy_that_does_not_match_the_output(monkeypatch, threa
 def test_parts_are_contiguous_near_equal_and_never_below_min_part(monkeypatch, threads):
     monkeypatch.setenv("CNNKIT_NUM_THREADS", str(threads))
     model = cnnkit.build(SPEC)
-    count = len(model.layers)
     for n in range(6 * MIN_PART):
-        parts = model._parts(n, False, count)
+        parts = model._parts(n, False)
         assert parts[0][0] == 0 and parts[-1][1] == n
         assert all(hi == lo for (_, hi), (lo, _) in zip(parts, parts[1:]))
         assert len(parts) == max(1, min(threads, n // MIN_PART))

@@ -31,13 +31,6 @@ FAST_SPEC = ROOT / "specs" / "fashion_mnist_fast.json"
 TARGET_ACCURACY = 0.891
 
 
-def cnnkit_threads() -> int:
-    """How many threads cnnkit splits batches over (cnnkit.parallel), so PyTorch can be given the same number."""
-    from cnnkit.parallel import num_threads
-
-    return num_threads()
-
-
 def load_images(limit: int | None = None):
     from cnnkit.data import load_fashion_mnist
 
@@ -113,7 +106,9 @@ def _rate(fn, images: int) -> float:
 def throughput(quick: bool) -> list[dict]:
     import torch
 
-    threads = cnnkit_threads()
+    from cnnkit.parallel import num_threads
+
+    threads = num_threads()  # PyTorch gets as many threads as cnnkit splits batches over
     torch.set_num_threads(threads)
     x, y = load_images(20_000)
     ours = CnnkitRunner()
@@ -147,8 +142,10 @@ def rss_child(framework: str, steps: int) -> None:
     else:
         import torch
 
-        torch.set_num_threads(cnnkit_threads())
         import cnnkit
+        from cnnkit.parallel import num_threads
+
+        torch.set_num_threads(num_threads())
 
         runner = TorchRunner(cnnkit.build(SEED_SPEC).weights)
     after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -131,9 +131,10 @@ class Conv2D(Layer):
             w_rows[0, :, -1] = weights["bias"]
         window = out_h * wp
         y_rows = np.empty((n, f, window), x.dtype)  # output rows at padded width
-        w_groups = blocks.grouped(w_rows, 1 if blocks.copies_kernel_rows(c, k, f) else k, p.use_bias)
+        shared = not blocks.copies_kernel_rows(c, k, f)  # for the kernel gradient of a first layer too
+        w_groups = blocks.grouped(w_rows, shared, p.use_bias)
         scratch = []
-        for m0, m1, lo, hi, cols in blocks.im2col_blocks(x_flat, n, c, plane, 0, window, k, wp, f, ones=p.use_bias):
+        for m0, m1, lo, hi, cols in blocks.im2col_blocks(x_flat, n, c, plane, 0, window, k, wp, f, shared, ones=p.use_bias):
             blocks.multiply(w_groups, cols, y_rows[m0:m1, :, lo:hi], scratch)
         y = y_rows.reshape(n, f, out_h, wp)[..., :out_w]  # (N, F, Ho, Wo) view
 
@@ -148,7 +149,7 @@ class Conv2D(Layer):
                 dy_rows[..., :out_w] = dy
                 dy_rows = dy_rows.reshape(n, f, window)
                 dkernel = np.zeros((k * c * k, f), dy.dtype)  # rows (i, c, j)
-                for m0, m1, lo, hi, cols in blocks.im2col_blocks(x_flat, n, c, plane, 0, window, k, wp, f):
+                for m0, m1, lo, hi, cols in blocks.im2col_blocks(x_flat, n, c, plane, 0, window, k, wp, f, shared):
                     # cols @ dy.T, not dy @ cols.T: numpy hands the latter to a much slower path.
                     products = np.matmul(cols, dy_rows[m0:m1, None, :, lo:hi].transpose(0, 1, 3, 2))  # (images, G, R, F)
                     dkernel += products.sum(axis=0).reshape(k * c * k, f)
@@ -163,13 +164,14 @@ class Conv2D(Layer):
             dy_flat = np.zeros(reach + n * f * plane, dy.dtype)
             dy_flat[reach : reach + n * f * plane].reshape(n, f, hp, wp)[:, :, :out_h, :out_w] = dy
             flip_rows = np.ascontiguousarray(kernel[:, :, ::-1, ::-1].transpose(2, 1, 0, 3)).reshape(k, c, f * k)  # [a, c, (f, b)]
-            flip_groups = blocks.grouped(flip_rows, 1 if blocks.copies_kernel_rows(f, k, c) else k)
+            dy_shared = not blocks.copies_kernel_rows(f, k, c)
+            flip_groups = blocks.grouped(flip_rows, dy_shared)
             x_window = h * wp  # the rows of x, at padded width
             x_rows = x_flat[: n * c * plane].reshape(n, c, hp, wp)[:, :, pad_h[0] : pad_h[0] + h].reshape(n, c, x_window)  # a view
             dx_rows = np.empty((n, c, x_window), dy.dtype)
             dflipped = np.zeros((k * f * k, c), dy.dtype)  # rows (a, f, b): gradient of flipped[f, c, a, b]
             scratch = []
-            for m0, m1, lo, hi, cols in blocks.im2col_blocks(dy_flat, n, f, plane, pad_h[0] * wp, x_window, k, wp, c):
+            for m0, m1, lo, hi, cols in blocks.im2col_blocks(dy_flat, n, f, plane, pad_h[0] * wp, x_window, k, wp, c, dy_shared):
                 blocks.multiply(flip_groups, cols, dx_rows[m0:m1, :, lo:hi], scratch)
                 products = np.matmul(cols, x_rows[m0:m1, None, :, lo:hi].transpose(0, 1, 3, 2))  # (images, G, R, C)
                 dflipped += products.sum(axis=0).reshape(k * f * k, c)

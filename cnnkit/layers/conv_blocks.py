@@ -40,26 +40,26 @@ def copies_kernel_rows(c: int, k: int, f: int) -> bool:
     kernel row (the input shifted by j) and taking the k kernel rows as views shifted by i*Wp
     instead costs C*k copied rows plus k*F partial-output rows written and summed, for k products.
     Whichever moves fewer rows wins: C*k*k vs C*k + 2*k*F, i.e. C*(k-1) vs 2*F. (Seed net: conv1,
-    C=1, copies the full im2col; conv2, C=6, F=6, shares the shifted rows: 30% faster measured.)
+    C=1, copies the full im2col; conv2, C=6, F=6, shares the shifted rows. Measured on conv2 forward,
+    128 images in each of 2 threads: 7.0 ms copying the full im2col, 4.9 ms sharing.)
     """
     return c * (k - 1) <= 2 * f
 
 
-def im2col_blocks(flat: np.ndarray, n: int, c: int, plane: int, start: int, window: int, k: int, row: int, out_rows: int, ones: bool = False):
+def im2col_blocks(flat: np.ndarray, n: int, c: int, plane: int, start: int, window: int, k: int, row: int, out_rows: int, shared: bool, ones: bool = False):
     """Yield (m0, m1, lo, hi, cols) over blocks of images [m0, m1) and positions [lo, hi) of the
     window [start, start + window) of each of their C planes (``plane`` positions each) in ``flat``.
 
     ``cols`` is a (images, G, R, hi - lo) view: the im2col of the block's positions, rows ordered
     (kernel row i, channel c, kernel column j), in G groups of R rows. Either the whole im2col is
     copied (G = 1, R = k*C*k), or only the C*k rows of kernel row 0 (the input shifted by j), and
-    group i is that copy shifted by i*row: G = k, R = C*k (see ``copies_kernel_rows``). With
+    group i is that copy shifted by i*row: G = k, R = C*k (``shared``; see ``copies_kernel_rows``). With
     ``ones`` each group has one more row, of ones, so a product with it also adds a bias column.
 
     A block holds whole windows of several images when they fit in BLOCK_BYTES (``out_rows``: rows
     of each partial output the caller keeps per position), else part of one image's window. The
     first block is the largest. One buffer is reused: use each block before asking for the next.
     """
-    shared = not copies_kernel_rows(c, k, out_rows)
     groups, rows = (k, c * k) if shared else (1, k * c * k)
     reach = (k - 1) * row if shared else 0  # extra positions copied so the shifted views stay inside
     itemsize = flat.itemsize
@@ -91,12 +91,12 @@ def im2col_blocks(flat: np.ndarray, n: int, c: int, plane: int, start: int, wind
         yield m0, m1, lo, hi, cols[:g, :, :, :span]
 
 
-def grouped(weights: np.ndarray, groups: int, ones: bool = False) -> np.ndarray:
+def grouped(weights: np.ndarray, shared: bool, ones: bool = False) -> np.ndarray:
     """(k, F, C*k [+ 1]) weights per kernel row (the last column against the ones row, if ``ones``)
-    -> the (G, F, R) matrices against ``im2col_blocks``' groups."""
-    k, f, width = weights.shape
-    if groups == k:
+    -> the (G, F, R) matrices against the groups of ``im2col_blocks`` with the same ``shared``."""
+    if shared:
         return weights
+    k, f, width = weights.shape
     whole = weights[:, :, : width - ones].transpose(1, 0, 2).reshape(f, k * (width - ones))
     if ones:
         whole = np.concatenate([whole, weights[0, :, -1:]], axis=1)
