@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, NoReturn
 
 from pydantic import BaseModel, ConfigDict
 
@@ -38,7 +38,7 @@ class Schedule:
             self.fail("total_steps", f"the {params.type!r} schedule needs a total length in optimizer steps and none is known; "
                                      "give total_steps. Received: no total_steps")
 
-    def fail(self, field: str, message: str) -> None:
+    def fail(self, field: str, message: str) -> NoReturn:
         raise SpecError([(f"{WHERE}.{field}", message)])
 
     def lr(self, step: int) -> float:
