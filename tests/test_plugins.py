@@ -131,6 +131,7 @@ def test_check_layer_command(tmp_path):
     assert "SKIP  training split: per_sample_in_training is False" in bad.stdout  # Doubler does not claim it
     assert bad.stderr == "error: doubler: 2 check(s) failed: gradients (train), gradients (inference)\n"
     usage = cli("check-layer", "conv2d", "--params", "{filters: 2}", env=env)
-    assert usage.returncode == 1 and usage.stderr.startswith("error: --params is not valid JSON")
+    # Bad --params is a usage error: exit 2, as the README says (issue 11, finding 6).
+    assert usage.returncode == 2 and usage.stderr.startswith("error: --params is not valid JSON")
     missing = cli("check-layer", "dense", env=env)
-    assert (missing.returncode, missing.stderr) == (1, "error: dense params.units: required field is missing\n")
+    assert (missing.returncode, missing.stderr) == (2, "error: dense params.units: required field is missing\n")
