@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from . import parallel
+from . import contract, parallel
 from .errors import CnnkitError, DataError
 from .losses import softmax
 from .spec import ModelSpec, ResolvedLayer, resolve_layers, validate_spec
@@ -98,6 +98,7 @@ class Model:
         # A training batch may be split over threads only if every layer is per-sample in training
         # (a final softmax skipped for the loss is a built-in, which is).
         self._splits_in_training = all(r.layer.per_sample_in_training for r in self.layers)
+        self._contract_checked = False
 
 
     # -- running ------------------------------------------------------------------------------------
@@ -114,6 +115,8 @@ class Model:
         contract, checked by ``check_layer``). Training splits only when every layer says so with
         ``per_sample_in_training`` (batch norm, which uses batch statistics, does not).
         """
+        if not self._contract_checked:  # once per model: each layer's output against its declared shape and float32
+            self._contract_checked = contract.check_first_forward(self, x)
         count = len(self.layers) - 1 if logits and self.ends_with_softmax else len(self.layers)
         parts = self._parts(len(x), train)
         if len(parts) == 1:
