@@ -1,14 +1,17 @@
-"""Layer-type registry over the `cnnkit.layers` entry-point group.
+"""Entry-point registries: layer types (`cnnkit.layers`) and dataset sources (`cnnkit.datasets`).
 
-Built-in and third-party layers are found the same way. Listing reads entry-point metadata only;
-a layer's module is imported the first time a spec (or a caller) names its type. The entry-point
-scan is cached only while no folder on sys.path has changed (installing or removing a distribution
-changes its site-packages folder), so a plugin installed after import is seen.
+Built-in and third-party plugins are found the same way. Listing reads entry-point metadata only;
+a plugin's module is imported the first time a spec (or a caller) names it. The entry-point scan is
+cached only while no folder on sys.path has changed (installing or removing a distribution changes
+its site-packages folder), so a plugin installed after import is seen.
 
-Names: a spec may write a type plain (``"tanh"``) or qualified by its distribution
+Names: a spec may write a name plain (``"tanh"``) or qualified by its distribution
 (``"cnnkit-hidden-layers:tanh"``). A plain name means the built-in of that name if cnnkit has one
 (built-ins are never shadowed: a plugin claiming ``relu`` is usable only qualified), else the one
 distribution that provides it; several providers make a plain name an error listing the choices.
+
+One :class:`Registry` per entry-point group; the module-level functions (``find``, ``load``,
+``load_all``, ...) are those of :data:`LAYERS`, the layer registry.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import importlib
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
@@ -26,7 +30,7 @@ from .errors import RegistryError
 from .layers.base import Layer, LayerParams
 
 GROUP = "cnnkit.layers"
-BUILTIN_DIST = "cnnkit"  # the distribution whose layer names no plugin can take over
+BUILTIN_DIST = "cnnkit"  # the distribution whose names no plugin can take over
 
 
 def normalize_dist(name: str) -> str:
@@ -35,8 +39,8 @@ def normalize_dist(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class LayerEntry:
-    """One registered layer type, as its entry point declares it (nothing imported)."""
+class Entry:
+    """One registered name (a layer type, a dataset), as its entry point declares it (nothing imported)."""
 
     type: str
     value: str  # "module:Class"
@@ -58,12 +62,26 @@ class LayerEntry:
 
     @property
     def spec_type(self) -> str:
-        """The type a validated spec (and so a bundle) records: plain for built-ins, else qualified."""
+        """The name a validated spec (and so a bundle) records: plain for built-ins, else qualified."""
         return self.type if self.builtin else self.qualified
 
 
-_resolved: dict[LayerEntry, type[Layer]] = {}
-_scanned: tuple[tuple, dict[str, list[LayerEntry]]] | None = None
+@dataclass(frozen=True)
+class Status:
+    """A registered entry with its class, or the error that stops it from being used.
+
+    ``conflict`` says why the entry is usable only by its qualified name (another provider of the
+    same plain name), or is None.
+    """
+
+    entry: Entry
+    cls: type | None
+    error: str | None
+    conflict: str | None = None
+
+
+LayerEntry = Entry  # the names layer code has always used
+LayerStatus = Status
 
 
 def _path_state() -> tuple:
@@ -77,108 +95,126 @@ def _path_state() -> tuple:
     return tuple(state)
 
 
-def _scan() -> dict[str, list[LayerEntry]]:
-    """Every entry point of the group, by type name: built-in first, then by distribution."""
-    global _scanned
-    state = _path_state()
-    if _scanned is None or _scanned[0] != state:
-        _scanned = (state, _scan_entry_points())
-    return _scanned[1]
+class Registry:
+    """The plugins of one entry-point group, each a subclass of ``base`` passing ``contract_problem``.
 
+    ``noun`` names an entry in messages ("layer type", "dataset"), ``base_name`` the base class as
+    users import it, ``contract`` the contract a class can break ("layer", "dataset source").
+    """
 
-def _scan_entry_points() -> dict[str, list[LayerEntry]]:
-    claims: dict[str, dict[tuple[str, str], LayerEntry]] = {}
-    for ep in entry_points(group=GROUP):
-        dist = ep.dist.metadata["Name"] if ep.dist is not None else "unknown"
-        version = ep.dist.version if ep.dist is not None else "unknown"
-        entry = LayerEntry(ep.name, ep.value, dist, version)
-        # The same distribution seen twice on sys.path (e.g. an editable install) is one claim.
-        claims.setdefault(ep.name, {}).setdefault((normalize_dist(dist), ep.value), entry)
-    # Sorted so messages do not depend on sys.path order.
-    return {name: sorted(c.values(), key=lambda e: (not e.builtin, e.dist.lower(), e.value)) for name, c in claims.items()}
+    def __init__(self, group: str, noun: str, base: type, base_name: str, contract: str, contract_problem: Callable[[type], str | None]):
+        self.group, self.noun, self.base, self.base_name, self.contract = group, noun, base, base_name, contract
+        self.contract_problem = contract_problem
+        self._resolved: dict[Entry, type] = {}
+        self._scanned: tuple[tuple, dict[str, list[Entry]]] | None = None
 
+    def _scan(self) -> dict[str, list[Entry]]:
+        """Every entry point of the group, by name: built-in first, then by distribution."""
+        state = _path_state()
+        if self._scanned is None or self._scanned[0] != state:
+            self._scanned = (state, self._scan_entry_points())
+        return self._scanned[1]
 
-def list_layers() -> list[LayerEntry]:
-    """Every registered layer type (conflicting claims included), sorted by type; imports nothing."""
-    entries = [e for group in _scan().values() for e in group]
-    return sorted(entries, key=lambda e: (e.type, not e.builtin, e.dist.lower()))
+    def _scan_entry_points(self) -> dict[str, list[Entry]]:
+        claims: dict[str, dict[tuple[str, str], Entry]] = {}
+        for ep in entry_points(group=self.group):
+            dist = ep.dist.metadata["Name"] if ep.dist is not None else "unknown"
+            version = ep.dist.version if ep.dist is not None else "unknown"
+            entry = Entry(ep.name, ep.value, dist, version)
+            # The same distribution seen twice on sys.path (e.g. an editable install) is one claim.
+            claims.setdefault(ep.name, {}).setdefault((normalize_dist(dist), ep.value), entry)
+        # Sorted so messages do not depend on sys.path order.
+        return {name: sorted(c.values(), key=lambda e: (not e.builtin, e.dist.lower(), e.value)) for name, c in claims.items()}
 
+    def entries(self) -> list[Entry]:
+        """Every registered entry (conflicting claims included), sorted by name; imports nothing."""
+        entries = [e for group in self._scan().values() for e in group]
+        return sorted(entries, key=lambda e: (e.type, not e.builtin, e.dist.lower()))
 
-def providers_of(layer_type: str) -> list[LayerEntry]:
-    """Every installed entry registering the plain name ``layer_type`` (built-in first)."""
-    return list(_scan().get(layer_type, []))
+    def providers_of(self, name: str) -> list[Entry]:
+        """Every installed entry registering the plain name ``name`` (built-in first)."""
+        return list(self._scan().get(name, []))
 
-
-def conflict(entry: LayerEntry) -> str | None:
-    """Why ``entry`` cannot be named by its plain type (only qualified), or None if it can."""
-    claims = providers_of(entry.type)
-    if len(claims) < 2:
-        return None
-    if claims[0].builtin:
-        if entry.builtin:
+    def conflict(self, entry: Entry) -> str | None:
+        """Why ``entry`` cannot be named by its plain name (only qualified), or None if it can."""
+        claims = self.providers_of(entry.type)
+        if len(claims) < 2:
             return None
-        return f"shadows the built-in {entry.type!r}, which the plain name keeps meaning; usable only as {entry.qualified!r}"
-    others = ", ".join(e.provider for e in claims if e != entry)
-    return f"{entry.type!r} is also provided by {others}; usable only as {entry.qualified!r}"
+        if claims[0].builtin:
+            if entry.builtin:
+                return None
+            return f"shadows the built-in {entry.type!r}, which the plain name keeps meaning; usable only as {entry.qualified!r}"
+        others = ", ".join(e.provider for e in claims if e != entry)
+        return f"{entry.type!r} is also provided by {others}; usable only as {entry.qualified!r}"
 
+    def find(self, name: str) -> Entry:
+        """The entry point that provides ``name`` (plain or 'dist:name'), without importing it."""
+        claims, noun = self._scan(), self.noun
+        dist, sep, plain = name.rpartition(":")
+        if sep:
+            found = [e for e in claims.get(plain, []) if normalize_dist(e.dist) == normalize_dist(dist)]
+            if found:
+                return found[0]
+            others = claims.get(plain, [])
+            if others:
+                raise RegistryError(f"{noun} {plain!r} from distribution {dist!r} is not installed; installed providers of {plain!r}: {', '.join(repr(e.spec_type) for e in others)}")
+            raise RegistryError(f"unknown {noun} {name!r}: no installed distribution {dist!r} provides {plain!r}")
+        group = claims.get(name)
+        if not group:
+            close = difflib.get_close_matches(name, sorted(claims), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            plural = "known types" if noun == "layer type" else f"known {noun}s"
+            raise RegistryError(f"unknown {noun} {name!r}; {hint}{plural}: {', '.join(sorted(claims))}")
+        if len(group) > 1 and not group[0].builtin:
+            who = ", ".join(f"{e.provider} ({e.value})" for e in group)
+            choices = " or ".join(repr(e.qualified) for e in group)
+            raise RegistryError(f"{noun} {name!r} is provided by more than one distribution: {who}; write the qualified {noun.split()[-1]}: {choices}")
+        return group[0]
 
-def find(layer_type: str) -> LayerEntry:
-    """The entry point that provides ``layer_type`` (plain or 'dist:type'), without importing it."""
-    claims = _scan()
-    dist, sep, name = layer_type.rpartition(":")
-    if sep:
-        found = [e for e in claims.get(name, []) if normalize_dist(e.dist) == normalize_dist(dist)]
-        if found:
-            return found[0]
-        others = claims.get(name, [])
-        if others:
-            raise RegistryError(f"layer type {name!r} from distribution {dist!r} is not installed; installed providers of {name!r}: {', '.join(repr(e.spec_type) for e in others)}")
-        raise RegistryError(f"unknown layer type {layer_type!r}: no installed distribution {dist!r} provides {name!r}")
-    group = claims.get(layer_type)
-    if not group:
-        raise RegistryError(f"unknown layer type {layer_type!r}; {_hint(layer_type, claims)}known types: {', '.join(sorted(claims))}")
-    if len(group) > 1 and not group[0].builtin:
-        who = ", ".join(f"{e.provider} ({e.value})" for e in group)
-        choices = " or ".join(repr(e.qualified) for e in group)
-        raise RegistryError(f"layer type {layer_type!r} is provided by more than one distribution: {who}; write the qualified type: {choices}")
-    return group[0]
+    def load(self, name: str) -> type:
+        """Import and return the class for ``name`` (plain or qualified); checks its contract."""
+        entry = self.find(name)
+        if entry in self._resolved:
+            return self._resolved[entry]
+        cls = self.load_entry(entry)
+        self._resolved[entry] = cls
+        return cls
 
+    def load_entry(self, entry: Entry) -> type:
+        """Import one entry point; any failure becomes a RegistryError naming it and its distribution."""
+        where = f"entry point '{entry.type} = {entry.value}' from {entry.provider}"
+        module_name, _, attr = entry.value.partition(":")
+        try:
+            # Whatever a plugin prints while importing goes to stderr, so `--json` output stays valid.
+            with contextlib.redirect_stdout(sys.stderr):
+                obj = importlib.import_module(module_name)
+                for part in attr.split(".") if attr else []:
+                    obj = getattr(obj, part)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a broken plugin (even one calling sys.exit) must never take the others down
+            raise RegistryError(f"{where} failed to import: {type(exc).__name__}: {exc}") from exc
+        if not (isinstance(obj, type) and issubclass(obj, self.base)):
+            raise RegistryError(f"{where} does not name a subclass of {self.base_name}. Received: {obj!r}")
+        problem = self.contract_problem(obj)
+        if problem:
+            raise RegistryError(f"{where} breaks the {self.contract} contract: {problem}")
+        return obj
 
-def _hint(name: str, claims: dict) -> str:
-    close = difflib.get_close_matches(name, sorted(claims), n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
+    def load_all(self) -> list[Status]:
+        """Try to load every registered entry (for listings, the schema and conformance runs).
 
-
-def load(layer_type: str) -> type[Layer]:
-    """Import and return the class for ``layer_type`` (plain or qualified); checks the layer contract."""
-    entry = find(layer_type)
-    if entry in _resolved:
-        return _resolved[entry]
-    cls = load_entry(entry)
-    _resolved[entry] = cls
-    return cls
-
-
-def load_entry(entry: LayerEntry) -> type[Layer]:
-    """Import one entry point; any failure becomes a RegistryError naming it and its distribution."""
-    where = f"entry point '{entry.type} = {entry.value}' from {entry.provider}"
-    module_name, _, attr = entry.value.partition(":")
-    try:
-        # Whatever a plugin prints while importing goes to stderr, so `--json` output stays valid.
-        with contextlib.redirect_stdout(sys.stderr):
-            obj = importlib.import_module(module_name)
-            for part in attr.split(".") if attr else []:
-                obj = getattr(obj, part)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # a broken plugin (even one calling sys.exit) must never take the others down
-        raise RegistryError(f"{where} failed to import: {type(exc).__name__}: {exc}") from exc
-    if not (isinstance(obj, type) and issubclass(obj, Layer)):
-        raise RegistryError(f"{where} does not name a subclass of cnnkit.layers.Layer. Received: {obj!r}")
-    problem = contract_problem(obj)
-    if problem:
-        raise RegistryError(f"{where} breaks the layer contract: {problem}")
-    return obj
+        Imports every plugin, unlike :meth:`entries`; a broken one becomes an error entry and never
+        stops the others. Conflicting claims are loaded too (they are usable qualified) and say so.
+        """
+        statuses = []
+        for entry in self.entries():
+            try:
+                cls, error = self.load(entry.qualified), None
+            except RegistryError as exc:
+                cls, error = None, str(exc)
+            statuses.append(Status(entry, cls, error, self.conflict(entry)))
+        return statuses
 
 
 def contract_problem(cls: type[Layer]) -> str | None:
@@ -202,31 +238,12 @@ def contract_problem(cls: type[Layer]) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class LayerStatus:
-    """A registered layer type with its class, or the error that stops it from being used.
+LAYERS = Registry(GROUP, "layer type", Layer, "cnnkit.layers.Layer", "layer", contract_problem)
 
-    ``conflict`` says why the entry is usable only by its qualified name (another provider of the
-    same plain name), or is None.
-    """
-
-    entry: LayerEntry
-    cls: type[Layer] | None
-    error: str | None
-    conflict: str | None = None
-
-
-def load_all() -> list[LayerStatus]:
-    """Try to load every registered layer type (for listings, the schema and conformance runs).
-
-    Imports every plugin, unlike :func:`list_layers`; a broken one becomes an error entry and never
-    stops the others. Conflicting claims are loaded too (they are usable qualified) and say so.
-    """
-    statuses = []
-    for entry in list_layers():
-        try:
-            cls, error = load(entry.qualified), None
-        except RegistryError as exc:
-            cls, error = None, str(exc)
-        statuses.append(LayerStatus(entry, cls, error, conflict(entry)))
-    return statuses
+list_layers = LAYERS.entries
+providers_of = LAYERS.providers_of
+conflict = LAYERS.conflict
+find = LAYERS.find
+load = LAYERS.load
+load_entry = LAYERS.load_entry
+load_all = LAYERS.load_all

@@ -23,7 +23,7 @@ def plugin_dir(tmp_path, monkeypatch):
     root = tmp_path / "site"
     root.mkdir()
     monkeypatch.syspath_prepend(str(root))
-    monkeypatch.setattr(registry, "_resolved", {})
+    monkeypatch.setattr(registry.LAYERS, "_resolved", {})
     yield root
     for name in [m for m in sys.modules if m.startswith("fake_")]:
         del sys.modules[name]

@@ -126,7 +126,7 @@ def test_plugin_layers_are_in_the_schema_with_their_params(validator):
 
 def test_broken_plugin_is_left_out_with_a_note(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(registry, "_resolved", {})
+    monkeypatch.setattr(registry.LAYERS, "_resolved", {})
     write_dist(tmp_path, "fake-broken-schema", "0.1", {"broken_schema": "fake_broken_schema:Broken"}, {"fake_broken_schema": BROKEN_MODULE})
     write_dist(tmp_path, "fake-scale-schema", "0.1", {"scale_schema": "fake_scale_schema:Scale"}, {"fake_scale_schema": SCALE_MODULE})
     schema, skipped = spec_schema()
