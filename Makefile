@@ -31,6 +31,16 @@ fast: setup data
 test: setup data
 	$(BIN)/python -m pytest -q
 
+# The torchvision dataset source's tests need torchvision 0.29.1, built for torch 2.14.1 (a CUDA build,
+# ~5.5 GB, about a minute from local wheels); the test venv keeps torch 2.13.0+cpu, so it gets its own
+# venv. tests/test_torchvision_venv.py runs in it when it exists and skips otherwise.
+TV_VENV ?= .venv-tv
+tv-venv: $(TV_VENV)/.installed
+$(TV_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(TV_VENV)
+	$(TV_VENV)/bin/pip install -q -e '.[torchvision]'
+	touch $@
+
 bench: setup data
 	$(BIN)/python tools/bench.py
 

@@ -43,13 +43,12 @@ def build(spec) -> Model:
 
 def train(spec, data=None, on_step=None, on_epoch=None) -> Model:
     """Build and train a model from a spec; ``data`` defaults to the spec's dataset. Returns the model."""
-    from .data import load_fashion_mnist
+    from .data import load_dataset
 
     fit, training_metadata = _train_module.fit, _train_module.training_metadata
     model = build(spec)
     if data is None:
-        d = model.spec.data
-        data = load_fashion_mnist(d.dir, d.train_limit, d.test_limit)
+        data = load_dataset(model.spec.data, model.input_shape)
     model.classes = list(data.classes)
     history = fit(model, data, on_step=on_step, on_epoch=on_epoch)
     model.metadata = training_metadata(model, data, history)

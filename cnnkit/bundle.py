@@ -574,7 +574,7 @@ def model_from_bundle(bundle: Bundle, source: str = "bundle", *, allow_provider_
     # The spec names exactly the entries chosen above, so validation cannot pick another provider.
     spec_data = {**bundle.spec, "layers": [{**layer, "type": matches[layer["type"]].installed.spec_type} for layer in bundle.spec["layers"]]}
     try:
-        spec = validate_spec(spec_data)
+        spec = validate_spec(spec_data, dataset=False)  # predicting needs no data source installed
     except CnnkitError as exc:
         raise BundleError(f"{source}: embedded spec is invalid: {exc}") from None
     for name, array in bundle.weights.items():

@@ -153,7 +153,7 @@ def run(
 
     from . import train
     from .bundle import save
-    from .data import load_fashion_mnist
+    from .data import load_dataset
     from .spec import load_spec
 
     model_spec = load_spec(spec, set_ or [])
@@ -164,8 +164,7 @@ def run(
         raise CnnkitError(f"cannot write {target}: folder {target.parent} does not exist")
     if target.is_dir():
         raise CnnkitError(f"cannot write {target}: it is a directory; give a file name such as {target / 'model.cnnkit'}")
-    d = model_spec.data
-    data = load_fashion_mnist(d.dir, d.train_limit, d.test_limit)
+    data = load_dataset(model_spec.data, tuple(model_spec.input.shape))
     say = (lambda msg: None) if quiet else typer.echo
     say(f"training {model_spec.name} on {len(data.train_labels):,} images from {data.source} "
         f"({model_spec.train.epochs} epoch{'s' if model_spec.train.epochs != 1 else ''}, batch {model_spec.train.batch_size})")
@@ -217,45 +216,59 @@ def predict(
     json_: JsonOption = False,
     allow_provider_mismatch: AllowMismatchOption = False,
 ):
-    """Classify images with a trained bundle: class name and probability."""
+    """Classify images with a trained bundle: class name and probability.
+
+    Pictures are converted to the model's channel count (grayscale or RGB) and resized to its input
+    size (with the filter its image-folder training used, else bilinear); --json says what was done.
+    """
     import numpy as np
 
     from .bundle import load
-    from .data import read_images
+    from .data.images import RESAMPLING, read_images_noted
 
     model = load(bundle, allow_provider_mismatch=allow_provider_mismatch)
     shape = model.input_shape
+    resample = model.spec.data.source_params().get("resize")
+    resample = resample if resample in RESAMPLING else "bilinear"
     results = []
     for path in images:
-        array = read_images(path, size=shape[-2:] if len(shape) == 3 else None, channels=shape[0] if len(shape) == 3 else 1, invert=invert)
+        size, channels = (shape[-2:], shape[0]) if len(shape) == 3 else (None, 1)
+        array, converted = read_images_noted(path, size=size, channels=channels, invert=invert, resample=resample)
         proba = model.predict_proba(array)
         for i, row in enumerate(proba):
             best = np.argsort(-row)[:top]
             name = str(path) if len(proba) == 1 else f"{path}[{i}]"
-            results.append({"input": name, "top": [{"class": model.classes[j], "index": int(j), "probability": float(row[j])} for j in best]})
+            result = {"input": name, "top": [{"class": model.classes[j], "index": int(j), "probability": float(row[j])} for j in best]}
+            if converted is not None:
+                result["converted"] = converted
+            results.append(result)
     if json_:
         typer.echo(json.dumps(results, indent=2))
         return
     for r in results:
-        typer.echo(f"{r['input']}: " + ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in r["top"]))
+        note = f"  [{r['converted']}]" if "converted" in r else ""
+        typer.echo(f"{r['input']}: " + ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in r["top"]) + note)
 
 
 @command()
 def evaluate(
     bundle: Path,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the Fashion-MNIST IDX files (default: the bundle spec's data.dir, else search).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Where the data is: the source's data.dir (fashion-mnist) or data.path (the others) in place of the bundle spec's.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use the first N test images.")] = None,
     json_: JsonOption = False,
     allow_provider_mismatch: AllowMismatchOption = False,
 ):
-    """Accuracy and macro-F1 of a bundle on the Fashion-MNIST test set."""
+    """Accuracy and macro-F1 of a bundle on the test set of the dataset it was trained on."""
     from .bundle import load
-    from .data import load_fashion_mnist
+    from .data import load_dataset
     from .train import evaluate as evaluate_model
 
     model = load(bundle, allow_provider_mismatch=allow_provider_mismatch)
-    # The test set the model was trained against: its spec's data.dir when it named one.
-    data = load_fashion_mnist(data_dir or model.spec.data.dir, train_limit=1, test_limit=limit)
+    # The test set the model was trained against, as its spec's data section names it.
+    update = {"test_limit": limit}
+    if data_dir is not None:
+        update["dir" if model.spec.data.dataset == "fashion-mnist" else "path"] = str(data_dir)
+    data = load_dataset(model.spec.data.model_copy(update=update), model.input_shape)
     scores = evaluate_model(model, data.test_images, data.test_labels)
     if json_:
         typer.echo(json.dumps({"examples": len(data.test_labels), **scores}))
@@ -284,11 +297,31 @@ def layers(
     if json_:
         typer.echo(json.dumps(rows, indent=2))
         return
+    _print_plugins("cnnkit layer types", "type", rows)
+
+
+@command()
+def datasets(json_: JsonOption = False):
+    """List every dataset source: provider distribution and version, and its params (or why it cannot load)."""
+    from .data import DATASETS
+    from .layerdoc import layer_rows
+
+    rows = layer_rows(DATASETS.load_all())
+    for row in rows:
+        row["dataset"] = row.pop("type")
+    if json_:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    _print_plugins("cnnkit dataset sources", "dataset", rows)
+
+
+def _print_plugins(title: str, first: str, rows: list[dict]) -> None:
+    """The table of `cnnkit layers` and `cnnkit datasets`: name, provider, params (or the error, the conflict)."""
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="cnnkit layer types")
-    for col in ("type", "provider", "params"):
+    table = Table(title=title)
+    for col in (first, "provider", "params"):
         table.add_column(col, overflow="fold")
     for row in rows:
         if "error" in row:
@@ -297,7 +330,7 @@ def layers(
             params = "\n".join(_describe_param(p) for p in row["params"]) or "-"
         if "conflict" in row:
             params = f"[yellow]conflict: {escape(row['conflict'])}[/yellow]\n{params}"
-        table.add_row(row["type"], f"{row['dist']} {row['version']}", params)
+        table.add_row(row[first], f"{row['dist']} {row['version']}", params)
     _console().print(table)
 
 
@@ -316,7 +349,7 @@ def schema(out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Writ
 
     document, skipped = spec_schema()
     for status in skipped:
-        typer.echo(f"note: layer type {status.entry.type!r} left out of the schema: {status.error}", err=True)
+        typer.echo(f"note: {status.noun} {status.entry.type!r} left out of the schema: {status.error}", err=True)
     text = json.dumps(document, indent=2) + "\n"
     if out is None:
         typer.echo(text, nl=False)

@@ -78,6 +78,7 @@ class Status:
     cls: type | None
     error: str | None
     conflict: str | None = None
+    noun: str = "layer type"  # what the entry is, for messages: "layer type", "dataset"
 
 
 LayerEntry = Entry  # the names layer code has always used
@@ -213,7 +214,7 @@ class Registry:
                 cls, error = self.load(entry.qualified), None
             except RegistryError as exc:
                 cls, error = None, str(exc)
-            statuses.append(Status(entry, cls, error, self.conflict(entry)))
+            statuses.append(Status(entry, cls, error, self.conflict(entry), self.noun))
         return statuses
 
 

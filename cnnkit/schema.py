@@ -15,9 +15,11 @@ from pydantic import BaseModel
 
 from . import registry
 from .optim import OPTIMIZERS, SCHEDULES
-from .spec import ModelSpec
+from .data.sources import DATASETS
+from .spec import DataSpec, ModelSpec
 
 DRAFT_07 = "http://json-schema.org/draft-07/schema#"
+DEFAULT_DATASET = DataSpec.model_fields["dataset"].default
 SCHEMA_ID = "https://cnnkit.invalid/spec.schema.json"  # a name, not an address: nothing is fetched from it
 
 
@@ -84,6 +86,23 @@ def _discriminated(kind_schemas: dict[str, dict[str, Any]], description: str) ->
     }
 
 
+def _data_schema(data: dict[str, Any], sources: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``data``: the general keys, and per ``dataset`` (fashion-mnist when absent) that source's params beside them."""
+    general = {k: v for k, v in data.get("properties", {}).items() if k != "dataset"}
+    dataset = {**data["properties"]["dataset"], "enum": list(sources)}
+    branches = []
+    for name, params in sources.items():
+        then: dict[str, Any] = {"properties": {"dataset": {"const": name}, **general, **params.get("properties", {})}, "additionalProperties": False}
+        if params.get("required"):
+            then["required"] = params["required"]
+        condition: dict[str, Any] = {"properties": {"dataset": {"const": name}}}
+        if name != DEFAULT_DATASET:  # an absent dataset means the default, so only its branch applies then
+            condition["required"] = ["dataset"]
+        branches.append({"if": condition, "then": then})
+    description = "where the examples come from: 'dataset' names a source (cnnkit datasets lists them); its params sit beside it, with the general keys"
+    return {"type": "object", "description": description, "properties": {"dataset": dataset, **general}, "allOf": branches}
+
+
 def _hoist_definitions(schemas: dict[str, dict[str, Any]], into: dict[str, Any]) -> None:
     """Move each sub-schema's own definitions to the root; refs inside point at #/definitions already."""
     for schema in schemas.values():
@@ -94,7 +113,7 @@ def _hoist_definitions(schemas: dict[str, dict[str, Any]], into: dict[str, Any])
 
 
 def spec_schema() -> tuple[dict[str, Any], list[registry.LayerStatus]]:
-    """The spec's draft-07 schema, and the layer types left out of it (each with its error)."""
+    """The spec's draft-07 schema, and the layer types and dataset sources left out of it (each with its error)."""
     schema = _model_schema(ModelSpec)
     definitions = schema.setdefault("definitions", {})
     usable = {}
@@ -112,6 +131,17 @@ def spec_schema() -> tuple[dict[str, Any], list[registry.LayerStatus]]:
     _hoist_definitions(optimizers, definitions)
     schedules = {kind: _model_schema(cls.Params) for kind, cls in SCHEDULES.items()}
     _hoist_definitions(schedules, definitions)
+    sources = {}
+    for status in DATASETS.load_all():
+        if status.cls is None:
+            skipped.append(status)
+        else:
+            if not status.entry.builtin:
+                sources[status.entry.qualified] = params_schema(status.cls)
+            if status.conflict is None:
+                sources[status.entry.type] = params_schema(status.cls)
+    _hoist_definitions(sources, definitions)
+    definitions["DataSpec"] = _data_schema(definitions["DataSpec"], sources)
 
     schema["properties"]["layers"]["items"] = _discriminated(usable, "one layer: 'type' names an installed layer type (cnnkit layers lists them)")
     train = definitions["TrainSpec"]["properties"]

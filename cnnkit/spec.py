@@ -13,12 +13,13 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, model_serializer
 
 from . import registry
 from .contract import declared_output_shape
+from .data.sources import DATASETS
 from .errors import RegistryError, SpecError
 from .layers.base import Layer, Shape
 from .optim import OPTIMIZERS, SCHEDULES
@@ -40,11 +41,29 @@ class InputSpec(_Strict):
     preprocess: Preprocess = Preprocess()
 
 
-class DataSpec(_Strict):
-    dataset: Literal["fashion-mnist"] = "fashion-mnist"
-    dir: str | None = Field(None, description="folder holding the four IDX files; default: search the usual places")
+class DataSpec(BaseModel):
+    """Where the examples come from: ``dataset`` names a source, whose own params sit beside it.
+
+    The fields below are the general keys every source shares; any other key is a param of the
+    source (``dir`` for fashion-mnist, ``path`` for image-folder, ...), checked against that source's
+    ``Params`` by :func:`validate_spec`. Dumped as: dataset, the source's params, the general keys.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    dataset: str = Field("fashion-mnist", description="a dataset source (cnnkit datasets lists them); its params sit beside this key")
     train_limit: PositiveInt | None = Field(None, description="use only the first N training examples")
     test_limit: PositiveInt | None = Field(None, description="use only the first N test examples")
+
+    def source_params(self) -> dict[str, Any]:
+        """The keys that belong to the source (every key that is not a general one)."""
+        return dict(self.model_extra or {})
+
+    @model_serializer(mode="wrap")
+    def _source_params_after_dataset(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        params = {key: out.pop(key) for key in self.source_params() if key in out}
+        return {"dataset": out.pop("dataset"), **params, **out} if "dataset" in out else {**params, **out}
 
 
 class TrainSpec(_Strict):
@@ -122,7 +141,8 @@ def _fields_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> list[str]
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
-def _pydantic_errors(exc: ValidationError, model: type[BaseModel], prefix: tuple[Any, ...]) -> list[tuple[str, str]]:
+def _pydantic_errors(exc: ValidationError, model: type[BaseModel], prefix: tuple[Any, ...], also_allowed: list[str] = ()) -> list[tuple[str, str]]:
+    """One (json_path, message) per error; ``also_allowed`` are keys valid beside the model's own (for did-you-mean)."""
     errors = []
     for err in exc.errors():
         loc = tuple(err["loc"])
@@ -131,7 +151,7 @@ def _pydantic_errors(exc: ValidationError, model: type[BaseModel], prefix: tuple
         if kind == "missing":
             msg = "required field is missing"
         elif kind == "extra_forbidden":
-            allowed = _fields_at(model, loc[:-1])
+            allowed = _fields_at(model, loc[:-1]) + (list(also_allowed) if len(loc) == 1 else [])
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else (f"; allowed: {', '.join(allowed)}" if allowed else "; this takes no fields")
             msg = f"unknown field{hint}"
@@ -150,8 +170,12 @@ def _pydantic_errors(exc: ValidationError, model: type[BaseModel], prefix: tuple
 # Validation
 
 
-def validate_spec(data: Any) -> ModelSpec:
-    """Validate a parsed spec (a dict) fully, including layer params and shapes. Raises SpecError."""
+def validate_spec(data: Any, *, dataset: bool = True) -> ModelSpec:
+    """Validate a parsed spec (a dict) fully, including layer params and shapes. Raises SpecError.
+
+    ``dataset=False`` leaves the data source's params unchecked (bundles: a model predicts without
+    the source it was trained from being installed).
+    """
     if not isinstance(data, dict):
         raise SpecError(f"a spec must be a JSON object. Received: {type(data).__name__}")
     try:
@@ -160,6 +184,7 @@ def validate_spec(data: Any) -> ModelSpec:
         raise SpecError(_pydantic_errors(exc, ModelSpec, ())) from None
     errors: list[tuple[str, str]] = []
 
+    data_spec = _validate_data(spec.data, errors) if dataset else spec.data
     optimizer = _validate_optimizer(spec.train.optimizer, errors)
     schedule = _validate_schedule(spec.train.schedule, optimizer.get("lr"), errors)
     resolved = _resolve(spec, errors)
@@ -167,7 +192,36 @@ def validate_spec(data: Any) -> ModelSpec:
         raise SpecError(errors)
     layers = [{"type": r.type, **r.layer.params.model_dump(mode="json")} for r in resolved]
     train = spec.train.model_copy(update={"optimizer": optimizer, "schedule": schedule})
-    return spec.model_copy(update={"layers": layers, "train": train})
+    return spec.model_copy(update={"layers": layers, "data": data_spec, "train": train})
+
+
+def validate_data(data: DataSpec) -> DataSpec:
+    """``data`` with its source's params validated and filled in, the source named as a spec records it."""
+    errors: list[tuple[str, str]] = []
+    checked = _validate_data(data, errors)
+    if errors:
+        raise SpecError(errors)
+    return checked
+
+
+def _validate_data(data: DataSpec, errors: list[tuple[str, str]]) -> DataSpec:
+    try:
+        entry = DATASETS.find(data.dataset)
+        cls = DATASETS.load(data.dataset)
+    except RegistryError as exc:
+        errors.append(("data.dataset", str(exc)))
+        return data
+    general = [name for name in DataSpec.model_fields if name != "dataset"]
+    clash = sorted(set(general) & set(cls.Params.model_fields))
+    if clash:  # the general key would silently win; the plugin must rename its param
+        errors.append(("data.dataset", f"{entry.spec_type} from {entry.provider} declares {', '.join(clash)}, which are general data keys; the source must rename them"))
+        return data
+    try:
+        params = cls.Params.model_validate(data.source_params())
+    except ValidationError as exc:
+        errors.extend(_pydantic_errors(exc, cls.Params, ("data",), also_allowed=general))
+        return data
+    return data.model_copy(update={"dataset": entry.spec_type, **params.model_dump(mode="json")})
 
 
 def _validate_optimizer(raw: dict[str, Any], errors: list[tuple[str, str]]) -> dict[str, Any]:

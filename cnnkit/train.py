@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .data.fashion_mnist import Dataset
+from .data.dataset import Dataset
 from .errors import DataError
 from .losses import softmax_cross_entropy
 from .metrics import accuracy, macro_f1
@@ -32,9 +32,20 @@ StepCallback = Callable[[int, int, int, float], None]  # (epoch, examples_done, 
 EpochCallback = Callable[[EpochRecord], None]
 
 
+# Training sets whose float32 model input would take more than this are converted per batch.
+EAGER_BYTES = 512 << 20
+# evaluate() converts at most this many images at a time (a multiple of any usual batch size).
+EVAL_CHUNK = 8192
+
+
+def _float_bytes(model: Model, images: np.ndarray) -> int:
+    return len(images) * int(np.prod(model.input_shape)) * 4
+
+
 def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, batch_size: int = 256, preprocessed: bool = False) -> dict[str, float]:
-    """Accuracy and macro-F1 of ``model`` on labelled images."""
-    predicted = model.predict(images, batch_size=batch_size, preprocessed=preprocessed)
+    """Accuracy and macro-F1 of ``model`` on labelled images (converted EVAL_CHUNK at a time)."""
+    chunks = range(0, len(images), EVAL_CHUNK)
+    predicted = np.concatenate([model.predict(images[s : s + EVAL_CHUNK], batch_size=batch_size, preprocessed=preprocessed) for s in chunks] or [np.zeros(0, np.int64)])
     labels = np.asarray(labels, dtype=np.int64)
     return {"accuracy": accuracy(labels, predicted), "macro_f1": macro_f1(labels, predicted, model.output_shape[-1])}
 
@@ -60,9 +71,13 @@ def fit(
     for split, labels in (("train", data.train_labels), ("test", data.test_labels)):
         if len(labels) and (labels.min() < 0 or labels.max() >= classes):
             raise DataError(f"{split} labels range over {labels.min()}..{labels.max()}, but the model has {classes} outputs")
-    x = model.preprocess(data.train_images)  # (N, C, H, W) float32, converted once
+    # Converted to float32 model input at once when that fits in EAGER_BYTES, else a batch at a time
+    # (a memory-mapped dataset then stays on disk); the values are the same either way.
+    eager = _float_bytes(model, data.train_images) <= EAGER_BYTES
+    x = model.preprocess(data.train_images) if eager else data.train_images
     y = np.asarray(data.train_labels, dtype=np.int64)
-    x_test = model.preprocess(data.test_images)
+    test_eager = _float_bytes(model, data.test_images) <= EAGER_BYTES
+    x_test = model.preprocess(data.test_images) if test_eager else data.test_images
     optimizer_cls = OPTIMIZERS[settings.optimizer["type"]]
     optimizer = optimizer_cls(optimizer_cls.Params.model_validate(settings.optimizer), model.weights)
     rng = np.random.default_rng(settings.seed)
@@ -76,7 +91,8 @@ def fit(
         total_loss = 0.0
         for start in range(0, n, batch):
             idx = order[start : start + batch]
-            logits, backprop = model.forward(x[idx], train=True, logits=True)
+            xb = x[idx] if eager else model.preprocess(x[idx])
+            logits, backprop = model.forward(xb, train=True, logits=True)
             loss, dlogits = softmax_cross_entropy(logits, y[idx], settings.label_smoothing)
             grads = backprop(dlogits)
             if settings.clip_grad_norm is not None:
@@ -90,7 +106,7 @@ def fit(
         seconds = time.perf_counter() - start_time
         if not np.isfinite(total_loss):
             raise DataError(f"training diverged in epoch {epoch} (loss is {total_loss}); lower train.optimizer.lr")
-        scores = evaluate(model, x_test, data.test_labels, preprocessed=True) if len(x_test) else {"accuracy": float("nan"), "macro_f1": float("nan")}
+        scores = evaluate(model, x_test, data.test_labels, preprocessed=test_eager) if len(x_test) else {"accuracy": float("nan"), "macro_f1": float("nan")}
         record = EpochRecord(epoch, total_loss / n, scores["accuracy"], scores["macro_f1"], optimizer.lr, seconds)
         history.append(record)
         if on_epoch is not None:

@@ -13,17 +13,20 @@ import textwrap
 from pathlib import Path
 
 
-def write_dist(root: Path, name: str, version: str, layers: dict[str, str], modules: dict[str, str] | None = None) -> Path:
+def write_dist(root: Path, name: str, version: str, layers: dict[str, str], modules: dict[str, str] | None = None,
+               datasets: dict[str, str] | None = None) -> Path:
     """Write distribution ``name`` ``version`` registering ``layers`` (type -> "module:Class") into ``root``.
 
-    ``modules`` maps module names to source text, written next to it. Returns the dist-info folder.
+    ``datasets`` (name -> "module:Class") registers dataset sources the same way. ``modules`` maps
+    module names to source text, written next to it. Returns the dist-info folder.
     """
     root.mkdir(parents=True, exist_ok=True)
     info = root / f"{re.sub(r'[-_.]+', '_', name)}-{version}.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
     lines = "".join(f"{layer_type} = {value}\n" for layer_type, value in layers.items())
-    (info / "entry_points.txt").write_text(f"[cnnkit.layers]\n{lines}")
+    sources = "".join(f"{dataset} = {value}\n" for dataset, value in (datasets or {}).items())
+    (info / "entry_points.txt").write_text(f"[cnnkit.layers]\n{lines}" + (f"\n[cnnkit.datasets]\n{sources}" if sources else ""))
     for module, source in (modules or {}).items():
         (root / f"{module}.py").write_text(textwrap.dedent(source))
     return info

@@ -65,7 +65,7 @@ def test_validated_spec_normalizes_layer_params_with_defaults():
         (lambda d: d["input"]["preprocess"].update(divide=True), "input.preprocess.divide", ["number", "Received: true"]),
         (lambda d: d["input"].update(shape=[1, 28, False]), "input.shape[2]", ["integer", "Received: false"]),
         (lambda d: d["data"].update(train_limit=2.5), "data.train_limit", ["integer", "Received: 2.5"]),
-        (lambda d: d["data"].update(dataset="mnist"), "data.dataset", ["fashion-mnist", 'Received: "mnist"']),
+        (lambda d: d["data"].update(dataset="mnist"), "data.dataset", ["unknown dataset 'mnist'", "known datasets: fashion-mnist"]),
         (lambda d: d.update(name=5), "name", ["string", "Received: 5"]),
         (lambda d: d["layers"][0].pop("filters"), "layers[0].filters", ["required"]),
         (lambda d: d["layers"].__setitem__(3, 7), "layers[3]", ["dictionary", "Received: 7"]),

@@ -1,7 +1,21 @@
-"""Data sources: IDX files, Fashion-MNIST, and images to predict on."""
+"""Data: the Dataset type, dataset sources (a registry like the layers'), IDX files, images to predict on."""
 
-from .fashion_mnist import CLASSES, Dataset, load_fashion_mnist, locate
+from .dataset import Dataset
+from .fashion_mnist import CLASSES, load_fashion_mnist, locate
 from .idx import parse_idx, read_idx
 from .images import read_images
+from .sources import DATASETS, DatasetSource, SourceParams, load_dataset
 
-__all__ = ["CLASSES", "Dataset", "load_fashion_mnist", "locate", "parse_idx", "read_idx", "read_images"]
+__all__ = [
+    "CLASSES",
+    "DATASETS",
+    "Dataset",
+    "DatasetSource",
+    "SourceParams",
+    "load_dataset",
+    "load_fashion_mnist",
+    "locate",
+    "parse_idx",
+    "read_idx",
+    "read_images",
+]

@@ -61,3 +61,27 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (``.gz`` or raw) into a native-endian numpy array."""
     return parse_idx(read_bytes(path), str(path))
+
+
+def map_idx(path: str | Path) -> np.ndarray:
+    """An IDX file as an array; a raw (not gzipped) byte-valued file is memory-mapped rather than read.
+
+    The header is checked exactly as :func:`parse_idx` checks it; gzipped files and multi-byte
+    types (stored big-endian) are read whole with :func:`read_idx`.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+            if len(head) < 4 or head[:2] != b"\0\0" or IDX_DTYPES.get(head[2]) not in (">u1", ">i1"):
+                return read_idx(path)  # gzip, not IDX, or a wide type: the full reader says what is wrong
+            header = head + fh.read(4 * head[3])
+            size = path.stat().st_size
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(header) < 4 + 4 * head[3]:
+        return read_idx(path)
+    dims = tuple(int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(head[3]))
+    if size - len(header) != math.prod(dims) or math.prod(dims) == 0:
+        return read_idx(path)  # the size error, or an empty array (which cannot be mapped)
+    return np.memmap(path, dtype=np.dtype(IDX_DTYPES[head[2]]), mode="r", offset=len(header), shape=dims)

@@ -1,0 +1,99 @@
+"""A loaded dataset (train and test arrays, class names) and the checks every source's data passes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..errors import DataError
+
+# Float images are checked for NaN/infinity this many at a time, so a memory-mapped array is never
+# read into memory whole.
+CHECK_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Raw images with int64 labels, train and test, plus class names and where they came from.
+
+    Images are (N, H, W) (one channel) or (N, C, H, W), uint8 or float in raw pixel units (the
+    spec's ``input.preprocess`` turns them into model input). They may be memory-mapped
+    (``np.memmap`` / ``np.load(mmap_mode="r")``): training converts them a batch at a time.
+    """
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    classes: list[str]
+    source: str
+
+
+def limit(data: Dataset, train_limit: int | None, test_limit: int | None) -> Dataset:
+    """The first ``train_limit`` / ``test_limit`` examples (views: nothing is copied)."""
+    return replace(
+        data,
+        train_images=data.train_images[:train_limit],
+        train_labels=data.train_labels[:train_limit],
+        test_images=data.test_images[:test_limit],
+        test_labels=data.test_labels[:test_limit],
+    )
+
+
+def checked(data: Dataset, input_shape: tuple[int, ...], name: str) -> Dataset:
+    """``data`` checked against itself and the spec's input shape; labels as int64, channels-last images as views.
+
+    ``name`` (the dataset, e.g. "npz") starts every message. Each problem is one DataError line
+    saying what is wrong, where, and what was received; nothing is trained on data that fails.
+    """
+    if not isinstance(data, Dataset):
+        raise DataError(f"{name}: the source returned {type(data).__name__}, not a cnnkit.data.Dataset")
+    classes = data.classes
+    if not isinstance(classes, (list, tuple)) or not classes or not all(isinstance(c, str) for c in classes):
+        raise DataError(f"{name}: class names must be a non-empty list of strings. Received: {str(classes)[:80]}")
+    if len(set(classes)) != len(classes):
+        twice = sorted({c for c in classes if list(classes).count(c) > 1})
+        raise DataError(f"{name}: class names must be unique. Received twice: {', '.join(map(repr, twice[:5]))}")
+    arrays = {}
+    for split in ("train", "test"):
+        images = _images(getattr(data, f"{split}_images"), input_shape, f"{name}: {split} images")
+        labels = _labels(getattr(data, f"{split}_labels"), len(classes), f"{name}: {split} labels")
+        if len(images) != len(labels):
+            raise DataError(f"{name}: {split} has {len(images):,} images but {len(labels):,} labels; they must pair up one to one")
+        arrays[split] = (images, labels)
+    if not len(arrays["train"][1]):
+        raise DataError(f"{name}: the training set is empty")
+    (x, y), (xt, yt) = arrays["train"], arrays["test"]
+    return Dataset(x, y, xt, yt, list(classes), data.source)
+
+
+def _images(images: object, input_shape: tuple[int, ...], where: str) -> np.ndarray:
+    if not isinstance(images, np.ndarray):
+        raise DataError(f"{where} must be a numpy array. Received: {type(images).__name__}")
+    if images.dtype.hasobject or not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
+        raise DataError(f"{where} must hold numbers (uint8 or float). Received: dtype={images.dtype}")
+    per_image = images.shape[1:]
+    if per_image != input_shape and not (len(input_shape) == 3 and input_shape[0] == 1 and per_image == input_shape[1:]):
+        if len(input_shape) == 3 and per_image == (*input_shape[1:], input_shape[0]):
+            images = np.moveaxis(images, 3, 1)  # (N, H, W, C) -> (N, C, H, W), a view
+        else:
+            raise DataError(f"{where} are {list(per_image)} each, but the spec's input.shape is {list(input_shape)}; "
+                            f"set input.shape to match (channels first) or resize the images")
+    if images.dtype.kind == "f":
+        for start in range(0, len(images), CHECK_CHUNK):
+            if not np.isfinite(images[start : start + CHECK_CHUNK]).all():
+                raise DataError(f"{where} hold NaN or infinity (first in images {start}..{min(start + CHECK_CHUNK, len(images)) - 1})")
+    return images
+
+
+def _labels(labels: object, classes: int, where: str) -> np.ndarray:
+    if not isinstance(labels, np.ndarray) or labels.ndim != 1:
+        shape = list(labels.shape) if isinstance(labels, np.ndarray) else type(labels).__name__
+        raise DataError(f"{where} must be a 1-D array of class indices. Received: {shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{where} must be integers (class indices). Received: dtype={labels.dtype}")
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise DataError(f"{where} range over {labels.min()}..{labels.max()}, but there are {classes} classes (0..{classes - 1})")
+    return labels

@@ -1,0 +1,59 @@
+"""The dataset-source contract: a ``Params`` model for the spec's keys and a ``load`` giving a Dataset.
+
+A source is named in a spec's ``data.dataset`` and registered under the entry-point group
+``cnnkit.datasets`` (built-ins in cnnkit's pyproject.toml, exactly as a plugin does it). Its own
+params sit beside ``dataset`` in the spec, next to the general keys (``train_limit``, ...) that
+cnnkit handles for every source::
+
+    "data": {"dataset": "image-folder", "path": "photos/", "test_fraction": 0.2, "train_limit": 1000}
+
+``load`` returns every example it has; cnnkit then applies the limits and checks the arrays
+(shapes, label range, class names), so a source only reads its format.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ..dataset import Dataset
+
+
+class SourceParams(BaseModel):
+    """Base of every source's params: strict, unknown keys refused (a typo is an error, not a default)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class DatasetSource:
+    """A dataset source. Subclasses set ``Params`` and implement ``load``; the constructor only stores."""
+
+    Params: ClassVar[type[SourceParams]] = SourceParams
+
+    def __init__(self, params: SourceParams):
+        self.params = params
+
+    def load(self, input_shape: tuple[int, ...]) -> Dataset:
+        """All train and test examples. ``input_shape`` is the spec's (C, H, W), for sources that resize.
+
+        Images: (N, H, W) or (N, C, H, W) (or channels last, (N, H, W, C)), uint8 or float raw pixel
+        values, in memory or memory-mapped; labels: integer class indices. Raise DataError with one
+        line naming the file and the problem for anything unreadable.
+        """
+        raise NotImplementedError
+
+
+def contract_problem(cls: type[DatasetSource]) -> str | None:
+    """What is wrong with a DatasetSource subclass's static shape, or None."""
+    name = cls.__name__
+    params = getattr(cls, "Params", None)
+    if not (isinstance(params, type) and issubclass(params, SourceParams)):
+        return f"{name}.Params must subclass cnnkit.data.SourceParams. Received: {params!r}"
+    if params.model_config.get("extra") != "forbid":
+        return f"{name}.Params must reject unknown fields (extra='forbid'). Received: extra={params.model_config.get('extra')!r}"
+    if "dataset" in params.model_fields:
+        return f"{name}.Params must not declare a field named 'dataset' (a spec uses it to name the source)"
+    if cls.load is DatasetSource.load:
+        return f"{name} does not implement load(input_shape)"
+    return None

@@ -1,0 +1,173 @@
+"""`image-folder`: one subfolder of PNG/JPEG pictures per class (torchvision's ImageFolder layout), cached decoded.
+
+Pictures are converted to the spec's channel count (1: grayscale, 3: RGB) and resized to its
+height and width, decoded on all cores, and kept as one uncompressed .npz in the user cache
+($XDG_CACHE_HOME/cnnkit/image-folder, default ~/.cache/cnnkit), memory-mapped from there. The cache
+is rebuilt when any picture is added, removed or changed (name, size or modification time).
+
+Examples are ordered class by class in turn (the first picture of every class, then the second,
+...; pictures sorted by name within a class), so ``train_limit`` takes a mix of all classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, NonNegativeInt
+
+from ...errors import DataError
+from ..arrays import cache_root, read_npz, write_npz
+from ..dataset import Dataset
+from ..images import PICTURE_SUFFIXES, picture_size, read_picture
+from .base import DatasetSource, SourceParams
+
+CACHE_VERSION = 1  # bump when the cached layout or the decoding changes
+
+
+class ImageFolder(DatasetSource):
+    """``path/<class>/<picture>``; class names are the subfolder names, sorted."""
+
+    class Params(SourceParams):
+        path: str = Field(description="folder with one subfolder of PNG/JPEG pictures per class")
+        test_path: str | None = Field(None, description="the test set, in the same layout; default: hold out test_fraction of path")
+        test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of each class held out as the test set when test_path is null")
+        split_seed: NonNegativeInt = Field(0, description="seed of the held-out split (independent of train.seed)")
+        resize: Literal["nearest", "bilinear", "bicubic", "lanczos"] | None = Field(
+            "bilinear", description="filter resizing pictures to input.shape; null: pictures must already have that size")
+        cache: bool = Field(True, description="keep the decoded arrays in the user cache")
+
+    def load(self, input_shape: tuple[int, ...]) -> Dataset:
+        p = self.params
+        if len(input_shape) != 3 or input_shape[0] not in (1, 3):
+            raise DataError(f"image-folder: input.shape must be [1, H, W] (grayscale) or [3, H, W] (RGB). Received: {list(input_shape)}")
+        classes, train_files = _list_folder(Path(p.path), None)
+        test_files = _list_folder(Path(p.test_path), classes)[1] if p.test_path else None
+        signature = _signature(train_files + (test_files or []))
+        cache = _cache_file(p, input_shape) if p.cache else None
+        if cache is not None and cache.is_file():
+            try:
+                arrays = read_npz(cache, ("x_train", "y_train", "x_test", "y_test", "signature"))
+                if str(arrays["signature"]) == signature:
+                    return Dataset(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], classes, p.path)
+            except DataError:
+                pass  # a damaged cache is rebuilt below
+        arrays = self._decode(train_files, test_files, input_shape)
+        if cache is not None:
+            try:
+                write_npz(cache, {**arrays, "signature": np.array(signature)})
+                arrays = read_npz(cache, ("x_train", "y_train", "x_test", "y_test"))
+            except OSError:
+                pass  # an unwritable cache costs time, not correctness
+        return Dataset(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], classes, p.path)
+
+    def _decode(self, train_files: list[tuple[Path, int]], test_files: list[tuple[Path, int]] | None, input_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+        p = self.params
+        everything = train_files + (test_files or [])
+        if p.resize is None:
+            _check_sizes(everything, input_shape)
+        images = _decode_all([path for path, _ in everything], input_shape, p.resize or "nearest")
+        labels = np.array([label for _, label in everything], dtype=np.int64)
+        if test_files is not None:
+            n = len(train_files)
+            return {"x_train": images[:n], "y_train": labels[:n], "x_test": images[n:], "y_test": labels[n:]}
+        held = _held_out(labels, p.test_fraction, p.split_seed)
+        keep = np.setdiff1d(np.arange(len(labels)), held)  # both sorted: the class-by-class order stays
+        return {"x_train": images[keep], "y_train": labels[keep], "x_test": images[held], "y_test": labels[held]}
+
+
+def _list_folder(folder: Path, classes: list[str] | None) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Class names and (picture, label) pairs, interleaved class by class; ``classes`` fixes the names (test folder)."""
+    if not folder.is_dir():
+        raise DataError(f"image-folder: folder not found: {folder}")
+    found = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+    if classes is None:
+        if not found:
+            raise DataError(f"image-folder: {folder} has no class subfolders; put each class's pictures in path/<class name>/")
+        classes = found
+    elif found != classes:
+        raise DataError(f"image-folder: test folder {folder} has classes {found[:10]}, the training folder {classes[:10]}; they must match")
+    per_class = []
+    for label, name in enumerate(classes):
+        pictures = sorted(entry.path for entry in os.scandir(folder / name)
+                          if entry.is_file() and not entry.name.startswith(".") and entry.name.lower().endswith(PICTURE_SUFFIXES))
+        if not pictures:
+            raise DataError(f"image-folder: class folder {folder / name} has no PNG or JPEG pictures")
+        per_class.append([(Path(path), label) for path in pictures])
+    depth = max(len(files) for files in per_class)
+    return classes, [files[i] for i in range(depth) for files in per_class if i < len(files)]
+
+
+def _signature(files: list[tuple[Path, int]]) -> str:
+    """sha256 over every picture's path, label, size and modification time: changes when any file does."""
+    digest = hashlib.sha256()
+    for path, label in files:
+        stat = path.stat()
+        digest.update(f"{path}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _cache_file(params: ImageFolder.Params, input_shape: tuple[int, ...]) -> Path:
+    """One cache file per folder and decoding setting (so a changed folder overwrites its own entry)."""
+    key = {"version": CACHE_VERSION, "path": str(Path(params.path).resolve()), "test_path": params.test_path and str(Path(params.test_path).resolve()),
+           "shape": list(input_shape), "resize": params.resize, "test_fraction": params.test_fraction, "split_seed": params.split_seed}
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    return cache_root() / "image-folder" / f"{name}.npz"
+
+
+def _check_sizes(files: list[tuple[Path, int]], input_shape: tuple[int, ...]) -> None:
+    """With resize null every picture must have the input's size: mixed sizes name two files that differ."""
+    with ThreadPoolExecutor(_workers()) as pool:
+        sizes = list(pool.map(picture_size, [path for path, _ in files]))
+    first = sizes[0]
+    for (path, _), size in zip(files, sizes):
+        if size != first:
+            raise DataError(f"image-folder: mixed picture sizes ({files[0][0]} is {first[0]}x{first[1]}, {path} is {size[0]}x{size[1]}) "
+                            f"and data.resize is null; set data.resize (e.g. \"bilinear\") to resize them to the input size")
+    if first != (input_shape[2], input_shape[1]):
+        raise DataError(f"image-folder: pictures are {first[0]}x{first[1]} but input.shape {list(input_shape)} wants "
+                        f"{input_shape[2]}x{input_shape[1]} and data.resize is null; set data.resize or input.shape")
+
+
+def _decode_all(paths: list[Path], input_shape: tuple[int, ...], resample: str) -> np.ndarray:
+    """uint8 (N, C, H, W), decoded by one thread per core (Pillow releases the GIL while decoding)."""
+    out = np.empty((len(paths), *input_shape), np.uint8)
+    channels, size = input_shape[0], tuple(input_shape[1:])
+
+    def decode(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            out[i] = read_picture(paths[i], size, channels, resample)[0]
+
+    chunk = 256
+    with ThreadPoolExecutor(_workers()) as pool:
+        futures = [pool.submit(decode, lo, min(lo + chunk, len(paths))) for lo in range(0, len(paths), chunk)]
+        try:
+            for future in futures:
+                future.result()  # the first broken picture, in file order, is the error raised
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return out
+
+
+def _held_out(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a stratified random share of each class (at least one, leaving at least one)."""
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        count = min(max(1, round(fraction * len(members))), len(members) - 1)
+        held.append(rng.permutation(members)[:count])
+    return np.sort(np.concatenate(held))
+
+
+def _workers() -> int:
+    from ...parallel import num_threads
+
+    return max(1, num_threads())

@@ -1,0 +1,33 @@
+"""`npz`: arrays x_train, y_train, x_test, y_test (and optionally classes) in one .npz file, read without pickle."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from ..arrays import read_npz
+from ..dataset import Dataset
+from .base import DatasetSource, SourceParams
+
+
+class Npz(DatasetSource):
+    """NumPy arrays: images (N, H, W), (N, C, H, W) or (N, H, W, C); integer labels (N,); class names optional.
+
+    Saved with ``np.savez`` (uncompressed), the image arrays are memory-mapped: a dataset bigger
+    than memory trains a batch at a time. ``np.savez_compressed`` files are read into memory.
+    """
+
+    class Params(SourceParams):
+        path: str = Field(description="the .npz file")
+        mmap: bool = Field(True, description="memory-map arrays stored uncompressed (np.savez) instead of reading them")
+
+    def load(self, input_shape: tuple[int, ...]) -> Dataset:
+        path = self.params.path
+        arrays = read_npz(path, ("x_train", "y_train", "x_test", "y_test"), ("classes",), mmap=self.params.mmap)
+        labels = [np.asarray(arrays[key]) for key in ("y_train", "y_test")]
+        if "classes" in arrays:
+            classes = [str(c) for c in np.asarray(arrays["classes"]).reshape(-1)]
+        else:  # class k is named "k", up to the largest label (a bad label is reported by the checks)
+            top = max((int(y.max()) for y in labels if y.size and np.issubdtype(y.dtype, np.integer)), default=0)
+            classes = [str(k) for k in range(max(top, 0) + 1)]
+        return Dataset(arrays["x_train"], labels[0], arrays["x_test"], labels[1], classes, str(path))
