@@ -224,7 +224,7 @@ def test_bad_image_folder_is_one_line_and_trains_nothing(tmp_path, case):
 # -- image-folder: split, cache, colour -------------------------------------------------------------------
 
 
-def test_image_folder_split_is_stratified_seeded_and_cached_until_a_file_changes(tmp_path):
+def test_image_folder_split_is_stratified_seeded_and_cached_until_a_file_changes(tmp_path, monkeypatch):
     x, y = synthetic_images(100, 4)
     root = write_folder(tmp_path / "imgs", x, y, [f"c{i}" for i in range(10)])
     data = validate_spec(spec_with({"dataset": "image-folder", "path": str(root), "test_fraction": 0.25})).data
@@ -232,7 +232,14 @@ def test_image_folder_split_is_stratified_seeded_and_cached_until_a_file_changes
     assert len(first.train_labels) + len(first.test_labels) == 100 and first.classes == [f"c{i}" for i in range(10)]
     assert set(first.test_labels.tolist()) == set(y.tolist())  # every class is in the test set
     assert isinstance(first.train_images, np.memmap)  # served from the cache file
-    again = load_dataset(data, (1, 28, 28))
+    from cnnkit.data.sources import image_folder
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again although nothing changed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(image_folder, "_decode_all", no_decoding)
+        again = load_dataset(data, (1, 28, 28))
     assert np.array_equal(first.test_images, again.test_images) and np.array_equal(first.train_labels, again.train_labels)
     # the first picture of class c0 is the first training example unless held out: change every c0 picture
     for picture in (root / "c0").iterdir():
@@ -267,6 +274,9 @@ def test_colour_image_folder_trains_saves_and_predicts_photos(tmp_path):
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)[0]
     assert row["converted"] == "RGBA 56x42 -> RGB, resized to 28x28" and row["top"][0]["class"].startswith("c")
+    # evaluate reads the test set the bundle's data section names (here: the held-out share, from the cache)
+    scores = json.loads(cli("evaluate", bundle, "--json").stdout)
+    assert scores["examples"] == model.metadata["test_examples"] and scores["accuracy"] == pytest.approx(model.metadata["metrics"]["test_accuracy"])
 
 
 def test_grayscale_model_predicts_a_colour_photo_as_grayscale(tmp_path, tiny_spec):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from .arrays import cache_root
 from .dataset import Dataset
 from .idx import parse_idx, read_bytes
 
@@ -31,9 +32,8 @@ FILES = {
 
 
 def cache_dir() -> Path:
-    """Per-user cache: $XDG_CACHE_HOME/cnnkit (default ~/.cache/cnnkit)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "cnnkit" / "fashion-mnist"
+    """Fashion-MNIST's folder in the per-user cache: $XDG_CACHE_HOME/cnnkit/fashion-mnist (default ~/.cache/cnnkit/...)."""
+    return cache_root() / "fashion-mnist"
 
 
 def _find_file(folder: Path, stem: str) -> Path | None:
