@@ -147,6 +147,17 @@ def test_npz_channels_last_colour_images_become_channels_first(tmp_path):
     assert data.train_images.shape == (6, 3, 8, 8) and np.array_equal(data.train_images[2, 1], rgb[2, :, :, 1])
 
 
+def test_channels_last_trains_exactly_like_channels_first(tmp_path, monkeypatch):
+    x, y = synthetic_images(64, 9)
+    rgb = tinted(x, y.astype(int))  # (N, H, W, 3)
+    last = write_npz(tmp_path / "last.npz", rgb, y, rgb[:16], y[:16])
+    first = write_npz(tmp_path / "first.npz", rgb.transpose(0, 3, 1, 2), y, rgb[:16].transpose(0, 3, 1, 2), y[:16])
+    models = [cnnkit.train(spec_with({"dataset": "npz", "path": str(p)}, shape=(3, 28, 28))) for p in (last, first)]
+    monkeypatch.setattr(train_module, "EAGER_BYTES", 0)  # and converted per batch
+    models.append(cnnkit.train(spec_with({"dataset": "npz", "path": str(last)}, shape=(3, 28, 28))))
+    assert weights_equal(models[0], models[1]) and weights_equal(models[0], models[2])
+
+
 def test_idx_folder_maps_raw_files_and_names_classes(tmp_path):
     x, y = synthetic_images(30, 3)
     write_idx(tmp_path / "a-images", x)
