@@ -42,6 +42,16 @@ def numerical_gradient(f: Callable[[], float], array: np.ndarray, eps: float = 1
     return grad
 
 
+def gradient_mismatch(analytic: np.ndarray, numeric: np.ndarray) -> str:
+    """How far an analytic gradient is from the numeric one: max absolute and relative error, and
+    the least-squares ratio analytic/numeric (2.0 for a gradient twice too large, -1.0 for a sign bug)."""
+    diff = np.abs(analytic - numeric)
+    relative = diff / np.maximum(np.abs(numeric), 1e-12)
+    norm = float(np.sum(numeric * numeric))
+    ratio = f"{float(np.sum(analytic * numeric)) / norm:.4g}" if norm > 0 else "undefined (numeric gradient is zero)"
+    return f"max abs error {float(diff.max()):.3g}, max relative error {float(relative.max()):.3g}, ratio analytic/numeric {ratio}"
+
+
 def check_gradients(
     layer: Layer,
     input_shape: Shape,
@@ -88,8 +98,7 @@ def check_gradients(
         if np.shape(analytic) != numeric.shape:
             raise AssertionError(f"{name}: gradient of {what} has shape {np.shape(analytic)}, expected {numeric.shape}")
         if not np.allclose(analytic, numeric, rtol=rtol, atol=atol):
-            worst = float(np.max(np.abs(analytic - numeric)))
-            raise AssertionError(f"{name}: gradient of {what} differs from finite differences (max abs error {worst:.3g})")
+            raise AssertionError(f"{name}: gradient of {what} differs from finite differences ({gradient_mismatch(np.asarray(analytic, np.float64), numeric)})")
         errors[what] = float(np.max(np.abs(analytic - numeric))) if numeric.size else 0.0
     return errors
 
