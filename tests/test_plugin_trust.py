@@ -320,3 +320,80 @@ def test_gradient_failure_reports_absolute_and_relative_error_and_the_ratio():
         check_gradients(Halved(), (3,))
     message = str(err.value)
     assert "max abs error" in message and "max relative error 0.5" in message and "ratio analytic/numeric 0.5" in message
+
+
+def run_from_format_md(path: Path, raw: np.ndarray) -> np.ndarray:
+    """Probabilities for ``raw`` images computed from the bundle file with msgpack and NumPy only,
+    following docs/FORMAT.md ("Layers", "Running a bundle") and nothing of cnnkit's code."""
+    outer = msgpack.unpackb(path.read_bytes())
+    assert outer["format"] == "cnnkit.bundle" and outer["version"][0] == 1
+    assert hashlib.sha256(outer["payload"]).digest() == outer["sha256"]
+    payload = msgpack.unpackb(outer["payload"])
+    spec = payload["spec"]
+    w = {name: np.frombuffer(e["data"], "<" + {"float32": "f4"}[e["dtype"]]).reshape(e["shape"]).astype(np.float64) for name, e in payload["weights"].items()}
+    pre = spec["input"]["preprocess"]
+    x = raw.astype(np.float64).reshape(len(raw), *spec["input"]["shape"]) / pre["divide"] - pre["subtract"]
+    layers = spec["layers"]
+    if layers[-1]["type"] == "softmax":
+        layers = layers[:-1]  # probabilities come from one softmax at the end either way
+    for i, layer in enumerate(layers):
+        kind = layer["type"]
+        if kind == "conv2d":
+            k, s, pad = layer["kernel_size"], layer["stride"], layer["padding"]
+            n, c, h, wd = x.shape
+            pads = []
+            for size in (h, wd):
+                if pad == "valid":
+                    pads.append((0, 0))
+                elif pad == "same":
+                    total = max((-(-size // s) - 1) * s + k - size, 0)
+                    pads.append((total // 2, total - total // 2))
+                else:
+                    pads.append((pad, pad))
+            xp = np.pad(x, ((0, 0), (0, 0), *pads))
+            ho, wo = [(size + sum(p) - k) // s + 1 for size, p in zip((h, wd), pads)]
+            y = np.zeros((n, layer["filters"], ho, wo))
+            for a in range(ho):
+                for b in range(wo):
+                    window = xp[:, :, a * s : a * s + k, b * s : b * s + k]
+                    y[:, :, a, b] = np.einsum("ncuv,fcuv->nf", window, w[f"{i}.kernel"])
+            x = y + (w[f"{i}.bias"][None, :, None, None] if layer["use_bias"] else 0)
+        elif kind == "maxpool2d":
+            k, s = layer["pool_size"], layer["stride"] or layer["pool_size"]
+            ho, wo = (x.shape[2] - k) // s + 1, (x.shape[3] - k) // s + 1
+            x = np.array([[[[x[n, c, a * s : a * s + k, b * s : b * s + k].max() for b in range(wo)] for a in range(ho)] for c in range(x.shape[1])] for n in range(len(x))])
+        elif kind == "flatten":
+            x = x.reshape(len(x), -1)
+        elif kind == "dense":
+            x = x @ w[f"{i}.kernel"] + (w[f"{i}.bias"] if layer["use_bias"] else 0)
+        elif kind == "relu":
+            x = np.maximum(x, 0)
+        else:
+            raise AssertionError(f"FORMAT.md defines no built-in layer {kind!r}")
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_format_md_is_enough_to_run_a_bundle_of_builtin_layers(tmp_path):
+    spec = {
+        "input": {"shape": [2, 9, 8]},
+        "layers": [
+            {"type": "conv2d", "filters": 3, "kernel_size": 4, "padding": "same"},  # odd total padding
+            {"type": "relu"},
+            {"type": "conv2d", "filters": 4, "kernel_size": 3, "stride": 2, "padding": "same", "use_bias": False},
+            {"type": "maxpool2d", "pool_size": 2, "stride": 1},
+            {"type": "conv2d", "filters": 2, "kernel_size": 2, "padding": 1},
+            {"type": "flatten"},
+            {"type": "dense", "units": 5, "use_bias": False},
+            {"type": "relu"},
+            {"type": "dense", "units": 3},
+            {"type": "softmax"},
+        ],
+    }
+    model = cnnkit.build(spec)
+    rng = np.random.default_rng(0)
+    for name in model.weights:  # non-zero biases, so their layout matters
+        model.weights[name][...] = rng.normal(0, 0.5, model.weights[name].shape)
+    path = cnnkit.save(model, tmp_path / "builtin.cnnkit")
+    raw = rng.integers(0, 256, (4, 2, 9, 8)).astype(np.uint8)
+    np.testing.assert_allclose(run_from_format_md(path, raw), model.predict_proba(raw), rtol=1e-4, atol=1e-6)
