@@ -140,7 +140,7 @@ def _resolve_class(type_or_class: str | type[Layer]) -> tuple[type[Layer], str |
     value = f"{cls.__module__}:{cls.__qualname__}"
     for entry in registry.list_layers():
         if entry.value == value:
-            return cls, entry.type
+            return cls, entry.spec_type
     return cls, None
 
 

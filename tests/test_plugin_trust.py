@@ -150,6 +150,16 @@ def test_bundles_written_before_qualified_types_still_load_and_are_checked(site,
         cnnkit.load(old)
 
 
+def test_a_qualified_type_must_match_its_recorded_distribution(site, tmp_path):
+    path = saved_with_hidden(site, tmp_path)
+    payload = msgpack.unpackb(msgpack.unpackb(path.read_bytes())["payload"])
+    payload["providers"]["fake-hidden:tanhish"]["dist"] = "fake-other"
+    body = msgpack.packb(payload, use_bin_type=True)
+    path.write_bytes(msgpack.packb({"format": bundle.FORMAT, "version": list(bundle.VERSION), "sha256": hashlib.sha256(body).digest(), "payload": body}))
+    with pytest.raises(cnnkit.BundleError, match=r"providers\.fake-hidden:tanhish\.dist is 'fake-other', but the type names distribution 'fake-hidden'"):
+        bundle.read(path)
+
+
 # --------------------------------------------------------------------------------------------------
 # 2. Plugin import failures of any kind are contained
 
