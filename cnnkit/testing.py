@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -193,7 +194,10 @@ def _check_weights(s: _Subject) -> str:
 
 
 def _check_output_shape(s: _Subject) -> str:
-    declared = tuple(int(d) for d in s.layer.output_shape(s.input_shape))
+    returned = s.layer.output_shape(s.input_shape)
+    if not (isinstance(returned, (tuple, list)) and all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in returned)):
+        raise AssertionError(f"output_shape({list(s.input_shape)}) returned {returned!r}; it must return a tuple of ints")
+    declared = tuple(int(d) for d in returned)
     for train in (False, True):
         y, _ = s.layer.forward(_weights(s), _random_input(s, np.float32), train=train)
         mode = "train" if train else "inference"

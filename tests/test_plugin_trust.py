@@ -262,6 +262,15 @@ def test_output_shape_must_return_ints(site):
     assert str(err.value) == "layers[0]: fake-half:halver from fake-half 0.1 breaks the layer contract: output_shape must return a tuple of ints. Received: output_shape([26]) = (13.5,)"
 
 
+def test_check_layer_flags_a_non_integer_output_shape(site):
+    from cnnkit.testing import run_checks
+
+    write_dist(site, "fake-half2", "0.1", {"halver2": "fake_half2_mod:Odd"}, {"fake_half2_mod": _plugin_module("(input_shape[0] / 2,)", "x[:, ::2]")})
+    _, results = run_checks("halver2", {}, (12,))
+    output = next(r for r in results if r.name == "output shape")
+    assert (output.status, output.detail) == ("fail", "output_shape([12]) returned (6.0,); it must return a tuple of ints")
+
+
 def test_first_forward_checks_each_layers_shape_and_dtype(site, monkeypatch):
     write_dist(site, "fake-wrong", "0.1", {"wide": "fake_wrong_mod:Odd"}, {"fake_wrong_mod": _plugin_module("tuple(input_shape)", "np.concatenate([x, x], axis=1)")})
     write_dist(site, "fake-f64", "0.1", {"f64": "fake_f64_mod:Odd"}, {"fake_f64_mod": _plugin_module("tuple(input_shape)", "x.astype(np.float64)")})
