@@ -225,6 +225,8 @@ def load_all() -> list[LayerStatus]:
     statuses = []
     for entry in list_layers():
         try:
+            if ":" in entry.type:  # no spec could name it: "a:b" means type b of distribution a
+                raise RegistryError(f"entry point '{entry.type} = {entry.value}' from {entry.provider}: a layer type name cannot contain ':' (it separates a distribution from a type)")
             cls, error = load(entry.qualified), None
         except RegistryError as exc:
             cls, error = None, str(exc)

@@ -234,6 +234,13 @@ def test_qualified_types_pick_a_provider_and_are_what_bundles_record(site, tmp_p
         cnnkit.validate_spec(spec)
 
 
+def test_a_plugin_cannot_pose_as_a_qualified_builtin(site):
+    write_dist(site, "fake-poser", "0.1", {"cnnkit:relu": "fake_poser_mod:Scale"}, {"fake_poser_mod": SCALE_MODULE})
+    assert registry.find("cnnkit:relu").dist == "cnnkit"
+    poser = next(s for s in registry.load_all() if s.entry.dist == "fake-poser")
+    assert poser.cls is None and "a layer type name cannot contain ':'" in poser.error
+
+
 # --------------------------------------------------------------------------------------------------
 # 4. The layer contract at run time
 
