@@ -401,6 +401,19 @@ def check_layer(
     typer.echo(f"ok: {layer_type} passed {sum(r.status == 'pass' for r in results)} checks")
 
 
+@command("new-layer")
+def new_layer(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The layer type, e.g. my_gain (a spec writes it as \"type\").")],
+    dist: Annotated[Optional[str], typer.Option("--dist", help="Distribution (pip) name. Default: cnnkit-NAME.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create the package in.")] = Path("."),
+):
+    """Write a ready layer plugin package: pyproject with the entry point, one layer file, README, a test."""
+    from .scaffold import new_layer as write_plugin
+
+    root = write_plugin(name, dist, out)
+    typer.echo(f"wrote {root}: pip install -e {root} && cnnkit check-layer {root.name}:{name}")
+
+
 @command()
 def inspect(bundle: Path, json_: JsonOption = False):
     """Show a bundle's format version, spec, classes, provenance, training and weights (runs no layer code)."""

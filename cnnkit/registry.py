@@ -211,6 +211,8 @@ class Registry:
         statuses = []
         for entry in self.entries():
             try:
+                if ":" in entry.type:  # no spec could name it: "a:b" means entry b of distribution a
+                    raise RegistryError(f"entry point '{entry.type} = {entry.value}' from {entry.provider}: a {self.noun} name cannot contain ':' (it separates a distribution from a name)")
                 cls, error = self.load(entry.qualified), None
             except RegistryError as exc:
                 cls, error = None, str(exc)
