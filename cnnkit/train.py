@@ -72,7 +72,7 @@ def fit(
         total_loss = 0.0
         for start in range(0, n, batch):
             idx = order[start : start + batch]
-            logits, backprop = model.forward(x[idx], train=True, logits=True)
+            logits, backprop = model.forward(x[idx], train=True, logits=True, key=(epoch, start // batch))
             loss, dlogits = softmax_cross_entropy(logits, y[idx])
             optimizer.step(model.weights, backprop(dlogits))
             total_loss += loss * len(idx)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import numpy as np
 import pytest
 
@@ -19,6 +20,8 @@ CASES: dict[str, list[tuple[dict, tuple[int, ...] | None]]] = {
     "softmax": [({}, (6,))],
     "batchnorm2d": [({}, None), ({"momentum": 0.3, "eps": 1e-3}, (2, 3, 5))],
     "leaky_relu": [({"negative_slope": 0.2}, None)],
+    "dropout": [({}, None), ({"rate": 0.2}, (7,))],
+    "avgpool2d": [({}, None), ({"pool_size": 3, "stride": 2, "padding": 1}, (2, 7, 7)), ({"pool_size": 3, "stride": 1, "padding": 1, "count_include_pad": False}, (2, 5, 6))],
 }
 REGISTERED = sorted({e.type for e in registry.list_layers()})
 PARAMS = [(t, p, s) for t in REGISTERED for p, s in CASES.get(t, [({}, None)])]
@@ -30,9 +33,12 @@ def test_every_registered_layer_type_conforms(layer_type, params, input_shape):
     if status.cls is None:
         pytest.fail(f"registered layer type {layer_type!r} cannot be loaded: {status.error}")
     results = {r.name: r for r in check_layer(layer_type, params, input_shape)}
-    # Only a layer that does not claim per_sample_in_training (batch norm) skips the training split.
+    # Only a layer that claims neither per_sample_in_training nor per_part_in_training skips the training split.
     split = results.pop("training split")
-    assert split.status == ("pass" if status.cls.per_sample_in_training else "skip"), split.detail
+    assert split.status == ("pass" if status.cls.per_sample_in_training or status.cls.per_part_in_training else "skip"), split.detail
+    # Only a layer whose forward takes rng (dropout) is checked for randomness.
+    randomness = results.pop("randomness")
+    assert randomness.status == ("pass" if "rng" in inspect.signature(status.cls.forward).parameters else "skip"), randomness.detail
     assert [r.status for r in results.values()] == ["pass"] * len(results)
 
 
@@ -162,9 +168,10 @@ def test_each_check_catches_its_defect(cls, check, message):
         check_layer(cls)
 
 
-def test_a_correct_unregistered_class_passes_and_skips_only_the_bundle_check():
+def test_a_correct_unregistered_class_passes_and_skips_only_the_bundle_and_randomness_checks():
     results = {r.name: r.status for r in check_layer(Good)}
     assert results.pop("bundle round trip") == "skip"
+    assert results.pop("randomness") == "skip"  # it takes no rng
     assert set(results.values()) == {"pass"}
 
 
@@ -173,7 +180,7 @@ def test_the_training_split_is_skipped_when_not_claimed_or_not_possible():
         per_sample_in_training = False
 
     split = {r.name: r for r in check_layer(Undeclared)}["training split"]
-    assert (split.status, split.detail) == ("skip", "per_sample_in_training is False, so a model never splits a training batch through this layer")
+    assert (split.status, split.detail) == ("skip", "per_sample_in_training is False (and per_part_in_training too), so a model never splits a training batch through this layer")
     split = {r.name: r for r in check_layer(Good, batch=1)}["training split"]
     assert (split.status, split.detail) == ("skip", "a batch of 1 cannot be split; use a batch of 2 or more")
 
