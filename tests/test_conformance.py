@@ -135,6 +135,50 @@ class MutatesInInference(Good):
         return super().forward(weights, x, train)
 
 
+class RandomGood(Good):
+    """Good times a dropout-like mask from the generator it is given: correct."""
+
+    def forward(self, weights, x, train, *, rng=None):
+        y, backprop = super().forward(weights, x, train)
+        if not train:
+            return y, backprop
+        keep = (rng.random(x.shape) < 0.7).astype(x.dtype)
+        return y * keep, lambda dy: backprop(dy * keep)
+
+
+class IgnoresItsGenerator(RandomGood):
+    """Takes rng but draws the same mask every call (the dropout issue 9 found possible)."""
+
+    def forward(self, weights, x, train, *, rng=None):
+        return super().forward(weights, x, train, rng=np.random.default_rng(0))
+
+
+class DrawsFromGlobalState(RandomGood):
+    def forward(self, weights, x, train, *, rng=None):
+        return super().forward(weights, x, train, rng=np.random.default_rng())
+
+
+class MaskAcrossTheBatch(RandomGood):
+    """One mask for the whole batch, drawn against the batch's last sample: not per-sample."""
+
+    def forward(self, weights, x, train, *, rng=None):
+        y, backprop = Good.forward(self, weights, x, train)
+        if not train:
+            return y, backprop
+        keep = (rng.random(x.shape[1:]) < x[-1] + 0.5).astype(x.dtype)
+        return y * keep, lambda dy: backprop(dy * keep)
+
+
+class PerPartWritesInPlace(RunningMeanInTraining):
+    """Claims per_part_in_training and accepts updates, yet still writes its state in place."""
+
+    per_sample_in_training = False
+    per_part_in_training = True
+
+    def forward(self, weights, x, train, *, updates=None):
+        return super().forward(weights, x, train)
+
+
 class BadInit(Good):
     def init_weights(self, input_shape, rng):
         return {"w": np.ones(input_shape[0] + 1, np.float32), "b": np.zeros(input_shape[0], np.float32)}
@@ -156,6 +200,10 @@ class TrainsItsState(Good):
         (RunningMeanInTraining, "training split", "forward in training mode changed weights ['running_mean'], but per_sample_in_training = True"),
         (Noisy, "determinism", "two forward passes (inference mode)"),
         (MutatesInInference, "determinism", "forward in inference mode changed weights ['b']"),
+        (IgnoresItsGenerator, "randomness", "four generator seeds gave identical training outputs"),
+        (DrawsFromGlobalState, "determinism", "two forward passes (train mode) on the same input and generator seed and weights differ"),
+        (MaskAcrossTheBatch, "training split", "with a fixed generator, the first sample's output changed when the other samples changed"),
+        (PerPartWritesInPlace, "training split", "forward in training mode changed weights ['running_mean'], but per_part_in_training = True"),
         (BadInit, "weights", "init_weights gives 'w' shape [4], weight_shapes declares [3]"),
         (TrainsItsState, "gradients (train)", "backprop returned gradients for non-trainable weights ['b']"),
     ],
@@ -207,3 +255,22 @@ class NotALayerContract(Layer):
 def test_a_class_breaking_the_static_contract_is_rejected_before_running():
     with pytest.raises(RegistryError, match="breaks the layer contract: NotALayerContract.Params must not declare a field named 'type'"):
         check_layer(NotALayerContract)
+
+
+def test_a_random_layer_passes_every_check_with_fixed_generators():
+    results = {r.name: r for r in check_layer(RandomGood)}
+    assert results.pop("bundle round trip").status == "skip"
+    assert results["randomness"].detail == "the same generator seed repeats the output; different seeds draw different ones"
+    assert results["training split"].detail.startswith("with a fixed generator, the first sample's output and gradients ignore the other samples")
+    assert {r.status for r in results.values()} == {"pass"}
+
+
+def test_a_per_part_layer_with_state_must_accept_updates():
+    from cnnkit.registry import contract_problem
+
+    class PerPartInPlace(RunningMeanInTraining):
+        per_sample_in_training = False
+        per_part_in_training = True
+
+    assert "sets per_part_in_training and has non_trainable weights, so its forward must accept the keyword 'updates'" in contract_problem(PerPartInPlace)
+    assert contract_problem(PerPartWritesInPlace) is None  # accepts it (check_layer then catches the in-place write)
