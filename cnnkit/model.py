@@ -197,7 +197,7 @@ class Model:
         """Write the state the layers reported into their weights (in place: optimizers and the
         per-layer views share these arrays). Several parts' values are averaged, weighted by their
         sample counts and summed in part order, so the result depends on the thread count only."""
-        total = sum(sizes)
+        total = sum(sizes)  # several parts: each has at least MIN_PART samples
         for i, reported in part_updates[0].items():
             names = self.layers[i].layer.non_trainable
             for name in reported:
@@ -206,9 +206,11 @@ class Model:
                 target = self._layer_weights[i][name]
                 if len(sizes) == 1:
                     target[...] = reported[name]
-                elif total:
-                    mean = sum((np.float64(n / total) * np.asarray(u[i][name], np.float64) for u, n in zip(part_updates, sizes) if n), start=np.zeros(target.shape))
-                    target[...] = mean
+                    continue
+                mean = np.zeros(target.shape)
+                for updates, n in zip(part_updates, sizes):
+                    mean += (n / total) * np.asarray(updates[i][name], np.float64)
+                target[...] = mean
 
     def preprocess(self, images: np.ndarray, preprocessed: bool = False) -> np.ndarray:
         """Raw images -> float32 model input of shape (N, *input_shape).
