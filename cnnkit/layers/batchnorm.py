@@ -41,16 +41,17 @@ class BatchNorm2D(Layer):
         return {"gamma": ones, "beta": zeros, "running_mean": zeros.copy(), "running_var": ones.copy()}
 
     def forward(self, weights, x, train, *, updates=None):
-        gamma, beta = weights["gamma"], weights["beta"]
         axes = (0, 2, 3)
         dtype = x.dtype.type
         count = x.shape[0] * x.shape[2] * x.shape[3]
+        gamma = weights["gamma"].astype(x.dtype, copy=False)
         if train and count:
             mean = x.mean(axis=axes)  # (C,)
-            var = x.var(axis=axes)  # biased, used to normalize this batch
+            centered = x - mean[:, None, None]  # (N, C, H, W), kept for backprop
+            var = np.einsum("nchw,nchw->c", centered, centered) / dtype(count)  # biased: normalizes this batch
             # Running variance is the unbiased estimate, as in PyTorch; with one value per channel
             # there is no unbiased estimate, so the biased one (0) is folded in instead.
-            unbiased = var * (count / (count - 1)) if count > 1 else var
+            unbiased = var * dtype(count / (count - 1)) if count > 1 else var
             m = self.params.momentum
             new = {"running_mean": (1 - m) * weights["running_mean"] + m * mean, "running_var": (1 - m) * weights["running_var"] + m * unbiased}
             if updates is None:  # called directly: update in place
@@ -59,19 +60,23 @@ class BatchNorm2D(Layer):
             else:
                 updates.update(new)
         else:
-            mean, var = weights["running_mean"], weights["running_var"]
+            mean, var = weights["running_mean"].astype(x.dtype, copy=False), weights["running_var"].astype(x.dtype, copy=False)
+            centered = x - mean[:, None, None]
         inv_std = (1.0 / np.sqrt(var + self.params.eps)).astype(x.dtype, copy=False)  # (C,)
-        xhat = (x - mean.astype(x.dtype, copy=False)[:, None, None]) * inv_std[:, None, None]  # (N, C, H, W)
-        y = xhat * gamma.astype(x.dtype, copy=False)[:, None, None] + beta.astype(x.dtype, copy=False)[:, None, None]
+        scale = gamma * inv_std  # (C,): y = centered * scale + beta
+        y = centered * scale[:, None, None]
+        y += weights["beta"].astype(x.dtype, copy=False)[:, None, None]
 
         def backprop(dy):
-            grads = {"gamma": (dy * xhat).sum(axis=axes), "beta": dy.sum(axis=axes)}
-            scale = (gamma * inv_std).astype(dy.dtype, copy=False)[:, None, None]  # (C, 1, 1)
-            if not train:  # the statistics are constants here
-                return dy * scale, grads
-            # d/dx of gamma * (x - mean) / std with mean and std taken from the same batch.
-            n = dtype(max(count, 1))
-            dx = scale * (dy - grads["beta"][:, None, None] / n - xhat * (grads["gamma"][:, None, None] / n))
-            return dx, grads
+            beta_grad = dy.sum(axis=axes)
+            gamma_grad = np.einsum("nchw,nchw->c", dy, centered) * inv_std  # sum of dy * xhat
+            dx = dy * scale[:, None, None].astype(dy.dtype, copy=False)
+            if train and count:
+                # d/dx of gamma * (x - mean) / std with mean and std taken from the same batch:
+                # scale * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = centered * inv_std.
+                n = dtype(count)
+                dx -= centered * (scale * inv_std * gamma_grad / n)[:, None, None]
+                dx -= (scale * beta_grad / n)[:, None, None]
+            return dx, {"gamma": gamma_grad, "beta": beta_grad}
 
         return y, backprop
