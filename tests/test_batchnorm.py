@@ -258,3 +258,30 @@ def test_a_bundle_recording_batchnorm2d_from_cnnkit_extra_loads_with_the_core_la
     assert bundle.read(old).providers["batchnorm2d"] == {"dist": "cnnkit-extra", "version": "0.1.0"}
     images = np.random.default_rng(0).integers(0, 255, (4, 12, 12)).astype(np.uint8)
     np.testing.assert_array_equal(cnnkit.load(old).predict_proba(images), model.predict_proba(images))
+
+
+STRAY_UPDATE = '''
+"""A per-part layer that reports a trainable weight as state (wrong)."""
+from cnnkit.layers.batchnorm import BatchNorm2D
+
+
+class StrayUpdate(BatchNorm2D):
+    def forward(self, weights, x, train, *, updates=None):
+        y, backprop = super().forward(weights, x, train, updates=updates)
+        if updates is not None:
+            updates["gamma"] = weights["gamma"] * 2
+        return y, backprop
+'''
+
+
+def test_a_layer_reporting_a_trainable_weight_as_state_is_a_one_line_error(monkeypatch, tmp_path):
+    from fakeplugins import write_dist
+
+    write_dist(tmp_path, "fake-stray", "0.1", {"stray_bn": "fake_stray:StrayUpdate"}, {"fake_stray": STRAY_UPDATE})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = cnnkit.build({**SPLIT_SPEC, "layers": [SPLIT_SPEC["layers"][0], {"type": "stray_bn"}, *SPLIT_SPEC["layers"][2:]]})
+    before = {k: v.copy() for k, v in model.weights.items()}
+    with pytest.raises(cnnkit.CnnkitError, match=r"^layer 1 \(stray_bn\) reported an update of 'gamma', which is not one of its non_trainable weights \['running_mean', 'running_var'\]$"):
+        model.forward(np.ones((2, 1, 12, 12), np.float32), train=True)
+    for k, v in before.items():  # nothing written, the running statistics included
+        np.testing.assert_array_equal(model.weights[k], v)
