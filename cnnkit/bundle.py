@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,13 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from . import __version__, registry
-from .errors import BundleError, CnnkitError, RegistryError
+from . import __version__, provenance
+from .errors import BundleError, CnnkitError, ProviderMismatchWarning
+from .registry import normalize_dist
 
 FORMAT = "cnnkit.bundle"
-VERSION = (1, 0)
+# 1.1: plugin layer types are recorded qualified ("dist:type"); maxpool2d's stride is stored filled in.
+VERSION = (1, 1)
 # Weight dtypes a bundle may hold, by the name stored in the file; data is always little-endian.
 DTYPES = {
     name: np.dtype(name).newbyteorder("<")
@@ -442,6 +445,10 @@ def _check_providers(providers: Any, spec: dict[str, Any], where: str, newer: bo
         for key in ("dist", "version"):
             _expect(info[key], str, f"{where}.{layer_type:.40}.{key}")
     types = {layer["type"] for layer in spec["layers"]}
+    for layer_type in sorted(t for t in types if ":" in t and t in providers):
+        dist = layer_type.rpartition(":")[0]
+        if normalize_dist(dist) != normalize_dist(providers[layer_type]["dist"]):
+            raise BundleError(f"{where}.{layer_type:.40}.dist is {providers[layer_type]['dist']!r:.60}, but the type names distribution {dist!r:.60}")
     missing = sorted(types - set(providers))
     extra = sorted(set(providers) - types)
     if missing:
@@ -512,12 +519,15 @@ def read(path: str | Path) -> Bundle:
 def describe(bundle: Bundle, source: str = "bundle") -> dict[str, Any]:
     """A JSON-ready summary of checked contents (what `cnnkit inspect` shows); imports no layer code."""
     spec = bundle.spec
+    matches = provenance.resolve(spec["layers"], bundle.providers)  # entry-point metadata only
     layers = []
     for i, layer in enumerate(spec["layers"]):
         provider = bundle.providers[layer["type"]]
+        found = matches[layer["type"]]
         count = sum(int(w.size) for name, w in bundle.weights.items() if name.partition(".")[0] == str(i))
         layers.append({"index": i, "type": layer["type"], "config": {k: v for k, v in layer.items() if k != "type"},
-                       "params": count, "provider": f"{provider['dist']} {provider['version']}"})
+                       "params": count, "provider": f"{provider['dist']} {provider['version']}",
+                       "installed": found.installed.provider if found.installed else None, "provenance": found.status})
     weights = [{"name": name, "dtype": w.dtype.name, "shape": list(w.shape), "size": int(w.size), "bytes": int(w.nbytes), **weight_fingerprint(w)}
                for name, w in bundle.weights.items()]
     return {
@@ -542,22 +552,29 @@ def describe(bundle: Bundle, source: str = "bundle") -> dict[str, Any]:
 # Building a model
 
 
-def model_from_bundle(bundle: Bundle, source: str = "bundle"):
-    """Build a Model from checked contents: providers installed, spec re-validated, weights matched."""
+def model_from_bundle(bundle: Bundle, source: str = "bundle", *, allow_provider_mismatch: bool = False):
+    """Build a Model from checked contents: providers checked, spec re-validated, weights matched.
+
+    Each layer type must come from the distribution the bundle recorded (see cnnkit.provenance);
+    another version of it loads with a ProviderMismatchWarning, another distribution only with
+    ``allow_provider_mismatch=True`` (and a warning).
+    """
     from .model import Model
     from .spec import validate_spec
 
-    for layer in bundle.spec["layers"]:
-        layer_type = layer["type"]
-        try:
-            registry.find(layer_type)
-        except RegistryError as exc:
-            info = bundle.providers[layer_type]
-            if f"unknown layer type {layer_type!r}" not in str(exc):
-                raise BundleError(f"{source}: {exc}") from None
-            raise BundleError(f"{source}: layer type {layer_type!r:.60} comes from {info['dist']:.60} {info['version']:.40}, which is not installed: pip install {info['dist']:.60}") from None
+    matches = provenance.resolve(bundle.spec["layers"], bundle.providers)
+    for found in matches.values():
+        if found.problem and not (allow_provider_mismatch and found.installed is not None):
+            raise BundleError(f"{source}: {found.problem[:600]}")
+        if found.problem:
+            plain = found.recorded_type.rpartition(":")[2]
+            warnings.warn(ProviderMismatchWarning(f"{source}: layer type {plain!r} was recorded from {found.dist} {found.version}; using {found.installed.provider} instead, as allowed (results may differ)"), stacklevel=2)
+        elif found.note:
+            warnings.warn(ProviderMismatchWarning(f"{source}: {found.note}"), stacklevel=2)
+    # The spec names exactly the entries chosen above, so validation cannot pick another provider.
+    spec_data = {**bundle.spec, "layers": [{**layer, "type": matches[layer["type"]].installed.spec_type} for layer in bundle.spec["layers"]]}
     try:
-        spec = validate_spec(bundle.spec)
+        spec = validate_spec(spec_data)
     except CnnkitError as exc:
         raise BundleError(f"{source}: embedded spec is invalid: {exc}") from None
     for name, array in bundle.weights.items():
@@ -570,6 +587,11 @@ def model_from_bundle(bundle: Bundle, source: str = "bundle"):
         raise BundleError(f"{source}: {exc}") from None
 
 
-def load(path: str | Path):
-    """Load a bundle file as a ready-to-predict Model. Raises BundleError for anything wrong."""
-    return model_from_bundle(read(path), str(path))
+def load(path: str | Path, *, allow_provider_mismatch: bool = False):
+    """Load a bundle file as a ready-to-predict Model. Raises BundleError for anything wrong.
+
+    A layer type served by another distribution than the bundle recorded is an error unless
+    ``allow_provider_mismatch`` is true; another version of the recorded one loads with a
+    ProviderMismatchWarning.
+    """
+    return model_from_bundle(read(path), str(path), allow_provider_mismatch=allow_provider_mismatch)

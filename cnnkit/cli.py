@@ -11,12 +11,13 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .errors import CnnkitError
+from .errors import CnnkitError, CnnkitWarning
 
 app = typer.Typer(
     help="cnnkit: convolutional networks from JSON specs, trained with NumPy, shipped as one bundle.",
@@ -28,6 +29,9 @@ _state = {"debug": False}
 
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a spec value: dotted.path=JSON, e.g. train.epochs=1 (repeatable).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+AllowMismatchOption = Annotated[
+    bool, typer.Option("--allow-provider-mismatch", help="Load even if another distribution than the bundle recorded provides a layer type (a warning says which).")
+]
 
 
 def _fail(message: str, code: int = 1):
@@ -42,7 +46,10 @@ def command(*args, **kwargs):
         @functools.wraps(fn)
         def wrapper(*a, **kw):
             try:
-                return fn(*a, **kw)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("always", CnnkitWarning)
+                    warnings.showwarning = _show_warning
+                    return fn(*a, **kw)
             except (typer.Exit, typer.Abort, SystemExit):
                 raise
             except KeyboardInterrupt:
@@ -63,6 +70,17 @@ def command(*args, **kwargs):
         return app.command(*args, **kwargs)(wrapper)
 
     return decorate
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """cnnkit's own warnings as one line on stderr ("warning: ..."); others as Python shows them."""
+    if issubclass(category, CnnkitWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
 
 
 @app.callback()
@@ -197,6 +215,7 @@ def predict(
     top: Annotated[int, typer.Option(min=1, help="Show the K most likely classes.")] = 1,
     invert: Annotated[bool, typer.Option(help="Invert pictures (Fashion-MNIST is light garments on black).")] = False,
     json_: JsonOption = False,
+    allow_provider_mismatch: AllowMismatchOption = False,
 ):
     """Classify images with a trained bundle: class name and probability."""
     import numpy as np
@@ -204,7 +223,7 @@ def predict(
     from .bundle import load
     from .data import read_images
 
-    model = load(bundle)
+    model = load(bundle, allow_provider_mismatch=allow_provider_mismatch)
     shape = model.input_shape
     results = []
     for path in images:
@@ -227,13 +246,14 @@ def evaluate(
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the Fashion-MNIST IDX files (default: the bundle spec's data.dir, else search).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use the first N test images.")] = None,
     json_: JsonOption = False,
+    allow_provider_mismatch: AllowMismatchOption = False,
 ):
     """Accuracy and macro-F1 of a bundle on the Fashion-MNIST test set."""
     from .bundle import load
     from .data import load_fashion_mnist
     from .train import evaluate as evaluate_model
 
-    model = load(bundle)
+    model = load(bundle, allow_provider_mismatch=allow_provider_mismatch)
     # The test set the model was trained against: its spec's data.dir when it named one.
     data = load_fashion_mnist(data_dir or model.spec.data.dir, train_limit=1, test_limit=limit)
     scores = evaluate_model(model, data.test_images, data.test_labels)
@@ -248,20 +268,19 @@ def evaluate(
 
 
 @command()
-def layers(json_: JsonOption = False):
+def layers(
+    json_: JsonOption = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown reference of every installed layer type (docs/LAYERS.md).")] = False,
+):
     """List every layer type: provider distribution and version, and its params (or why it cannot load)."""
+    from .layerdoc import layer_rows, layers_markdown
     from .registry import load_all
-    from .schema import describe_params
 
-    rows = []
-    for status in load_all():
-        e = status.entry
-        row = {"type": e.type, "dist": e.dist, "version": e.version, "entry_point": e.value}
-        if status.error is None:
-            row["params"] = describe_params(status.cls)
-        else:
-            row["error"] = status.error
-        rows.append(row)
+    statuses = load_all()
+    if markdown:
+        typer.echo(layers_markdown(statuses), nl=False)
+        return
+    rows = layer_rows(statuses)
     if json_:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -276,6 +295,8 @@ def layers(json_: JsonOption = False):
             params = f"[red]cannot be used: {escape(row['error'])}[/red]"
         else:
             params = "\n".join(_describe_param(p) for p in row["params"]) or "-"
+        if "conflict" in row:
+            params = f"[yellow]conflict: {escape(row['conflict'])}[/yellow]\n{params}"
         table.add_row(row["type"], f"{row['dist']} {row['version']}", params)
     _console().print(table)
 
@@ -316,12 +337,15 @@ def check_layer(
     """Run the conformance checks on a layer type; exit 1 if any fails."""
     from .testing import run_checks
 
+    from .errors import SpecError
+
+    # Bad --params or --input-shape are usage errors: exit 2.
     try:
         fields = json.loads(params) if params is not None else {}
     except json.JSONDecodeError as exc:
-        raise CnnkitError(f"--params is not valid JSON ({exc.msg} at column {exc.colno}). Received: {params}") from None
+        _fail(f"--params is not valid JSON ({exc.msg} at column {exc.colno}). Received: {params}", 2)
     if not isinstance(fields, dict):
-        raise CnnkitError(f"--params must be a JSON object. Received: {params}")
+        _fail(f"--params must be a JSON object. Received: {params}", 2)
     shape = None
     if input_shape is not None:
         try:
@@ -329,8 +353,11 @@ def check_layer(
         except ValueError:
             shape = ()
         if not shape or any(d < 1 for d in shape):
-            raise CnnkitError(f"--input-shape must be positive integers separated by commas, like 3,8,8. Received: {input_shape}")
-    used, results = run_checks(layer_type, fields, shape)
+            _fail(f"--input-shape must be positive integers separated by commas, like 3,8,8. Received: {input_shape}", 2)
+    try:
+        used, results = run_checks(layer_type, fields, shape)
+    except SpecError as exc:  # params the layer rejects, or an input shape it cannot take
+        _fail(str(exc), 2)
     typer.echo(f"check-layer {layer_type} params={json.dumps(fields)} input_shape={list(used)}")
     for r in results:
         typer.echo(f"  {r.status.upper():4}  {r.name}: {r.detail}")
@@ -339,6 +366,19 @@ def check_layer(
         typer.echo(f"error: {layer_type}: {len(failed)} check(s) failed: {', '.join(failed)}", err=True)
         raise typer.Exit(1)
     typer.echo(f"ok: {layer_type} passed {sum(r.status == 'pass' for r in results)} checks")
+
+
+@command("new-layer")
+def new_layer(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The layer type, e.g. my_gain (a spec writes it as \"type\").")],
+    dist: Annotated[Optional[str], typer.Option("--dist", help="Distribution (pip) name. Default: cnnkit-NAME.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create the package in.")] = Path("."),
+):
+    """Write a ready layer plugin package: pyproject with the entry point, one layer file, README, a test."""
+    from .scaffold import new_layer as write_plugin
+
+    root = write_plugin(name, dist, out)
+    typer.echo(f"wrote {root}: pip install -e {root} && cnnkit check-layer {root.name}:{name}")
 
 
 @command()
@@ -364,11 +404,13 @@ def inspect(bundle: Path, json_: JsonOption = False):
          f"preprocess x / {pre.get('divide')} - {pre.get('subtract')}" if isinstance(pre, dict) else f"preprocess {pre}")
     show(f"classes ({len(info['classes'])}):", ", ".join(info["classes"]))
     layers = Table(title="layers")
-    for col, justify in (("#", "right"), ("layer", "left"), ("config", "left"), ("params", "right"), ("provider", "left")):
+    for col, justify in (("#", "right"), ("layer", "left"), ("config", "left"), ("params", "right"), ("recorded provider", "left"), ("installed", "left")):
         layers.add_column(col, justify=justify)
     for row in info["layers"]:
         config = ", ".join(f"{k}={json.dumps(v)}" for k, v in row["config"].items())
-        layers.add_row(str(row["index"]), *(Text(_printable(t)) for t in (row["type"], config)), f"{row['params']:,}", Text(_printable(row["provider"])))
+        installed = {"same": row["installed"], "missing": "not installed"}.get(row["provenance"], f"{row['installed']} ({row['provenance']})")
+        layers.add_row(str(row["index"]), *(Text(_printable(t)) for t in (row["type"], config)), f"{row['params']:,}",
+                       Text(_printable(row["provider"])), Text(_printable(installed or "-")))
     console.print(layers)
     training = dict(info["training"])
     history = training.pop("history", None)

@@ -30,3 +30,11 @@ class BundleError(CnnkitError):
 
 class DataError(CnnkitError):
     """Input data is missing, malformed or of the wrong shape."""
+
+
+class CnnkitWarning(UserWarning):
+    """Something a user should know that does not stop the work (the CLI prints it as one line)."""
+
+
+class ProviderMismatchWarning(CnnkitWarning):
+    """A bundle's layer type is served by another version (or, when allowed, another distribution) than recorded."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from . import parallel
+from . import contract, parallel
 from .errors import CnnkitError, DataError
 from .losses import softmax
 from .spec import ModelSpec, ResolvedLayer, resolve_layers, validate_spec
@@ -112,6 +112,7 @@ class Model:
         # A training batch may be split over threads only if every layer is per-sample or per-part
         # in training (a final softmax skipped for the loss is a built-in, which is per-sample).
         self._splits_in_training = all(r.layer.per_sample_in_training or r.layer.per_part_in_training for r in self.layers)
+        self._contract_checked = False
 
 
     # -- running ------------------------------------------------------------------------------------
@@ -137,6 +138,8 @@ class Model:
         in part order (see cnnkit.layers.base).
         """
         key = _check_key(key) if train else None
+        if not self._contract_checked:  # once per model: each layer's output against its declared shape and float32
+            self._contract_checked = contract.check_first_forward(self, x)
         count = len(self.layers) - 1 if logits and self.ends_with_softmax else len(self.layers)
         parts = self._parts(len(x), train)
         tasks = [functools.partial(self._forward_part, x[lo:hi], train, count, key, part) for part, (lo, hi) in enumerate(parts)]

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
 
 from . import registry
+from .contract import declared_output_shape
 from .errors import RegistryError, SpecError
 from .layers.base import Layer, Shape
 from .optim import OPTIMIZERS, SCHEDULES
@@ -84,7 +85,8 @@ class ResolvedLayer:
 
     @property
     def type(self) -> str:
-        return self.entry.type
+        """The recorded type: plain for built-ins, 'dist:type' for plugins (see registry)."""
+        return self.entry.spec_type
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -226,7 +228,10 @@ def _resolve(spec: ModelSpec, errors: list[tuple[str, str]]) -> list[ResolvedLay
             errors.extend(_pydantic_errors(exc, cls.Params, ("layers", i)))
             return resolved
         try:
-            out = tuple(int(d) for d in layer.output_shape(shape))
+            out = declared_output_shape(layer, shape, entry)
+        except RegistryError as exc:  # the plugin broke the contract: not the spec's fault, but it stops here
+            errors.append((where, str(exc)))
+            return resolved
         except ValueError as exc:
             text = str(exc)
             errors.append((where, text if text.startswith(kind) else f"{kind}: {text}"))

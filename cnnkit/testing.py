@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,16 @@ def numerical_gradient(f: Callable[[], float], array: np.ndarray, eps: float = 1
         flat[i] = original
         gflat[i] = (up - down) / (2 * eps)
     return grad
+
+
+def gradient_mismatch(analytic: np.ndarray, numeric: np.ndarray) -> str:
+    """How far an analytic gradient is from the numeric one: max absolute and relative error, and
+    the least-squares ratio analytic/numeric (2.0 for a gradient twice too large, -1.0 for a sign bug)."""
+    diff = np.abs(analytic - numeric)
+    relative = diff / np.maximum(np.abs(numeric), 1e-12)
+    norm = float(np.sum(numeric * numeric))
+    ratio = f"{float(np.sum(analytic * numeric)) / norm:.4g}" if norm > 0 else "undefined (numeric gradient is zero)"
+    return f"max abs error {float(diff.max()):.3g}, max relative error {float(relative.max()):.3g}, ratio analytic/numeric {ratio}"
 
 
 def check_gradients(
@@ -96,8 +107,7 @@ def check_gradients(
         if np.shape(analytic) != numeric.shape:
             raise AssertionError(f"{name}: gradient of {what} has shape {np.shape(analytic)}, expected {numeric.shape}")
         if not np.allclose(analytic, numeric, rtol=rtol, atol=atol):
-            worst = float(np.max(np.abs(analytic - numeric)))
-            raise AssertionError(f"{name}: gradient of {what} differs from finite differences (max abs error {worst:.3g})")
+            raise AssertionError(f"{name}: gradient of {what} differs from finite differences ({gradient_mismatch(np.asarray(analytic, np.float64), numeric)})")
         errors[what] = float(np.max(np.abs(analytic - numeric))) if numeric.size else 0.0
     return errors
 
@@ -139,7 +149,7 @@ def _resolve_class(type_or_class: str | type[Layer]) -> tuple[type[Layer], str |
     value = f"{cls.__module__}:{cls.__qualname__}"
     for entry in registry.list_layers():
         if entry.value == value:
-            return cls, entry.type
+            return cls, entry.spec_type
     return cls, None
 
 
@@ -192,7 +202,10 @@ def _check_weights(s: _Subject) -> str:
 
 
 def _check_output_shape(s: _Subject) -> str:
-    declared = tuple(int(d) for d in s.layer.output_shape(s.input_shape))
+    returned = s.layer.output_shape(s.input_shape)
+    if not (isinstance(returned, (tuple, list)) and all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in returned)):
+        raise AssertionError(f"output_shape({list(s.input_shape)}) returned {returned!r}; it must return a tuple of ints")
+    declared = tuple(int(d) for d in returned)
     for train in (False, True):
         y, _ = forward_with_fixed_rng(s.layer, _weights(s), _random_input(s, np.float32), train, s.seed)
         mode = "train" if train else "inference"
