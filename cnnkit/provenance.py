@@ -23,6 +23,10 @@ from .registry import LayerEntry
 
 ALLOW_HINT = "--allow-provider-mismatch (cnnkit.load(..., allow_provider_mismatch=True))"
 
+# Layer types that moved from a plugin into cnnkit itself, with the same name, weights and math: a
+# bundle recording the plugin's type loads with the built-in when the plugin no longer provides it.
+MOVED_TO_CORE: frozenset[tuple[str, str]] = frozenset({("cnnkit-extra", "batchnorm2d")})  # cnnkit-extra 0.2.0
+
 
 @dataclass(frozen=True)
 class Match:
@@ -64,6 +68,8 @@ def match(layer_type: str, info: dict[str, str]) -> Match:
             note = f"layer type {plain!r} was recorded from {dist} {version}; the installed {entry.provider} is used (results may differ)"
             return Match(layer_type, dist, version, entry, note=note)
         return Match(layer_type, dist, version, entry)
+    if (registry.normalize_dist(dist), plain) in MOVED_TO_CORE:
+        return Match(layer_type, dist, version, registry.find(plain))
     others = registry.providers_of(plain)
     if not others:
         problem = f"layer type {plain!r} comes from {dist} {version}, which is not installed: pip install {dist}"

@@ -92,7 +92,7 @@ def fit(
         for start in range(0, n, batch):
             idx = order[start : start + batch]
             xb = x[idx] if eager else model.preprocess(x[idx])
-            logits, backprop = model.forward(xb, train=True, logits=True)
+            logits, backprop = model.forward(xb, train=True, logits=True, key=(epoch, start // batch))
             loss, dlogits = softmax_cross_entropy(logits, y[idx], settings.label_smoothing)
             grads = backprop(dlogits)
             if settings.clip_grad_norm is not None:
