@@ -128,12 +128,16 @@ def run(
     spec: Path,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle to write (default: <spec name>.cnnkit).")] = None,
     set_: SetOption = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-epoch lines.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-epoch lines (warnings are still shown).")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail (exit 1, no bundle written) when training ends with a warning.")] = False,
 ):
     """Train the model a spec describes on its dataset and write a bundle."""
+    import warnings
+
     import numpy as np
 
     from . import train
+    from .train import TrainingWarning
     from .bundle import save
     from .data import load_fashion_mnist
     from .spec import load_spec
@@ -166,16 +170,30 @@ def run(
         def on_epoch(r):
             if progress is not None:
                 progress.reset(task)
-            say(f"epoch {r.epoch}: train loss {r.train_loss:.4f}, test accuracy {r.test_accuracy:.4f}, "
-                f"macro-F1 {r.test_macro_f1:.4f} ({r.seconds:.1f}s)")
+            if r.val_loss is None:
+                scores = f"test accuracy {r.test_accuracy:.4f}, macro-F1 {r.test_macro_f1:.4f}"
+            else:
+                scores = f"val loss {r.val_loss:.4f}, val accuracy {r.val_accuracy:.4f}, val macro-F1 {r.val_macro_f1:.4f}"
+            say(f"epoch {r.epoch}: train loss {r.train_loss:.4f}, {scores} ({r.seconds:.1f}s)")
 
         # A diverging run overflows float32 on the way to its one-line "diverged" error; numpy's
-        # warnings about that would only clutter the terminal.
-        with np.errstate(over="ignore", invalid="ignore"):
+        # warnings about that would only clutter the terminal. Training warnings are printed below.
+        with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", TrainingWarning)
             model = train(model_spec, data, on_step=on_step, on_epoch=on_epoch)
     finally:
         if progress is not None:
             progress.stop()
+    validation, metrics = model.metadata.get("validation"), model.metadata["metrics"]
+    if validation:
+        stopped = f"; stopped early after epoch {model.metadata['history'][-1]['epoch']}" if validation["stopped_early"] else ""
+        say(f"test accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_macro_f1']:.4f} with the weights of "
+            f"epoch {validation['weights_from_epoch']} (best {validation['monitor']}: epoch {validation['best_epoch']}{stopped})")
+    found = model.metadata.get("warnings", [])
+    for message in found:
+        typer.echo(f"warning: {message}", err=True)
+    if strict and found:
+        _fail(f"--strict: training ended with {len(found)} warning{'s' if len(found) > 1 else ''}; no bundle written")
     save(model, target)
     say(f"wrote {target} in {time.perf_counter() - started:.1f}s total")
 

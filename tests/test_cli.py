@@ -276,7 +276,7 @@ def test_real_subprocess_end_to_end(work):
     assert bad.returncode == 1 and bad.stdout == "" and bad.stderr.strip() == f"error: spec file not found: {work / 'nope.json'}"
     diverged = run("run", work / "tiny.json", "--set", "train.optimizer.lr=1e30", "--out", work / "out" / "bad.cnnkit")
     lines = diverged.stderr.strip().splitlines()  # one line: no numpy overflow warnings around it
-    assert diverged.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: training diverged in epoch 1")
+    assert diverged.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: training diverged at epoch 1, step ")
     assert sorted(p.name for p in (work / "out").iterdir()) == ["sub.cnnkit"]
     usage = run("run")
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
