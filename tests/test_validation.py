@@ -101,7 +101,7 @@ def test_epochs_are_scored_on_the_split_and_the_test_set_once_at_the_end(monkeyp
     assert all(r.test_accuracy is None and r.val_loss is not None for r in records)
     meta = model.metadata
     assert meta["train_examples"] == 200 and meta["validation"]["examples"] == 40 and meta["test_examples"] == 100
-    assert set(meta["history"][0]) == {"epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1"}
+    assert set(meta["history"][0]) == {"epoch", "train_loss", "lr", "val_loss", "val_accuracy", "val_macro_f1"}
     x, y = synthetic_images(100, 2)
     final = loop.evaluate(model, x, y)
     assert meta["metrics"] == {"test_accuracy": final["accuracy"], "test_macro_f1": final["macro_f1"]}
@@ -171,7 +171,7 @@ def test_without_a_split_nothing_new_is_stored(tmp_path):
     assert "validation" not in stored["data"] and "augment" not in stored["data"]
     assert "early_stopping" not in stored["train"] and "restore_best" not in stored["train"]
     assert set(model.metadata) == {"cnnkit_version", "seed", "dataset", "train_examples", "test_examples", "history", "metrics"}
-    assert list(model.metadata["history"][0]) == ["epoch", "train_loss", "test_accuracy", "test_macro_f1"]
+    assert list(model.metadata["history"][0]) == ["epoch", "train_loss", "test_accuracy", "test_macro_f1", "lr"]
     assert model.metadata["metrics"]["test_accuracy"] == model.metadata["history"][-1]["test_accuracy"]
 
 

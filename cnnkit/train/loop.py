@@ -21,7 +21,7 @@ from ..errors import DataError
 from ..losses import softmax_cross_entropy
 from ..metrics import accuracy, macro_f1
 from ..model import Model
-from ..optim import OPTIMIZERS
+from ..optim import OPTIMIZERS, build_schedule, clip_grad_norm
 from .augment import Augmenter
 from .health import TrainingWarning, chance_warning, divergence_message, loss_growth_warning
 from .validation import Monitor, score, stratified_split
@@ -33,6 +33,7 @@ class EpochRecord:
     train_loss: float
     test_accuracy: float | None  # None with a validation split: the test set is scored once, at the end
     test_macro_f1: float | None
+    lr: float  # the learning rate of the epoch's last optimizer step
     seconds: float  # wall time of the epoch's training steps (not stored in bundles: they are deterministic)
     val_loss: float | None = None  # the validation figures, with data.validation
     val_accuracy: float | None = None
@@ -108,6 +109,8 @@ def fit(
     rng = np.random.default_rng(settings.seed)
     n, batch = len(x), settings.batch_size
     steps = math.ceil(n / batch)
+    schedule = build_schedule(settings.schedule, optimizer.lr, total_steps=settings.epochs * steps)
+    done = 0  # optimizer steps so far: the schedule's clock
     history = History()
     first_loss = None
     for epoch in range(1, settings.epochs + 1):
@@ -118,22 +121,26 @@ def fit(
             idx = order[step * batch : (step + 1) * batch]
             xb = x[idx] if augment is None else augment(x[idx], epoch, step)
             logits, backprop = model.forward(xb, train=True, logits=True)
-            loss, dlogits = softmax_cross_entropy(logits, y[idx])
+            loss, dlogits = softmax_cross_entropy(logits, y[idx], settings.label_smoothing)
             if not math.isfinite(loss):  # stop here: every later step would only spread NaN
-                last_lr = None if first_loss is None else _learning_rate(optimizer)
-                raise DataError(divergence_message(epoch, step + 1, steps, loss, last_lr))
+                raise DataError(divergence_message(epoch, step + 1, steps, loss, optimizer.lr if done else None))
             first_loss = loss if first_loss is None else first_loss
-            optimizer.step(model.weights, backprop(dlogits))
+            grads = backprop(dlogits)
+            if settings.clip_grad_norm is not None:
+                clip_grad_norm(grads, settings.clip_grad_norm)
+            schedule.apply(optimizer, done)  # sets optimizer.lr (and momentum, for onecycle)
+            optimizer.step(model.weights, grads)
+            done += 1
             total_loss += loss * len(idx)
             if on_step is not None:
                 on_step(epoch, min((step + 1) * batch, n), n, loss)
         seconds = time.perf_counter() - start_time
         if held_out is None:
             scores = _test_scores(model, x_test, data.test_labels)
-            record = EpochRecord(epoch, total_loss / n, scores["accuracy"], scores["macro_f1"], seconds)
+            record = EpochRecord(epoch, total_loss / n, scores["accuracy"], scores["macro_f1"], optimizer.lr, seconds)
         else:
             v = score(model, *held_out)
-            record = EpochRecord(epoch, total_loss / n, None, None, seconds, v["loss"], v["accuracy"], v["macro_f1"])
+            record = EpochRecord(epoch, total_loss / n, None, None, optimizer.lr, seconds, v["loss"], v["accuracy"], v["macro_f1"])
             if monitor.update(epoch, getattr(record, monitor.monitor)) and restore:
                 best_weights = {name: w.copy() for name, w in model.weights.items()}
         history.append(record)
@@ -166,10 +173,6 @@ def _check_classes(model: Model, data: Dataset) -> None:
     for split, labels in (("train", data.train_labels), ("test", data.test_labels)):
         if len(labels) and (labels.min() < 0 or labels.max() >= classes):
             raise DataError(f"{split} labels range over {labels.min()}..{labels.max()}, but the model has {classes} outputs")
-
-
-def _learning_rate(optimizer: Any) -> float:
-    return float(getattr(optimizer, "lr", None) or optimizer.params.lr)
 
 
 def _test_scores(model: Model, x_test: np.ndarray, labels: np.ndarray) -> dict[str, float]:
