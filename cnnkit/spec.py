@@ -21,7 +21,7 @@ from . import registry
 from .errors import RegistryError, SpecError
 from .layers.base import Layer, Shape
 from .optim import OPTIMIZERS, SCHEDULES
-from .spec_training import OPTIONAL_KEYS, AugmentSpec, EarlyStopping, check_training_keys, check_validation_size
+from .spec_training import OPTIONAL_KEYS, VALIDATION_SIZE_SCHEMA, AugmentSpec, EarlyStopping, check_training_keys, check_validation_size
 
 
 class _Strict(BaseModel):
@@ -45,7 +45,8 @@ class DataSpec(_Strict):
     dir: str | None = Field(None, description="folder holding the four IDX files; default: search the usual places")
     train_limit: PositiveInt | None = Field(None, description="use only the first N training examples")
     test_limit: PositiveInt | None = Field(None, description="use only the first N test examples")
-    validation: int | float | None = Field(None, description="hold out N training examples (an integer) or a fraction in (0, 1), stratified by class; null = none")
+    validation: int | float | None = Field(None, description="hold out N training examples (an integer) or a fraction in (0, 1), stratified by class; null = none",
+                                           json_schema_extra={"anyOf": VALIDATION_SIZE_SCHEMA})
     augment: AugmentSpec | None = Field(None, description="augmentation of training batches; null = none")
 
     _validation = field_validator("validation", mode="before")(check_validation_size)

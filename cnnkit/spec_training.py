@@ -65,6 +65,10 @@ class EarlyStopping(_Strict):
 OPTIONAL_KEYS = {"data": ("validation", "augment"), "train": ("early_stopping", "restore_best")}
 
 
+# What check_validation_size accepts, for the JSON Schema (pydantic would only say "integer or number").
+VALIDATION_SIZE_SCHEMA = [{"type": "integer", "minimum": 1}, {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}, {"type": "null"}]
+
+
 def check_validation_size(value: Any) -> Any:
     """data.validation: an integer count >= 1 or a float fraction strictly between 0 and 1 (or null)."""
     if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1) or (isinstance(value, float) and 0 < value < 1):

@@ -190,3 +190,41 @@ def test_the_cli_shows_validation_lines_and_the_final_test_score(tmp_path, synth
     too_big = CliRunner().invoke(app, ["run", str(tmp_path / "v.json"), "--set", "data.validation=5000", "--out", str(tmp_path / "w.cnnkit")])
     assert too_big.exit_code == 1 and too_big.stderr.startswith("error: data.validation: holds out 5000 examples")
     assert not (tmp_path / "w.cnnkit").exists()
+
+
+# -- the JSON Schema agrees ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def validator():
+    jsonschema = pytest.importorskip("jsonschema")
+    from cnnkit.schema import spec_schema
+
+    schema, _ = spec_schema()
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+def test_the_schema_accepts_the_new_keys(validator):
+    spec = spec_with(0.1, early_stopping={"patience": 3, "monitor": "val_accuracy", "min_delta": 0.001}, restore_best=False)
+    spec["data"]["augment"] = {"crop_padding": 2, "hflip": True, "erasing": {"p": 0.25, "scale": [0.02, 0.2], "ratio": [0.5, 2], "value": 0}}
+    assert list(validator.iter_errors(spec)) == []
+    cnnkit.validate_spec(spec)
+    assert list(validator.iter_errors(spec_with(5000))) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "train", "path"),
+    [({"validation": 0}, {}, "$.data.validation"), ({"validation": 1.5}, {}, "$.data.validation"),
+     ({"augment": {"crop": 2}}, {}, "$.data.augment"), ({"augment": {"erasing": {"p": 2}}}, {}, "$.data.augment"),
+     ({"validation": 10}, {"early_stopping": {"monitor": "loss"}}, "$.train.early_stopping.monitor"),
+     ({"validation": 10}, {"early_stopping": {"patience": 0}}, "$.train.early_stopping.patience")],
+)
+def test_the_schema_rejects_what_validation_rejects(validator, data, train, path):
+    spec = spec_with(None, **train)
+    spec["data"].update(data)
+    errors = [e for e in validator.iter_errors(spec)]
+    paths = {p.json_path for e in errors for p in [e, *(e.context or [])]}
+    assert any(p.startswith(path) for p in paths), paths
+    with pytest.raises(SpecError):
+        cnnkit.validate_spec(spec)
