@@ -4,11 +4,16 @@
 AssertionError naming the failed check; ``run_checks`` returns each check's outcome instead (the
 ``cnnkit check-layer`` command prints them). ``check_gradients`` compares a layer's backprop with
 float64 central finite differences on its own.
+
+Random layers (a ``forward`` that takes ``rng``) get a generator with a fixed seed wherever the
+kit calls forward in training, so the gradient, determinism and shape checks see one fixed draw;
+the "randomness" check then asserts that the same seed repeats and different seeds differ.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import tempfile
 from collections.abc import Callable
@@ -42,6 +47,14 @@ def numerical_gradient(f: Callable[[], float], array: np.ndarray, eps: float = 1
     return grad
 
 
+def forward_with_fixed_rng(layer: Layer, weights: dict[str, np.ndarray], x: np.ndarray, train: bool, seed: int = 0, **kwargs):
+    """``layer.forward``, with ``rng=np.random.default_rng(seed)`` in training if forward takes ``rng``
+    (a fresh generator each call, so every call draws the same numbers)."""
+    if train and "rng" in inspect.signature(layer.forward).parameters:
+        kwargs["rng"] = np.random.default_rng(seed)
+    return layer.forward(weights, x, train=train, **kwargs)
+
+
 def check_gradients(
     layer: Layer,
     input_shape: Shape,
@@ -55,7 +68,8 @@ def check_gradients(
 
     Covers the input and every trainable weight (weights named in ``non_trainable`` must get no
     gradient). The loss is sum(y * r) for a fixed random r, so every output element's gradient is
-    exercised. Inputs are drawn away from zero so kinks (relu, max) are not straddled.
+    exercised. Inputs are drawn away from zero so kinks (relu, max) are not straddled. A random
+    layer gets the same fixed generator on every call, so the function differentiated is fixed.
     """
     name = type(layer).__name__
     rng = np.random.default_rng(seed)
@@ -64,14 +78,14 @@ def check_gradients(
     for w in weights.values():  # non-zero biases, so their gradients are exercised with structure
         w += rng.normal(0, 0.1, w.shape)
     fixed = set(layer.non_trainable)
-    y, _ = layer.forward(weights, x, train=train)
+    y, _ = forward_with_fixed_rng(layer, weights, x, train, seed)
     r = rng.normal(size=y.shape)
 
     def loss() -> float:
-        out, _ = layer.forward(weights, x, train=train)
+        out, _ = forward_with_fixed_rng(layer, weights, x, train, seed)
         return float((out * r).sum())
 
-    _, backprop = layer.forward(weights, x, train=train)
+    _, backprop = forward_with_fixed_rng(layer, weights, x, train, seed)
     dx, grads = backprop(r)
     stray = sorted(set(grads) & fixed)
     if stray:
@@ -186,7 +200,7 @@ def _check_weights(s: _Subject) -> str:
 def _check_output_shape(s: _Subject) -> str:
     declared = tuple(int(d) for d in s.layer.output_shape(s.input_shape))
     for train in (False, True):
-        y, _ = s.layer.forward(_weights(s), _random_input(s, np.float32), train=train)
+        y, _ = forward_with_fixed_rng(s.layer, _weights(s), _random_input(s, np.float32), train, s.seed)
         mode = "train" if train else "inference"
         if y.shape != (s.batch, *declared):
             raise AssertionError(f"forward ({mode}) returned shape {list(y.shape)}, but output_shape({list(s.input_shape)}) says {[s.batch, *declared]}")
@@ -204,10 +218,11 @@ def _check_determinism(s: _Subject) -> str:
     x = _random_input(s, np.float32)
     for train in (False, True):
         base = _weights(s)
-        first, _ = s.layer.forward(copy.deepcopy(base), x.copy(), train=train)
-        second, _ = s.layer.forward(copy.deepcopy(base), x.copy(), train=train)
+        first, _ = forward_with_fixed_rng(s.layer, copy.deepcopy(base), x.copy(), train, s.seed)
+        second, _ = forward_with_fixed_rng(s.layer, copy.deepcopy(base), x.copy(), train, s.seed)
         if not np.array_equal(first, second):
-            raise AssertionError(f"two forward passes ({'train' if train else 'inference'} mode) on the same input and weights differ")
+            seeded = " and generator seed" if train and _takes(s.layer, "rng") else ""
+            raise AssertionError(f"two forward passes ({'train' if train else 'inference'} mode) on the same input{seeded} and weights differ")
     weights = _weights(s)
     before = copy.deepcopy(weights)
     s.layer.forward(weights, x, train=False)
@@ -231,15 +246,28 @@ def _check_batch_independence(s: _Subject) -> str:
     return f"each of {s.batch} rows equals that sample alone"
 
 
+def _takes(layer: Layer, keyword: str) -> bool:
+    return keyword in inspect.signature(layer.forward).parameters
+
+
 def _check_training_split(s: _Subject) -> CheckResult | str:
+    name = "training split"
+    cls = type(s.layer)
+    if not (cls.per_sample_in_training or cls.per_part_in_training):
+        return CheckResult(name, "skip", "per_sample_in_training is False (and per_part_in_training too), so a model never splits a training batch through this layer")
+    if s.batch < 2:
+        return CheckResult(name, "skip", f"a batch of {s.batch} cannot be split; use a batch of 2 or more")
+    if not cls.per_sample_in_training:
+        return _check_per_part(s)
+    if _takes(s.layer, "rng"):
+        return _check_per_sample_random(s)
+    return _check_per_sample(s)
+
+
+def _check_per_sample(s: _Subject) -> str:
     # What per_sample_in_training promises a model that splits a training batch over threads: each
     # part's rows are the whole batch's rows, the parts' weight gradients add up to the batch's, and
     # forward leaves the weights alone (the parts run at once and share them).
-    name = "training split"
-    if not type(s.layer).per_sample_in_training:
-        return CheckResult(name, "skip", "per_sample_in_training is False, so a model never splits a training batch through this layer")
-    if s.batch < 2:
-        return CheckResult(name, "skip", f"a batch of {s.batch} cannot be split; use a batch of 2 or more")
     weights = _weights(s, np.float64)
     before = copy.deepcopy(weights)
     x = _random_input(s, np.float64)
@@ -268,6 +296,68 @@ def _check_training_split(s: _Subject) -> CheckResult | str:
             worst = float(np.max(np.abs(summed[k] - g)))
             raise AssertionError(f"in training mode, the gradients of {k!r} from the parts of {split} do not add up to the whole batch's (max abs difference {worst:.3g}), but per_sample_in_training = True")
     return f"{split}: same rows, input gradients and summed weight gradients; weights unchanged"
+
+
+def _check_per_sample_random(s: _Subject) -> str:
+    # A random layer's draws depend on the batch it is given, so parts cannot be compared with the
+    # whole. With one generator seed, though, the first sample's output, input gradient and share of
+    # the weight gradients must not change when the other samples change.
+    weights = _weights(s, np.float64)
+    before = copy.deepcopy(weights)
+    x = _random_input(s, np.float64)
+    others = x.copy()
+    others[1:] = np.random.default_rng([s.seed, 4]).normal(size=others[1:].shape)
+    results = []
+    for batch in (x, others):
+        y, backprop = forward_with_fixed_rng(s.layer, weights, batch, True, s.seed)
+        dy = np.zeros_like(y)
+        dy[0] = np.random.default_rng([s.seed, 3]).normal(size=y[0].shape)
+        results.append((y[0], *backprop(dy)))
+    changed = sorted(k for k in weights if not np.array_equal(weights[k], before[k]))
+    if changed:
+        raise AssertionError(f"forward in training mode changed weights {changed}, but per_sample_in_training = True says parts of a batch can run at once on the same weights")
+    (y, dx, grads), (y2, dx2, grads2) = results
+    for label, got, expected in (("output", y2, y), ("input gradient", dx2[0], dx[0]), *((f"gradient of {k!r}", grads2.get(k), g) for k, g in grads.items())):
+        if got is None or not np.allclose(got, expected, rtol=1e-10, atol=1e-12):
+            raise AssertionError(f"in training mode with a fixed generator, the first sample's {label} changed when the other samples changed, but per_sample_in_training = True")
+    return "with a fixed generator, the first sample's output and gradients ignore the other samples; weights unchanged"
+
+
+def _check_per_part(s: _Subject) -> str:
+    # What per_part_in_training promises: forward run on a part (with its own statistics) writes no
+    # weight when given ``updates``, and reports only non_trainable weights there, with their shapes.
+    weights = _weights(s, np.float64)
+    before = copy.deepcopy(weights)
+    kwargs = {"updates": {}} if _takes(s.layer, "updates") else {}
+    forward_with_fixed_rng(s.layer, weights, _random_input(s, np.float64), True, s.seed, **kwargs)
+    changed = sorted(k for k in weights if not np.array_equal(weights[k], before[k]))
+    if changed:
+        raise AssertionError(f"forward in training mode changed weights {changed}, but per_part_in_training = True says parts of a batch run at once on the same weights (report state in `updates`)")
+    updates = kwargs.get("updates", {})
+    stray = sorted(set(updates) - set(s.layer.non_trainable))
+    if stray:
+        raise AssertionError(f"forward reported updates of {stray}, which are not non_trainable weights ({list(s.layer.non_trainable)})")
+    for k, value in updates.items():
+        if np.shape(value) != weights[k].shape or not np.all(np.isfinite(value)):
+            raise AssertionError(f"forward reported an update of {k!r} with shape {list(np.shape(value))} (the weight's is {list(weights[k].shape)}) or non-finite values")
+    reported = f"reports {sorted(updates)} in updates" if updates else "reports no state"
+    return f"per-part statistics: forward writes no weight and {reported}"
+
+
+def _check_randomness(s: _Subject) -> CheckResult | str:
+    if not _takes(s.layer, "rng"):
+        return CheckResult("randomness", "skip", "forward takes no rng, so the layer draws no random numbers")
+    weights, x = _weights(s), _random_input(s, np.float32)
+
+    def draw(seed):
+        return s.layer.forward(copy.deepcopy(weights), x.copy(), train=True, rng=np.random.default_rng([s.seed, seed]))[0]
+
+    first = draw(10)
+    if not np.array_equal(first, draw(10)):
+        raise AssertionError("two training passes with generators of the same seed differ: draw only from the rng passed in")
+    if all(np.array_equal(first, draw(seed)) for seed in (11, 12, 13)):
+        raise AssertionError("four generator seeds gave identical training outputs: a layer that takes rng must draw from it (check it with params that make it random)")
+    return "the same generator seed repeats the output; different seeds draw different ones"
 
 
 def _check_bundle_round_trip(s: _Subject) -> CheckResult | str:
@@ -302,6 +392,7 @@ _CHECKS: list[tuple[str, Callable[[_Subject], Any]]] = [
     ("gradients (train)", lambda s: _check_gradients(s, True)),
     ("gradients (inference)", lambda s: _check_gradients(s, False)),
     ("determinism", _check_determinism),
+    ("randomness", _check_randomness),
     ("batch independence", _check_batch_independence),
     ("training split", _check_training_split),
     ("bundle round trip", _check_bundle_round_trip),

@@ -143,6 +143,7 @@ def test_health_thresholds():
     labels = np.repeat(np.arange(10), 100)  # chance 0.1, two standard errors 0.019
     assert chance_warning(0.118, labels, "test") is not None and chance_warning(0.12, labels, "test") is None
     assert chance_warning(float("nan"), labels, "test") is None
+    assert chance_warning(1.0, np.zeros(50, np.int64), "test") is None  # one class: nothing to tell apart
 
 
 def test_a_healthy_run_has_no_warnings(recwarn):
@@ -185,3 +186,27 @@ def test_seed_architecture_beats_chance_on_real_fashion_mnist():
     metrics = model.metadata["metrics"]
     assert metrics["test_accuracy"] > 0.6, metrics  # chance is 0.1
     assert metrics["test_macro_f1"] > 0.5, metrics
+
+
+def test_each_training_step_gets_its_own_key_for_random_layers(monkeypatch):
+    from cnnkit.model import Model
+
+    keys = []
+    original = Model.forward
+
+    def spy(self, x, train=False, logits=False, *, key=None):
+        if train:
+            keys.append(key)
+        return original(self, x, train, logits, key=key)
+
+    monkeypatch.setattr(Model, "forward", spy)
+    cnnkit.train(spec_with(epochs=2, batch_size=16), tiny_data(train=40, test=10))
+    assert keys == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
+
+
+def test_a_dropout_model_trains_reproducibly(tmp_path):
+    spec = spec_with(epochs=2)
+    spec["layers"].insert(4, {"type": "dropout", "rate": 0.3})
+    data = tiny_data()
+    a = cnnkit.train(spec, data).save(tmp_path / "a.cnnkit").read_bytes()
+    assert a == cnnkit.train(spec, data).save(tmp_path / "b.cnnkit").read_bytes()

@@ -49,6 +49,8 @@ def chance_warning(accuracy: float, labels: np.ndarray, split: str) -> str | Non
     if not len(labels) or not math.isfinite(accuracy):
         return None
     chance, margin = chance_level(labels)
+    if chance + margin >= 1:  # e.g. a one-class test subset: no accuracy could tell a model from a guess
+        return None
     if accuracy <= chance + margin:
         return (f"the final {split} accuracy {accuracy:.4f} is at chance level (always answering the most common class "
                 f"scores {chance:.4f}, +-{margin:.4f} on {len(labels)} examples): the model learned nothing useful")

@@ -120,7 +120,8 @@ def fit(
         for step in range(steps):
             idx = order[step * batch : (step + 1) * batch]
             xb = x[idx] if augment is None else augment(x[idx], epoch, step)
-            logits, backprop = model.forward(xb, train=True, logits=True)
+            # key: random layers (dropout) draw from (seed, epoch, step, layer, part) — see Model.forward.
+            logits, backprop = model.forward(xb, train=True, logits=True, key=(epoch, step))
             loss, dlogits = softmax_cross_entropy(logits, y[idx], settings.label_smoothing)
             if not math.isfinite(loss):  # stop here: every later step would only spread NaN
                 raise DataError(divergence_message(epoch, step + 1, steps, loss, optimizer.lr if done else None))
