@@ -137,10 +137,10 @@ def run(
     import numpy as np
 
     from . import train
-    from .train import TrainingWarning
     from .bundle import save
     from .data import load_fashion_mnist
     from .spec import load_spec
+    from .train import TrainingWarning, final_summary
 
     model_spec = load_spec(spec, set_ or [])
     # The name is free text: only its last path component names the default file.
@@ -170,11 +170,7 @@ def run(
         def on_epoch(r):
             if progress is not None:
                 progress.reset(task)
-            if r.val_loss is None:
-                scores = f"test accuracy {r.test_accuracy:.4f}, macro-F1 {r.test_macro_f1:.4f}"
-            else:
-                scores = f"val loss {r.val_loss:.4f}, val accuracy {r.val_accuracy:.4f}, val macro-F1 {r.val_macro_f1:.4f}"
-            say(f"epoch {r.epoch}: train loss {r.train_loss:.4f}, {scores} ({r.seconds:.1f}s)")
+            say(r.summary())
 
         # A diverging run overflows float32 on the way to its one-line "diverged" error; numpy's
         # warnings about that would only clutter the terminal. Training warnings are printed below.
@@ -184,11 +180,9 @@ def run(
     finally:
         if progress is not None:
             progress.stop()
-    validation, metrics = model.metadata.get("validation"), model.metadata["metrics"]
-    if validation:
-        stopped = f"; stopped early after epoch {model.metadata['history'][-1]['epoch']}" if validation["stopped_early"] else ""
-        say(f"test accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_macro_f1']:.4f} with the weights of "
-            f"epoch {validation['weights_from_epoch']} (best {validation['monitor']}: epoch {validation['best_epoch']}{stopped})")
+    summary = final_summary(model.metadata)  # with a validation split: the test scores, scored once
+    if summary:
+        say(summary)
     found = model.metadata.get("warnings", [])
     for message in found:
         typer.echo(f"warning: {message}", err=True)

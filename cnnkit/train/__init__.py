@@ -4,6 +4,6 @@ a bundle records about it.
 """
 
 from .health import TrainingWarning
-from .loop import EpochCallback, EpochRecord, History, StepCallback, evaluate, fit, training_metadata
+from .loop import EpochCallback, EpochRecord, History, StepCallback, evaluate, final_summary, fit, training_metadata
 
-__all__ = ["EpochCallback", "EpochRecord", "History", "StepCallback", "TrainingWarning", "evaluate", "fit", "training_metadata"]
+__all__ = ["EpochCallback", "EpochRecord", "History", "StepCallback", "TrainingWarning", "evaluate", "final_summary", "fit", "training_metadata"]

@@ -43,6 +43,14 @@ class EpochRecord:
         """What a bundle's history keeps: the figures this run has, without the wall time."""
         return {k: v for k, v in asdict(self).items() if k != "seconds" and v is not None}
 
+    def summary(self) -> str:
+        """The epoch as one line of text (what `cnnkit run` prints)."""
+        if self.val_loss is None:
+            scores = f"test accuracy {self.test_accuracy:.4f}, macro-F1 {self.test_macro_f1:.4f}"
+        else:
+            scores = f"val loss {self.val_loss:.4f}, val accuracy {self.val_accuracy:.4f}, val macro-F1 {self.val_macro_f1:.4f}"
+        return f"epoch {self.epoch}: train loss {self.train_loss:.4f}, {scores} ({self.seconds:.1f}s)"
+
 
 class History(list):
     """The EpochRecords of a run, in order, and how the run ended.
@@ -82,22 +90,11 @@ def fit(
     plain SGD is the seed notebook's algorithm. A non-finite loss stops training at its step with a
     DataError; a run that ends diverged or at chance level warns (TrainingWarning, also in ``History.warnings``).
     """
-    spec, settings = model.spec, model.spec.train
+    settings = model.spec.train
     _check_classes(model, data)
-    x = model.preprocess(data.train_images)  # (N, C, H, W) float32, converted once
-    y = np.asarray(data.train_labels, dtype=np.int64)
+    x, y, held_out = _training_arrays(model, data)
     x_test = model.preprocess(data.test_images)
-    held_out = None
-    if spec.data.validation is not None:
-        keep, held = stratified_split(y, spec.data.validation, settings.seed, list(data.classes))
-        held_out = (x[held], y[held])
-        x, y = x[keep], y[keep]
-    augment = None
-    if spec.data.augment is not None:
-        # Crops pad with black, as torchvision pads raw images: the model value of a raw 0 pixel.
-        fill = float(model.preprocess(np.zeros((1, *model.input_shape), np.float32)).flat[0])
-        augment = Augmenter(spec.data.augment, fill, settings.seed)
-        augment = augment if augment.active else None
+    augment = _augmenter(model)
     optimizer_cls = OPTIMIZERS[settings.optimizer["type"]]
     optimizer = optimizer_cls(optimizer_cls.Params.model_validate(settings.optimizer), model.weights)
     monitor = restore = None
@@ -155,7 +152,7 @@ def fit(
         if kept != last:
             for name, w in best_weights.items():
                 model.weights[name][...] = w  # in place: the layers hold views of these arrays
-        history.test = _test_scores(model, x_test, data.test_labels)
+        history.test = _test_scores(model, x_test, data.test_labels)  # once, with the weights the model keeps
         history.validation = {"examples": len(held_out[1]), "monitor": monitor.monitor, "best_epoch": monitor.best_epoch,
                               "weights_from_epoch": kept, "stopped_early": last < settings.epochs}
     history.warnings = _health(history, first_loss, model.output_shape[-1], data.test_labels, held_out)
@@ -176,6 +173,27 @@ def _check_classes(model: Model, data: Dataset) -> None:
             raise DataError(f"{split} labels range over {labels.min()}..{labels.max()}, but the model has {classes} outputs")
 
 
+def _training_arrays(model: Model, data: Dataset) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """Preprocessed training images and labels, and the held-out (images, labels) when the spec asks for a split."""
+    x = model.preprocess(data.train_images)  # (N, C, H, W) float32, converted once
+    y = np.asarray(data.train_labels, dtype=np.int64)
+    size = model.spec.data.validation
+    if size is None:
+        return x, y, None
+    keep, held = stratified_split(y, size, model.spec.train.seed, list(data.classes))
+    return x[keep], y[keep], (x[held], y[held])
+
+
+def _augmenter(model: Model) -> Augmenter | None:
+    spec = model.spec.data.augment
+    if spec is None:
+        return None
+    # Crops pad with black, as torchvision pads raw images: the model value of a raw 0 pixel.
+    fill = float(model.preprocess(np.zeros((1, *model.input_shape), np.float32)).flat[0])
+    augment = Augmenter(spec, fill, model.spec.train.seed)
+    return augment if augment.active else None
+
+
 def _test_scores(model: Model, x_test: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     if not len(x_test):
         return {"accuracy": float("nan"), "macro_f1": float("nan")}
@@ -193,6 +211,16 @@ def _health(history: History, first_loss: float | None, classes: int, test_label
     elif held_out is not None:
         found.append(chance_warning(history[-1].val_accuracy, held_out[1], "validation"))
     return [message for message in found if message]
+
+
+def final_summary(metadata: dict[str, Any]) -> str | None:
+    """With a validation split, the end of a run as one line: the test scores and whose weights earned them."""
+    validation, metrics = metadata.get("validation"), metadata.get("metrics", {})
+    if not validation:
+        return None
+    stopped = f"; stopped early after epoch {metadata['history'][-1]['epoch']}" if validation["stopped_early"] else ""
+    return (f"test accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_macro_f1']:.4f} with the weights of "
+            f"epoch {validation['weights_from_epoch']} (best {validation['monitor']}: epoch {validation['best_epoch']}{stopped})")
 
 
 def training_metadata(model: Model, data: Dataset, history: list[EpochRecord]) -> dict[str, Any]:
