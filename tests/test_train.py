@@ -210,3 +210,17 @@ def test_a_dropout_model_trains_reproducibly(tmp_path):
     data = tiny_data()
     a = cnnkit.train(spec, data).save(tmp_path / "a.cnnkit").read_bytes()
     assert a == cnnkit.train(spec, data).save(tmp_path / "b.cnnkit").read_bytes()
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_adam_at_lr_1e6_on_real_fashion_mnist_ends_with_both_warnings():
+    spec = json.loads(SEED_SPEC.read_text())
+    spec["data"].update(dir=str(REAL_DATA), train_limit=1000, test_limit=500)
+    spec["train"].update(epochs=1, batch_size=16, optimizer={"type": "adam", "lr": 1e6})
+    with pytest.warns(TrainingWarning) as caught:
+        model = cnnkit.train(spec, load_fashion_mnist(REAL_DATA, 1000, 500))
+    messages = [str(w.message) for w in caught if w.category is TrainingWarning]
+    assert len(messages) == 2 and "training loss grew" in messages[0] and "at chance level" in messages[1]
+    assert model.metadata["warnings"] == messages
