@@ -197,12 +197,14 @@ class Model:
         """Write the state the layers reported into their weights (in place: optimizers and the
         per-layer views share these arrays). Several parts' values are averaged, weighted by their
         sample counts and summed in part order, so the result depends on the thread count only."""
-        total = sum(sizes)  # several parts: each has at least MIN_PART samples
-        for i, reported in part_updates[0].items():
+        for i, reported in part_updates[0].items():  # all checked before anything is written
             names = self.layers[i].layer.non_trainable
             for name in reported:
                 if name not in names:
                     raise CnnkitError(f"layer {i} ({self.layers[i].type}) reported an update of {name!r}, which is not one of its non_trainable weights {list(names)}")
+        total = sum(sizes)  # several parts: each has at least MIN_PART samples
+        for i, reported in part_updates[0].items():
+            for name in reported:
                 target = self._layer_weights[i][name]
                 if len(sizes) == 1:
                     target[...] = reported[name]

@@ -13,7 +13,6 @@ the "randomness" check then asserts that the same seed repeats and different see
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import tempfile
 from collections.abc import Callable
@@ -27,6 +26,9 @@ from pydantic import ValidationError
 from . import registry
 from .errors import RegistryError, SpecError
 from .layers.base import Layer, Shape
+from .split_checks import check_per_part, check_per_sample, check_per_sample_random, forward_with_fixed_rng, takes
+
+__all__ = ["CheckResult", "check_gradients", "check_layer", "forward_with_fixed_rng", "numerical_gradient", "run_checks"]
 
 # Tried in order when no input shape is given: an image-like input, then a flat one (dense, softmax).
 DEFAULT_INPUT_SHAPES: tuple[Shape, ...] = ((3, 8, 8), (12,))
@@ -45,14 +47,6 @@ def numerical_gradient(f: Callable[[], float], array: np.ndarray, eps: float = 1
         flat[i] = original
         gflat[i] = (up - down) / (2 * eps)
     return grad
-
-
-def forward_with_fixed_rng(layer: Layer, weights: dict[str, np.ndarray], x: np.ndarray, train: bool, seed: int = 0, **kwargs):
-    """``layer.forward``, with ``rng=np.random.default_rng(seed)`` in training if forward takes ``rng``
-    (a fresh generator each call, so every call draws the same numbers)."""
-    if train and "rng" in inspect.signature(layer.forward).parameters:
-        kwargs["rng"] = np.random.default_rng(seed)
-    return layer.forward(weights, x, train=train, **kwargs)
 
 
 def check_gradients(
@@ -221,7 +215,7 @@ def _check_determinism(s: _Subject) -> str:
         first, _ = forward_with_fixed_rng(s.layer, copy.deepcopy(base), x.copy(), train, s.seed)
         second, _ = forward_with_fixed_rng(s.layer, copy.deepcopy(base), x.copy(), train, s.seed)
         if not np.array_equal(first, second):
-            seeded = " and generator seed" if train and _takes(s.layer, "rng") else ""
+            seeded = " and generator seed" if train and takes(s.layer, "rng") else ""
             raise AssertionError(f"two forward passes ({'train' if train else 'inference'} mode) on the same input{seeded} and weights differ")
     weights = _weights(s)
     before = copy.deepcopy(weights)
@@ -246,10 +240,6 @@ def _check_batch_independence(s: _Subject) -> str:
     return f"each of {s.batch} rows equals that sample alone"
 
 
-def _takes(layer: Layer, keyword: str) -> bool:
-    return keyword in inspect.signature(layer.forward).parameters
-
-
 def _check_training_split(s: _Subject) -> CheckResult | str:
     name = "training split"
     cls = type(s.layer)
@@ -257,95 +247,12 @@ def _check_training_split(s: _Subject) -> CheckResult | str:
         return CheckResult(name, "skip", "per_sample_in_training is False (and per_part_in_training too), so a model never splits a training batch through this layer")
     if s.batch < 2:
         return CheckResult(name, "skip", f"a batch of {s.batch} cannot be split; use a batch of 2 or more")
-    if not cls.per_sample_in_training:
-        return _check_per_part(s)
-    if _takes(s.layer, "rng"):
-        return _check_per_sample_random(s)
-    return _check_per_sample(s)
-
-
-def _check_per_sample(s: _Subject) -> str:
-    # What per_sample_in_training promises a model that splits a training batch over threads: each
-    # part's rows are the whole batch's rows, the parts' weight gradients add up to the batch's, and
-    # forward leaves the weights alone (the parts run at once and share them).
-    weights = _weights(s, np.float64)
-    before = copy.deepcopy(weights)
-    x = _random_input(s, np.float64)
-    whole, backprop = s.layer.forward(weights, x, train=True)
-    changed = sorted(k for k in weights if not np.array_equal(weights[k], before[k]))
-    if changed:
-        raise AssertionError(f"forward in training mode changed weights {changed}, but per_sample_in_training = True says parts of a batch can run at once on the same weights")
-    dy = np.random.default_rng([s.seed, 3]).normal(size=whole.shape)
-    dx, grads = backprop(dy)
-    summed: dict[str, np.ndarray] = {}
-    split = f"a batch of {s.batch} split into 1 + {s.batch - 1}"
-    for lo, hi in ((0, 1), (1, s.batch)):
-        what = "the first sample" if lo == 0 else "the other samples"
-        part, part_backprop = s.layer.forward(weights, x[lo:hi], train=True)
-        part_dx, part_grads = part_backprop(dy[lo:hi])
-        for label, got, expected in (("output", part, whole[lo:hi]), ("input gradient", part_dx, dx[lo:hi])):
-            if not np.allclose(got, expected, rtol=1e-10, atol=1e-12):
-                worst = float(np.max(np.abs(got - expected)))
-                raise AssertionError(f"in training mode, the {label} of {what} run alone differs from its rows in the whole batch ({split}; max abs difference {worst:.3g}), but per_sample_in_training = True")
-        if set(part_grads) != set(grads):
-            raise AssertionError(f"in training mode, backprop of {what} returned gradients {sorted(part_grads)}, the whole batch {sorted(grads)}")
-        for k, g in part_grads.items():
-            summed[k] = summed[k] + g if k in summed else g
-    for k, g in grads.items():
-        if not np.allclose(summed[k], g, rtol=1e-10, atol=1e-12):
-            worst = float(np.max(np.abs(summed[k] - g)))
-            raise AssertionError(f"in training mode, the gradients of {k!r} from the parts of {split} do not add up to the whole batch's (max abs difference {worst:.3g}), but per_sample_in_training = True")
-    return f"{split}: same rows, input gradients and summed weight gradients; weights unchanged"
-
-
-def _check_per_sample_random(s: _Subject) -> str:
-    # A random layer's draws depend on the batch it is given, so parts cannot be compared with the
-    # whole. With one generator seed, though, the first sample's output, input gradient and share of
-    # the weight gradients must not change when the other samples change.
-    weights = _weights(s, np.float64)
-    before = copy.deepcopy(weights)
-    x = _random_input(s, np.float64)
-    others = x.copy()
-    others[1:] = np.random.default_rng([s.seed, 4]).normal(size=others[1:].shape)
-    results = []
-    for batch in (x, others):
-        y, backprop = forward_with_fixed_rng(s.layer, weights, batch, True, s.seed)
-        dy = np.zeros_like(y)
-        dy[0] = np.random.default_rng([s.seed, 3]).normal(size=y[0].shape)
-        results.append((y[0], *backprop(dy)))
-    changed = sorted(k for k in weights if not np.array_equal(weights[k], before[k]))
-    if changed:
-        raise AssertionError(f"forward in training mode changed weights {changed}, but per_sample_in_training = True says parts of a batch can run at once on the same weights")
-    (y, dx, grads), (y2, dx2, grads2) = results
-    for label, got, expected in (("output", y2, y), ("input gradient", dx2[0], dx[0]), *((f"gradient of {k!r}", grads2.get(k), g) for k, g in grads.items())):
-        if got is None or not np.allclose(got, expected, rtol=1e-10, atol=1e-12):
-            raise AssertionError(f"in training mode with a fixed generator, the first sample's {label} changed when the other samples changed, but per_sample_in_training = True")
-    return "with a fixed generator, the first sample's output and gradients ignore the other samples; weights unchanged"
-
-
-def _check_per_part(s: _Subject) -> str:
-    # What per_part_in_training promises: forward run on a part (with its own statistics) writes no
-    # weight when given ``updates``, and reports only non_trainable weights there, with their shapes.
-    weights = _weights(s, np.float64)
-    before = copy.deepcopy(weights)
-    kwargs = {"updates": {}} if _takes(s.layer, "updates") else {}
-    forward_with_fixed_rng(s.layer, weights, _random_input(s, np.float64), True, s.seed, **kwargs)
-    changed = sorted(k for k in weights if not np.array_equal(weights[k], before[k]))
-    if changed:
-        raise AssertionError(f"forward in training mode changed weights {changed}, but per_part_in_training = True says parts of a batch run at once on the same weights (report state in `updates`)")
-    updates = kwargs.get("updates", {})
-    stray = sorted(set(updates) - set(s.layer.non_trainable))
-    if stray:
-        raise AssertionError(f"forward reported updates of {stray}, which are not non_trainable weights ({list(s.layer.non_trainable)})")
-    for k, value in updates.items():
-        if np.shape(value) != weights[k].shape or not np.all(np.isfinite(value)):
-            raise AssertionError(f"forward reported an update of {k!r} with shape {list(np.shape(value))} (the weight's is {list(weights[k].shape)}) or non-finite values")
-    reported = f"reports {sorted(updates)} in updates" if updates else "reports no state"
-    return f"per-part statistics: forward writes no weight and {reported}"
+    check = check_per_part if not cls.per_sample_in_training else check_per_sample_random if takes(s.layer, "rng") else check_per_sample
+    return check(s.layer, _weights(s, np.float64), _random_input(s, np.float64), s.seed)
 
 
 def _check_randomness(s: _Subject) -> CheckResult | str:
-    if not _takes(s.layer, "rng"):
+    if not takes(s.layer, "rng"):
         return CheckResult("randomness", "skip", "forward takes no rng, so the layer draws no random numbers")
     weights, x = _weights(s), _random_input(s, np.float32)
 
@@ -433,13 +340,16 @@ def check_layer(
     seed: int = 0,
 ) -> list[CheckResult]:
     """Assert that a layer honours the contract: output shape, float64 gradients (train and inference),
-    determinism, batch independence in inference, what ``per_sample_in_training = True`` claims (in
-    training, a batch split in two gives the same rows and the same summed weight gradients, and
-    forward changes no weights), and an exact bundle round trip.
+    determinism, randomness (a forward taking ``rng``: the same generator seed repeats, different
+    seeds differ), batch independence in inference, what ``per_sample_in_training = True`` claims (in
+    training, a batch split in two gives the same rows and the same summed weight gradients — for a
+    random layer: with a fixed generator, one sample's output and gradients ignore the others — and
+    forward changes no weights), what ``per_part_in_training = True`` claims (forward given
+    ``updates`` writes no weight and reports only non_trainable ones), and an exact bundle round trip.
 
     ``type_or_class`` is a registered type name or a Layer subclass (a class that is not registered
-    skips the bundle check; a class with ``per_sample_in_training`` False skips the training-split
-    check). ``input_shape`` excludes the batch axis; by default (3, 8, 8), or (12,) for layers that
+    skips the bundle check; a class claiming neither per_sample_in_training nor per_part_in_training
+    skips the training-split check; one whose forward takes no ``rng`` skips the randomness check). ``input_shape`` excludes the batch axis; by default (3, 8, 8), or (12,) for layers that
     need a flat input. Raises AssertionError naming every failed check.
     """
     shape, results = run_checks(type_or_class, params, input_shape, batch, seed)

@@ -183,14 +183,14 @@ def _step(model, x, dy, threads, monkeypatch):
     return y, backprop(dy)
 
 
-def test_batchnorm_model_splits_training_with_per_part_statistics(monkeypatch, run_all_calls):
+def test_batchnorm_model_splits_training_with_per_part_statistics(monkeypatch):
     rng = np.random.default_rng(0)
     n = 4 * MIN_PART
     x = rng.normal(size=(n, 1, 12, 12)).astype(np.float32)
     dy = rng.normal(size=(n, 10)).astype(np.float32)
     split, whole, halves = (cnnkit.build(SPLIT_SPEC) for _ in range(3))
     y_split, g_split = _step(split, x, dy, 2, monkeypatch)
-    assert run_all_calls == [2, 2]  # forward and backprop each ran in two threads
+    assert split._parts(n, train=True) == [(0, n // 2), (n // 2, n)]  # two threads, a half each
     y_whole, g_whole = _step(whole, x, dy, 1, monkeypatch)
 
     # Exactly what data-parallel training without synchronised batch norm computes: each half run
@@ -258,3 +258,30 @@ def test_a_bundle_recording_batchnorm2d_from_cnnkit_extra_loads_with_the_core_la
     assert bundle.read(old).providers["batchnorm2d"] == {"dist": "cnnkit-extra", "version": "0.1.0"}
     images = np.random.default_rng(0).integers(0, 255, (4, 12, 12)).astype(np.uint8)
     np.testing.assert_array_equal(cnnkit.load(old).predict_proba(images), model.predict_proba(images))
+
+
+STRAY_UPDATE = '''
+"""A per-part layer that reports a trainable weight as state (wrong)."""
+from cnnkit.layers.batchnorm import BatchNorm2D
+
+
+class StrayUpdate(BatchNorm2D):
+    def forward(self, weights, x, train, *, updates=None):
+        y, backprop = super().forward(weights, x, train, updates=updates)
+        if updates is not None:
+            updates["gamma"] = weights["gamma"] * 2
+        return y, backprop
+'''
+
+
+def test_a_layer_reporting_a_trainable_weight_as_state_is_a_one_line_error(monkeypatch, tmp_path):
+    from fakeplugins import write_dist
+
+    write_dist(tmp_path, "fake-stray", "0.1", {"stray_bn": "fake_stray:StrayUpdate"}, {"fake_stray": STRAY_UPDATE})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = cnnkit.build({**SPLIT_SPEC, "layers": [SPLIT_SPEC["layers"][0], {"type": "stray_bn"}, *SPLIT_SPEC["layers"][2:]]})
+    before = {k: v.copy() for k, v in model.weights.items()}
+    with pytest.raises(cnnkit.CnnkitError, match=r"^layer 1 \(stray_bn\) reported an update of 'gamma', which is not one of its non_trainable weights \['running_mean', 'running_var'\]$"):
+        model.forward(np.ones((2, 1, 12, 12), np.float32), train=True)
+    for k, v in before.items():  # nothing written, the running statistics included
+        np.testing.assert_array_equal(model.weights[k], v)

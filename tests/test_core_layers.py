@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import cnnkit
-from cnnkit.data import load_fashion_mnist
+from cnnkit.data import Dataset, load_fashion_mnist
 from cnnkit.layers.avgpool import AvgPool2D
 from cnnkit.layers.dropout import Dropout
 from cnnkit.layers.global_avg_pool import GlobalAvgPool2D
@@ -17,7 +17,7 @@ from cnnkit.layers.sigmoid import Sigmoid
 from cnnkit.layers.tanh import Tanh
 from cnnkit.model import MIN_PART, Model
 from cnnkit.testing import check_gradients
-from conftest import REAL_DATA
+from conftest import REAL_DATA, synthetic_images
 
 TORCH_RTOL, TORCH_ATOL = 1e-5, 1e-6  # float32, as in tests/test_layers.py but these sum little
 
@@ -236,3 +236,35 @@ def test_a_dropout_model_trains_on_real_fashion_mnist_and_beats_chance():
     metrics = model.metadata["metrics"]
     assert metrics["test_accuracy"] > 0.6, metrics  # chance is 0.1
     assert metrics["test_macro_f1"] > 0.5, metrics
+
+
+def test_every_new_layer_in_one_model_trains_splits_and_round_trips(monkeypatch, tmp_path):
+    spec = {
+        "name": "all-new-layers",
+        "input": {"shape": [1, 28, 28]},
+        "layers": [
+            {"type": "conv2d", "filters": 4, "kernel_size": 3, "stride": 2, "use_bias": False},
+            {"type": "batchnorm2d"},
+            {"type": "tanh"},
+            {"type": "avgpool2d", "pool_size": 3, "stride": 2, "padding": 1, "count_include_pad": False},
+            {"type": "conv2d", "filters": 8, "kernel_size": 3, "padding": "same"},
+            {"type": "sigmoid"},
+            {"type": "global_avg_pool2d"},
+            {"type": "dropout", "rate": 0.2},
+            {"type": "dense", "units": 10},
+            {"type": "softmax"},
+        ],
+        "train": {"epochs": 3, "batch_size": 2 * MIN_PART, "optimizer": {"type": "adam", "lr": 0.03}, "seed": 0},
+    }
+    images, labels = synthetic_images(256, 1)
+    data = Dataset(images, labels.astype(np.int64), images[:64], labels[:64].astype(np.int64), [str(i) for i in range(10)], "synthetic")
+    monkeypatch.setenv("CNNKIT_NUM_THREADS", "2")
+    model = cnnkit.train(spec, data)
+    assert model._parts(2 * MIN_PART, train=True) == [(0, MIN_PART), (MIN_PART, 2 * MIN_PART)]  # it trained split
+    history = model.metadata["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    split = model.predict_proba(images[:64])
+    monkeypatch.setenv("CNNKIT_NUM_THREADS", "1")
+    np.testing.assert_allclose(model.predict_proba(images[:64]), split, rtol=1e-5, atol=1e-6)  # inference: per-sample
+    loaded = cnnkit.load(cnnkit.save(model, tmp_path / "all.cnnkit"))
+    np.testing.assert_array_equal(loaded.predict_proba(images[:64]), model.predict_proba(images[:64]))

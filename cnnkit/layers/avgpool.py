@@ -77,6 +77,6 @@ class AvgPool2D(Layer):
                     at(dx, i, j)[...] = share
                 else:
                     at(dx, i, j)[...] += share
-            return (dx[:, :, p : p + h, p : p + w] if p else dx), {}
+            return (np.ascontiguousarray(dx[:, :, p : p + h, p : p + w]) if p else dx), {}  # the layer below gets a plain array
 
         return y, backprop
