@@ -179,6 +179,7 @@ def test_crop_pads_with_black_in_model_units(monkeypatch):
         ({"erasing": {"ratio": [0, 1]}}, [1, 28, 28], "data.augment.erasing.ratio"),
         ({"erasing": {"p": 1.5}}, [1, 28, 28], "data.augment.erasing.p"),
         ({"flip": True}, [1, 28, 28], "data.augment.flip: unknown field"),
+        ({"erasing": {"value": float("inf")}}, [1, 28, 28], "data.augment.erasing.value: input should be a finite number"),
     ],
 )
 def test_bad_augmentation_is_a_spec_error_at_its_path(augment, shape, path):

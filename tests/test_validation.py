@@ -81,7 +81,8 @@ def test_bad_validation_values_are_spec_errors(value):
 @pytest.mark.parametrize(
     ("train", "path"),
     [({"early_stopping": {"patience": 2}}, "train.early_stopping: needs data.validation"),
-     ({"restore_best": True}, "train.restore_best: needs data.validation")],
+     ({"restore_best": True}, "train.restore_best: needs data.validation"),
+     ({"early_stopping": {"min_delta": float("nan")}}, "train.early_stopping.min_delta: input should be a finite number")],
 )
 def test_validation_only_keys_need_a_split(train, path):
     with pytest.raises(SpecError, match=path):
