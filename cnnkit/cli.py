@@ -153,7 +153,8 @@ def run(
     d = model_spec.data
     data = load_fashion_mnist(d.dir, d.train_limit, d.test_limit)
     say = (lambda msg: None) if quiet else typer.echo
-    say(f"training {model_spec.name} on {len(data.train_labels):,} images from {data.source} "
+    held = d.validation if d.validation is None or isinstance(d.validation, int) else f"{d.validation:.0%}"
+    say(f"training {model_spec.name} on {len(data.train_labels):,} images from {data.source}{'' if held is None else f' ({held} held out for validation)'} "
         f"({model_spec.train.epochs} epoch{'s' if model_spec.train.epochs != 1 else ''}, batch {model_spec.train.batch_size})")
     started = time.perf_counter()
     progress = None if quiet or not sys.stderr.isatty() else _progress_bar()

@@ -224,3 +224,17 @@ def test_adam_at_lr_1e6_on_real_fashion_mnist_ends_with_both_warnings():
     messages = [str(w.message) for w in caught if w.category is TrainingWarning]
     assert len(messages) == 2 and "training loss grew" in messages[0] and "at chance level" in messages[1]
     assert model.metadata["warnings"] == messages
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_augmentation_and_validation_on_real_fashion_mnist():
+    spec = json.loads(SEED_SPEC.read_text())
+    spec["data"].update(dir=str(REAL_DATA), train_limit=2400, test_limit=1000, validation=0.1,
+                        augment={"crop_padding": 2, "hflip": True, "erasing": {"p": 0.25}})
+    spec["train"].update(epochs=2, batch_size=16, optimizer={"type": "adam", "lr": 0.002}, early_stopping={"patience": 1})
+    model = cnnkit.train(spec, load_fashion_mnist(REAL_DATA, 2400, 1000))
+    meta = model.metadata
+    assert meta["train_examples"] == 2160 and meta["validation"]["examples"] == 240
+    assert all(r["val_accuracy"] > 0.5 for r in meta["history"]), meta["history"]  # chance is 0.1
+    assert meta["metrics"]["test_accuracy"] > 0.6 and "warnings" not in meta, meta

@@ -188,6 +188,7 @@ def test_the_cli_shows_validation_lines_and_the_final_test_score(tmp_path, synth
     assert result.exit_code == 0, result.output
     assert "epoch 2: train loss" in result.stdout and "val accuracy" in result.stdout and "test accuracy" not in result.stdout.split("\n")[1]
     assert "test accuracy" in result.stdout and "with the weights of epoch" in result.stdout
+    assert "(40 held out for validation)" in result.stdout.splitlines()[0]
     too_big = CliRunner().invoke(app, ["run", str(tmp_path / "v.json"), "--set", "data.validation=5000", "--out", str(tmp_path / "w.cnnkit")])
     assert too_big.exit_code == 1 and too_big.stderr.startswith("error: data.validation: holds out 5000 examples")
     assert not (tmp_path / "w.cnnkit").exists()
