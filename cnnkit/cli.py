@@ -146,15 +146,19 @@ def run(
     spec: Path,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle to write (default: <spec name>.cnnkit).")] = None,
     set_: SetOption = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-epoch lines.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-epoch lines (warnings are still shown).")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail (exit 1, no bundle written) when training ends with a warning.")] = False,
 ):
     """Train the model a spec describes on its dataset and write a bundle."""
+    import warnings
+
     import numpy as np
 
     from . import train
     from .bundle import save
     from .data import load_dataset
     from .spec import load_spec
+    from .train import TrainingWarning, final_summary
 
     model_spec = load_spec(spec, set_ or [])
     # The name is free text: only its last path component names the default file.
@@ -164,9 +168,11 @@ def run(
         raise CnnkitError(f"cannot write {target}: folder {target.parent} does not exist")
     if target.is_dir():
         raise CnnkitError(f"cannot write {target}: it is a directory; give a file name such as {target / 'model.cnnkit'}")
-    data = load_dataset(model_spec.data, tuple(model_spec.input.shape))
+    d = model_spec.data
+    data = load_dataset(d, tuple(model_spec.input.shape))
     say = (lambda msg: None) if quiet else typer.echo
-    say(f"training {model_spec.name} on {len(data.train_labels):,} images from {data.source} "
+    held = d.validation if d.validation is None or isinstance(d.validation, int) else f"{d.validation:.0%}"
+    say(f"training {model_spec.name} on {len(data.train_labels):,} images from {data.source}{'' if held is None else f' ({held} held out for validation)'} "
         f"({model_spec.train.epochs} epoch{'s' if model_spec.train.epochs != 1 else ''}, batch {model_spec.train.batch_size})")
     started = time.perf_counter()
     progress = None if quiet or not sys.stderr.isatty() else _progress_bar()
@@ -183,16 +189,24 @@ def run(
         def on_epoch(r):
             if progress is not None:
                 progress.reset(task)
-            say(f"epoch {r.epoch}: train loss {r.train_loss:.4f}, test accuracy {r.test_accuracy:.4f}, "
-                f"macro-F1 {r.test_macro_f1:.4f} ({r.seconds:.1f}s)")
+            say(r.summary())
 
         # A diverging run overflows float32 on the way to its one-line "diverged" error; numpy's
-        # warnings about that would only clutter the terminal.
-        with np.errstate(over="ignore", invalid="ignore"):
+        # warnings about that would only clutter the terminal. Training warnings are printed below.
+        with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", TrainingWarning)
             model = train(model_spec, data, on_step=on_step, on_epoch=on_epoch)
     finally:
         if progress is not None:
             progress.stop()
+    summary = final_summary(model.metadata)  # with a validation split: the test scores, scored once
+    if summary:
+        say(summary)
+    found = model.metadata.get("warnings", [])
+    for message in found:
+        typer.echo(f"warning: {message}", err=True)
+    if strict and found:
+        _fail(f"--strict: training ended with {len(found)} warning{'s' if len(found) > 1 else ''}; no bundle written")
     save(model, target)
     say(f"wrote {target} in {time.perf_counter() - started:.1f}s total")
 

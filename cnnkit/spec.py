@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, field_validator, model_serializer
 
 from . import registry
 from .contract import declared_output_shape
@@ -23,6 +23,7 @@ from .data.sources import DATASETS
 from .errors import RegistryError, SpecError
 from .layers.base import Layer, Shape
 from .optim import OPTIMIZERS, SCHEDULES
+from .spec_training import OPTIONAL_KEYS, VALIDATION_SIZE_SCHEMA, AugmentSpec, EarlyStopping, check_training_keys, check_validation_size
 
 
 class _Strict(BaseModel):
@@ -54,6 +55,11 @@ class DataSpec(BaseModel):
     dataset: str = Field("fashion-mnist", description="a dataset source (cnnkit datasets lists them); its params sit beside this key")
     train_limit: PositiveInt | None = Field(None, description="use only the first N training examples")
     test_limit: PositiveInt | None = Field(None, description="use only the first N test examples")
+    validation: int | float | None = Field(None, description="hold out N training examples (an integer) or a fraction in (0, 1), stratified by class; null = none",
+                                           json_schema_extra={"anyOf": VALIDATION_SIZE_SCHEMA})
+    augment: AugmentSpec | None = Field(None, description="augmentation of training batches; null = none")
+
+    _validation = field_validator("validation", mode="before")(check_validation_size)
 
     def source_params(self) -> dict[str, Any]:
         """The keys that belong to the source (every key that is not a general one)."""
@@ -75,6 +81,8 @@ class TrainSpec(_Strict):
     clip_grad_norm: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = Field(None, description="scale the gradients so their joint L2 norm is at most this; null: no clipping")
     seed: NonNegativeInt = 0
     shuffle: bool = True
+    early_stopping: EarlyStopping | None = Field(None, description="needs data.validation; null = train all epochs")
+    restore_best: bool | None = Field(None, description="end with the weights of the best validation epoch; default: true when data.validation is set")
 
 
 class ModelSpec(_Strict):
@@ -88,8 +96,13 @@ class ModelSpec(_Strict):
     train: TrainSpec = TrainSpec()
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-compatible dict (defaults filled in), the form stored in bundles."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=False, exclude={"schema_"})
+        """Plain JSON-compatible dict (defaults filled in, unset OPTIONAL_KEYS left out), the form stored in bundles."""
+        out = self.model_dump(mode="json", by_alias=True, exclude_none=False, exclude={"schema_"})
+        for section, keys in OPTIONAL_KEYS.items():
+            for key in keys:
+                if out[section].get(key) is None:
+                    out[section].pop(key, None)
+        return out
 
 
 @dataclass(frozen=True)
@@ -187,6 +200,7 @@ def validate_spec(data: Any, *, dataset: bool = True) -> ModelSpec:
     data_spec = _validate_data(spec.data, errors) if dataset else spec.data
     optimizer = _validate_optimizer(spec.train.optimizer, errors)
     schedule = _validate_schedule(spec.train.schedule, optimizer.get("lr"), errors)
+    check_training_keys(spec, errors)
     resolved = _resolve(spec, errors)
     if errors:
         raise SpecError(errors)

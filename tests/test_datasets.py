@@ -26,7 +26,7 @@ from conftest import REAL_DATA, SEED_SPEC, TINY_SPEC, synthetic_images, write_id
 from fakeplugins import write_dist
 
 runner = CliRunner()
-train_module = sys.modules["cnnkit.train"]  # the module: the package's attribute `train` is the function
+train_module = sys.modules["cnnkit.train.loop"]  # the loop module (the package attribute `train` is the function)
 realdata = pytest.mark.skipif(not (REAL_DATA / "train-images-idx3-ubyte.gz").is_file(), reason="real Fashion-MNIST not installed")
 
 
@@ -320,6 +320,13 @@ def test_memory_mapped_training_converts_per_batch_to_the_same_weights(tmp_path,
         tracemalloc.stop()
     assert weights_equal(eager, lazy) and eager.metadata == lazy.metadata
     assert peak < x.size * 4 / 2  # never the whole training set as float32 (9.4 MB here)
+    # with a validation split, the held-out share is converted once and the rest per batch
+    spec["data"]["validation"] = 0.2
+    spec["train"]["epochs"] = 2
+    lazy = cnnkit.train(spec)
+    monkeypatch.setattr(train_module, "EAGER_BYTES", 512 << 20)
+    eager = cnnkit.train(spec)
+    assert weights_equal(eager, lazy) and eager.metadata == lazy.metadata and lazy.metadata["validation"]["examples"] == 600
 
 
 # -- a third-party dataset plugin ----------------------------------------------------------------------------

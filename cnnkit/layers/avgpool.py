@@ -8,7 +8,7 @@ included; false divides each window by the number of real input positions it cov
 from __future__ import annotations
 
 import numpy as np
-from pydantic import NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from .base import Layer, LayerParams
 
@@ -18,9 +18,19 @@ class AvgPool2D(Layer):
 
     class Params(LayerParams):
         pool_size: PositiveInt = 2
-        stride: PositiveInt | None = None  # None: same as pool_size (non-overlapping windows)
-        padding: NonNegativeInt = 0  # zeros on each side, at most pool_size // 2
-        count_include_pad: bool = True  # padded zeros count in each window's mean (PyTorch's default)
+        stride: PositiveInt | None = Field(None, description="default (or null): pool_size, non-overlapping windows")
+        padding: NonNegativeInt = Field(0, description="zeros on each side, at most pool_size // 2")
+        count_include_pad: bool = Field(True, description="padded zeros count in each window's mean (PyTorch's default)")
+
+        @model_validator(mode="before")
+        @classmethod
+        def _fill_stride(cls, data):
+            # Filled in so a validated spec (and a bundle) stores the stride used, as maxpool2d does.
+            if isinstance(data, dict) and data.get("stride") is None:
+                pool = data.get("pool_size", 2)
+                if type(pool) is int and pool > 0:
+                    return {**data, "stride": pool}
+            return data
 
     @property
     def _stride(self) -> int:
