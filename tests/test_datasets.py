@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 import cnnkit
 from cnnkit.cli import app
 from cnnkit.data import DATASETS, load_dataset, load_fashion_mnist
-from cnnkit.errors import DataError, SpecError
+from cnnkit.errors import SpecError
 from cnnkit.spec import validate_spec
 
 from conftest import REAL_DATA, SEED_SPEC, TINY_SPEC, synthetic_images, write_idx
