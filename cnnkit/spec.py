@@ -11,20 +11,30 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, field_validator
 
 from . import registry
 from .errors import RegistryError, SpecError
+from .files import read_regular
 from .layers.base import Layer, Shape
 from .optim import OPTIMIZERS
 
 
+# Limits on what a spec may be, so hostile input fails fast with one line (README "The spec format").
+MAX_SPEC_BYTES = 1 << 20  # a spec file; the seed spec is under 1 KiB
+MAX_NESTING = 32  # objects and arrays inside each other; a real spec nests about 4 deep
+MAX_LAYERS = 1000
+MAX_NAME_LENGTH = 100
+NAME_PATTERN = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME_LENGTH - 1}}}")
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True, allow_inf_nan=False)
 
 
 class Preprocess(_Strict):
@@ -58,11 +68,18 @@ class ModelSpec(_Strict):
     """A whole model: architecture, input, data and training settings. Layers hold normalized params."""
 
     schema_: str | None = Field(None, alias="$schema", description="optional JSON Schema reference for editors")
-    name: str = "model"
+    name: str = Field("model", description="names the default bundle file: 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
     input: InputSpec
     layers: list[dict[str, Any]] = Field(min_length=1)
     data: DataSpec = DataSpec()
     train: TrainSpec = TrainSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_file_name(cls, name: str) -> str:
+        if not NAME_PATTERN.fullmatch(name):
+            raise ValueError(f"name must be 1-{MAX_NAME_LENGTH} letters, digits, '.', '_' or '-', starting with a letter or digit (it names the bundle file)")
+        return name
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible dict (defaults filled in), the form stored in bundles."""
@@ -149,6 +166,7 @@ def validate_spec(data: Any) -> ModelSpec:
     """Validate a parsed spec (a dict) fully, including layer params and shapes. Raises SpecError."""
     if not isinstance(data, dict):
         raise SpecError(f"a spec must be a JSON object. Received: {type(data).__name__}")
+    check_json(data)
     try:
         spec = ModelSpec.model_validate(data)
     except ValidationError as exc:
@@ -263,14 +281,18 @@ def parse_override(assignment: str) -> tuple[list[str | int], Any]:
             raise SpecError(f"--set path {path!r}: list indices count from 0 and cannot be negative. Received: {token}")
         parts.append(int(token) if token.isdigit() else token)
     try:
-        value = json.loads(text)
+        value = parse_json(text)
     except json.JSONDecodeError:
         value = text
+    except SpecError as exc:
+        raise SpecError(f"--set {path}: {exc}") from None
+    check_json(value, tuple(parts))
     return parts, value
 
 
 def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
     """Apply --set assignments to a parsed spec (a copy is returned)."""
+    check_json(data)
     data = json.loads(json.dumps(data))
     for assignment in assignments:
         parts, value = parse_override(assignment)
@@ -300,18 +322,82 @@ def _child(node: Any, part: str | int, so_far: list[str | int], assignment: str)
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:
-    """Parse a spec file as JSON; any failure is a one-line SpecError naming the file and position."""
-    path = Path(path)
+    """Parse a spec file as JSON; any failure is a one-line SpecError naming the file and position.
+
+    The file must be a regular file of at most MAX_SPEC_BYTES (a FIFO or /dev/zero is refused
+    without reading it); duplicate keys, nesting deeper than MAX_NESTING and non-finite numbers
+    (NaN, Infinity, 1e999) are errors naming their JSON path.
+    """
+    data = read_regular(path, "spec file", SpecError, MAX_SPEC_BYTES)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"spec file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read spec file {path}: {exc}") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
-        return json.loads(text)
+        parsed = parse_json(text)
     except json.JSONDecodeError as exc:
         raise SpecError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+    check_json(parsed)
+    return parsed
+
+
+class _RepeatedKeys(dict):
+    """A JSON object that named some keys more than once (``repeated``); check_json reports it."""
+
+    repeated: list[str]
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    repeated = []
+    for key, value in pairs:
+        if key in result:
+            repeated.append(key)
+        result[key] = value
+    if repeated:
+        result = _RepeatedKeys(result)
+        result.repeated = repeated
+    return result
+
+
+def parse_json(text: str) -> Any:
+    """json.loads that remembers repeated keys and turns runaway nesting or huge numbers into SpecError."""
+    try:
+        return json.loads(text, object_pairs_hook=_object)
+    except RecursionError:
+        raise SpecError(f"JSON nested deeper than {MAX_NESTING} levels") from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:  # e.g. an integer literal of more than 4300 digits
+        raise SpecError(f"malformed JSON: {exc}") from None
+
+
+def check_json(data: Any, prefix: tuple[str | int, ...] = ()) -> None:
+    """Structural limits on parsed JSON, every problem named by its JSON path (SpecError).
+
+    Nesting at most MAX_NESTING, no repeated keys, every number finite, at most MAX_LAYERS layers.
+    Iterative, so no input can exhaust the Python stack.
+    """
+    if not prefix and isinstance(data, dict) and isinstance(data.get("layers"), list) and len(data["layers"]) > MAX_LAYERS:
+        raise SpecError([("layers", f"at most {MAX_LAYERS} layers are allowed. Received: {len(data['layers']):,} layers")])
+    errors: list[tuple[str, str]] = []
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, prefix)]
+    while stack and len(errors) < 10:
+        node, loc = stack.pop()
+        if len(loc) - len(prefix) > MAX_NESTING:
+            raise SpecError([(json_path(loc), f"nested deeper than {MAX_NESTING} levels")])
+        if isinstance(node, float) and not math.isfinite(node):
+            errors.append((json_path(loc), f"numbers must be finite. Received: {node}"))
+        elif isinstance(node, dict):
+            for key in getattr(node, "repeated", ()):
+                errors.append((json_path(loc + (key,)), "the key appears more than once in the same object (only one value can count)"))
+            stack.extend((v, loc + (str(k),)) for k, v in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((v, loc + (i,)) for i, v in reversed(list(enumerate(node))))
+    if errors:
+        raise SpecError(errors)
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> ModelSpec:
