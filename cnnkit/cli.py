@@ -52,8 +52,6 @@ def command(*args, **kwargs):
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*a, **kw):
-            from .bundle import InterruptedAfterWrite
-
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, _on_sigterm)
             try:
@@ -61,6 +59,8 @@ def command(*args, **kwargs):
             except (typer.Exit, typer.Abort, SystemExit):
                 raise
             except KeyboardInterrupt as exc:
+                from .bundle import InterruptedAfterWrite
+
                 code = 143 if isinstance(getattr(exc, "signal_exception", exc), Terminated) else 130
                 what = "terminated (SIGTERM)" if code == 143 else "interrupted"
                 if isinstance(exc, InterruptedAfterWrite):
@@ -445,7 +445,11 @@ def _printable(text: str) -> str:
 
 
 def main():
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # between commands' own handlers, e.g. while Click parses arguments
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,9 @@ def check_target(
     target = Path(os.path.realpath(raw)) if os.path.islink(raw) else Path(raw)
     shown = raw if target == Path(raw) else f"{raw} (a symlink to {target})"
     folder = target.parent
+    name_max = _name_max(folder)
+    if len(os.fsencode(target.name)) > name_max:
+        raise OutputError(f"cannot write {shown}: the file name is {len(os.fsencode(target.name))} bytes, more than the {name_max} its folder allows")
     try:
         st = os.stat(target)
     except FileNotFoundError:
@@ -83,9 +86,6 @@ def check_target(
             raise OutputError(f"refusing to overwrite {shown}: it is read-only (--force replaces it)")
     if not folder.is_dir():
         raise OutputError(f"cannot write {shown}: folder {folder} does not exist")
-    name_max = _name_max(folder)
-    if len(os.fsencode(target.name)) > name_max:
-        raise OutputError(f"cannot write {shown}: the file name is {len(os.fsencode(target.name))} bytes, more than the {name_max} its folder allows")
     probe = _temp_name(target)
     try:  # the one reliable test of "can I create a file here" (permissions, read-only mounts, quotas)
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
