@@ -22,6 +22,14 @@ def file_kind(mode: int) -> str:
     return "special file"
 
 
+def _a(what: str) -> str:
+    return f"{'an' if what[:1] in 'aeiou' else 'a'} {what}"
+
+
+def _not_a(what: str) -> str:
+    return f"not {_a(what)}"
+
+
 def check_regular(path: str | os.PathLike, what: str, error: type[CnnkitError]) -> os.stat_result:
     """stat ``path`` and insist on a regular file; the error names what the path is instead."""
     try:
@@ -31,7 +39,7 @@ def check_regular(path: str | os.PathLike, what: str, error: type[CnnkitError]) 
     except OSError as exc:
         raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(st.st_mode):
-        raise error(f"{path} is a {file_kind(st.st_mode)}, not a {what}")
+        raise error(f"{path} is a {file_kind(st.st_mode)}, {_not_a(what)}")
     return st
 
 
@@ -47,20 +55,20 @@ def read_regular(path: str | os.PathLike, what: str, error: type[CnnkitError], m
     except FileNotFoundError:
         raise error(f"{what} not found: {path}") from None
     except IsADirectoryError:
-        raise error(f"{path} is a directory, not a {what}") from None
+        raise error(f"{path} is a directory, {_not_a(what)}") from None
     except OSError as exc:
         raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise error(f"{path} is a {file_kind(st.st_mode)}, not a {what}")
+        raise error(f"{path} is a {file_kind(st.st_mode)}, {_not_a(what)}")
     with os.fdopen(fd, "rb") as fh:
         if st.st_size > max_bytes:
-            raise error(f"{path}: {st.st_size:,} bytes is more than a {what} may have ({max_bytes:,})")
+            raise error(f"{path}: {st.st_size:,} bytes is more than {_a(what)} may have ({max_bytes:,})")
         try:
             data = fh.read(max_bytes + 1)
         except OSError as exc:
             raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     if len(data) > max_bytes:  # it grew while we read
-        raise error(f"{path}: more than {max_bytes:,} bytes, more than a {what} may have")
+        raise error(f"{path}: more than {max_bytes:,} bytes, more than {_a(what)} may have")
     return data
