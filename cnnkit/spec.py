@@ -277,9 +277,9 @@ def parse_override(assignment: str) -> tuple[list[str | int], Any]:
     for token in path.strip().replace("[", ".").replace("]", "").split("."):
         if token == "":
             raise SpecError(f"--set path {path!r} has an empty part")
-        if token.startswith("-") and token[1:].isdigit():
+        if token.startswith("-") and token[1:].isascii() and token[1:].isdigit():
             raise SpecError(f"--set path {path!r}: list indices count from 0 and cannot be negative. Received: {token}")
-        parts.append(int(token) if token.isdigit() else token)
+        parts.append(int(token) if token.isascii() and token.isdigit() else token)
     try:
         value = parse_json(text)
     except json.JSONDecodeError:
