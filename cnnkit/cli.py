@@ -52,8 +52,7 @@ def command(*args, **kwargs):
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*a, **kw):
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGTERM, _on_sigterm)
+            previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
             try:
                 return fn(*a, **kw)
             except (typer.Exit, typer.Abort, SystemExit):
@@ -78,6 +77,9 @@ def command(*args, **kwargs):
                 if _state["debug"]:
                     raise
                 _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
 
         return app.command(*args, **kwargs)(wrapper)
 

@@ -68,7 +68,8 @@ class ModelSpec(_Strict):
     """A whole model: architecture, input, data and training settings. Layers hold normalized params."""
 
     schema_: str | None = Field(None, alias="$schema", description="optional JSON Schema reference for editors")
-    name: str = Field("model", description="names the default bundle file: 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    name: str = Field("model", description="names the default bundle file: 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit",
+                      json_schema_extra={"pattern": f"^{NAME_PATTERN.pattern}$", "maxLength": MAX_NAME_LENGTH})
     input: InputSpec
     layers: list[dict[str, Any]] = Field(min_length=1)
     data: DataSpec = DataSpec()
