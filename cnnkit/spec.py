@@ -14,7 +14,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, field_validator
 
@@ -22,7 +22,7 @@ from . import registry
 from .errors import RegistryError, SpecError
 from .files import read_regular
 from .layers.base import Layer, Shape
-from .optim import OPTIMIZERS
+from .optim import OPTIMIZERS, SCHEDULES
 
 
 # Limits on what a spec may be, so hostile input fails fast with one line (README "The spec format").
@@ -59,7 +59,10 @@ class DataSpec(_Strict):
 class TrainSpec(_Strict):
     epochs: PositiveInt = 1
     batch_size: PositiveInt = 32
-    optimizer: dict[str, Any] = Field(default_factory=lambda: {"type": "sgd", "lr": 0.01}, description="{'type': 'sgd' | 'adam', ...}")
+    optimizer: dict[str, Any] = Field(default_factory=lambda: {"type": "sgd", "lr": 0.01}, description="{'type': 'sgd' | 'adam' | 'adamw', ...}")
+    schedule: dict[str, Any] | None = Field(None, description="learning-rate schedule stepped per batch: {'type': 'constant' | 'step' | 'cosine' | 'onecycle', ...}; null: constant lr")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, allow_inf_nan=False, description="cross-entropy target: 1 - x on the label plus x / classes on every class")
+    clip_grad_norm: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = Field(None, description="scale the gradients so their joint L2 norm is at most this; null: no clipping")
     seed: NonNegativeInt = 0
     shuffle: bool = True
 
@@ -175,11 +178,12 @@ def validate_spec(data: Any) -> ModelSpec:
     errors: list[tuple[str, str]] = []
 
     optimizer = _validate_optimizer(spec.train.optimizer, errors)
+    schedule = _validate_schedule(spec.train.schedule, optimizer.get("lr"), errors)
     resolved = _resolve(spec, errors)
     if errors:
         raise SpecError(errors)
     layers = [{"type": r.type, **r.layer.params.model_dump(mode="json")} for r in resolved]
-    train = spec.train.model_copy(update={"optimizer": optimizer})
+    train = spec.train.model_copy(update={"optimizer": optimizer, "schedule": schedule})
     return spec.model_copy(update={"layers": layers, "train": train})
 
 
@@ -194,6 +198,28 @@ def _validate_optimizer(raw: dict[str, Any], errors: list[tuple[str, str]]) -> d
     except ValidationError as exc:
         errors.extend(_pydantic_errors(exc, params_model, ("train", "optimizer")))
         return raw
+
+
+def _validate_schedule(raw: dict[str, Any] | None, base_lr: Any, errors: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """Check ``train.schedule`` with its type's Params; a length it gives itself is checked here, the run's at training."""
+    if raw is None:
+        return None
+    kind = raw.get("type")
+    if not isinstance(kind, str) or kind not in SCHEDULES:
+        errors.append(("train.schedule.type", f"expected one of {', '.join(map(repr, SCHEDULES))}. Received: {_received(kind)}"))
+        return raw
+    cls = SCHEDULES[kind]
+    try:
+        params = cls.Params.model_validate(raw)
+    except ValidationError as exc:
+        errors.extend(_pydantic_errors(exc, cls.Params, ("train", "schedule")))
+        return raw
+    if isinstance(base_lr, float) and (not cls.needs_total or getattr(params, "total_steps", None)):
+        try:
+            cls(params, base_lr, None)  # the schedule's own checks, e.g. warm-up shorter than total_steps
+        except SpecError as exc:
+            errors.extend(exc.errors)
+    return params.model_dump(mode="json")
 
 
 def _resolve(spec: ModelSpec, errors: list[tuple[str, str]]) -> list[ResolvedLayer]:
@@ -390,7 +416,7 @@ def check_json(data: Any, prefix: tuple[str | int, ...] = ()) -> None:
         if len(loc) - len(prefix) > MAX_NESTING:
             raise SpecError([(json_path(loc), f"nested deeper than {MAX_NESTING} levels")])
         if isinstance(node, float) and not math.isfinite(node):
-            errors.append((json_path(loc), f"numbers must be finite. Received: {node}"))
+            errors.append((json_path(loc), f"input should be a finite number. Received: {_received(node)}"))
         elif isinstance(node, dict):
             for key in getattr(node, "repeated", ()):
                 errors.append((json_path(loc + (key,)), "the key appears more than once in the same object (only one value can count)"))

@@ -55,22 +55,22 @@ def test_non_finite_numbers_in_a_spec_file_are_refused_at_their_path(tmp_path, e
     data = copy.deepcopy(TINY_SPEC)
     edit(data)
     message = spec_error(tmp_path, json.dumps(data))  # json writes NaN / Infinity, as a careless tool would
-    assert message.startswith(f"{where}: numbers must be finite"), message
+    assert message.startswith(f"{where}: input should be a finite number"), message
     assert "lr" not in message.replace("train.optimizer.lr", "") or where.endswith("lr")
 
 
 @pytest.mark.parametrize("value", ["Infinity", "-Infinity", "NaN", "1e999"])
 def test_non_finite_numbers_in_set_are_refused(tmp_path, value):
     message = spec_error(tmp_path, json.dumps(TINY_SPEC), f"train.optimizer.lr={value}")
-    assert message.startswith("train.optimizer.lr: numbers must be finite"), message
+    assert message.startswith("train.optimizer.lr: input should be a finite number"), message
     nested = spec_error(tmp_path, json.dumps(TINY_SPEC), f'input.preprocess={{"divide": {value}}}')
-    assert nested.startswith("input.preprocess.divide: numbers must be finite"), nested
+    assert nested.startswith("input.preprocess.divide: input should be a finite number"), nested
 
 
 def test_validate_command_refuses_infinite_lr(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps(TINY_SPEC))
     result = runner.invoke(app, ["validate", str(tmp_path / "s.json"), "--set", "train.optimizer.lr=Infinity"])
-    assert result.exit_code == 1 and result.stderr.startswith("error: train.optimizer.lr: numbers must be finite")
+    assert result.exit_code == 1 and result.stderr.startswith("error: train.optimizer.lr: input should be a finite number")
 
 
 def test_param_models_refuse_non_finite_floats_themselves():
