@@ -93,6 +93,7 @@ def check_target(
     except OSError as exc:
         raise OutputError(f"cannot write {shown}: cannot create a file in {folder}: {exc.strerror or exc}") from None
     if size_hint:
+        remove_stale_temps(folder)  # a killed writer's leftovers hold space this write may need
         free = _free_bytes(folder)
         if free is not None and free < size_hint:
             raise OutputError(f"cannot write {shown}: it needs about {_mb(size_hint)} but only {_mb(free)} are free in {folder}")

@@ -108,8 +108,8 @@ def _to_8bit(img):
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         top = 65535
     elif img.mode == "I":
-        # PNG's 16-bit gray may open as "I": its values still fit 16 bits.
-        top = 65535 if np.asarray(img).max(initial=0) > 255 else 255
+        # Older Pillow opens a 16-bit PNG as "I"; other formats' "I" images count as 16-bit once a value needs it.
+        top = 65535 if img.format == "PNG" or np.asarray(img).max(initial=0) > 255 else 255
     else:
         return img
     values = np.asarray(img).astype(np.float64)
