@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, ValidationInfo, field_validator
 
 from . import registry
 from .errors import RegistryError, SpecError
@@ -86,8 +86,9 @@ class ModelSpec(_Strict):
 
     @field_validator("name")
     @classmethod
-    def _safe_file_name(cls, name: str) -> str:
-        if not NAME_PATTERN.fullmatch(name):
+    def _safe_file_name(cls, name: str, info: ValidationInfo) -> str:
+        # Bundles written before the rule keep loading: their name names no file any more.
+        if not NAME_PATTERN.fullmatch(name) and not (info.context or {}).get("from_bundle"):
             raise ValueError(f"name must be 1-{MAX_NAME_LENGTH} letters, digits, '.', '_' or '-', starting with a letter or digit (it names the bundle file)")
         return name
 
@@ -164,13 +165,16 @@ def _pydantic_errors(exc: ValidationError, model: type[BaseModel], prefix: tuple
 # Validation
 
 
-def validate_spec(data: Any) -> ModelSpec:
-    """Validate a parsed spec (a dict) fully, including layer params and shapes. Raises SpecError."""
+def validate_spec(data: Any, *, from_bundle: bool = False) -> ModelSpec:
+    """Validate a parsed spec (a dict) fully, including layer params and shapes. Raises SpecError.
+
+    ``from_bundle`` (a spec embedded in a bundle) skips only the file-name rule for ``name``.
+    """
     if not isinstance(data, dict):
         raise SpecError(f"a spec must be a JSON object. Received: {type(data).__name__}")
     check_json(data)
     try:
-        spec = ModelSpec.model_validate(data)
+        spec = ModelSpec.model_validate(data, context={"from_bundle": from_bundle})
     except ValidationError as exc:
         raise SpecError(_pydantic_errors(exc, ModelSpec, ())) from None
     errors: list[tuple[str, str]] = []

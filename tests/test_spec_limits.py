@@ -153,6 +153,19 @@ def test_name_is_a_safe_file_name(name):
         validate_spec(dict(TINY_SPEC, name=name))
 
 
+def test_bundles_written_before_the_name_rule_still_load(tmp_path, tiny_spec):
+    import cnnkit
+    from cnnkit import bundle
+
+    model = cnnkit.build(tiny_spec)
+    payload = bundle.decode(bundle.encode(model))
+    old = dict(payload.spec, name="my net/v1")  # legal before names became file names
+    data = bundle.pack({"spec": old, "classes": payload.classes, "providers": payload.providers, "training": payload.training,
+                        "weights": {n: bundle.weight_entry(n, w) for n, w in payload.weights.items()}})
+    (tmp_path / "old.cnnkit").write_bytes(data)
+    assert cnnkit.load(tmp_path / "old.cnnkit").spec.name == "my net/v1"
+
+
 def test_good_names_pass():
     for name in ("tiny", "fashion-mnist-seed", "v1.2_final", "A" * 100):
         assert validate_spec(dict(TINY_SPEC, name=name)).name == name

@@ -98,7 +98,7 @@ def model_from_bundle(bundle: Bundle, source: str = "bundle"):
                 raise BundleError(f"{source}: {exc}") from None
             raise BundleError(f"{source}: layer type {layer_type!r:.60} comes from {info['dist']:.60} {info['version']:.40}, which is not installed: pip install {info['dist']:.60}") from None
     try:
-        spec = validate_spec(bundle.spec)
+        spec = validate_spec(bundle.spec, from_bundle=True)
     except CnnkitError as exc:
         raise BundleError(f"{source}: embedded spec is invalid: {exc}") from None
     for name, array in bundle.weights.items():
