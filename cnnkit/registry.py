@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import os
 import sys
 from dataclasses import dataclass
@@ -140,6 +141,8 @@ def contract_problem(cls: type[Layer]) -> str | None:
     fixed = getattr(cls, "non_trainable", ())
     if not (isinstance(fixed, tuple) and all(isinstance(n, str) for n in fixed)):
         return f"{name}.non_trainable must be a tuple of weight names. Received: {fixed!r}"
+    if getattr(cls, "per_part_in_training", False) and fixed and "updates" not in inspect.signature(cls.forward).parameters:
+        return f"{name} sets per_part_in_training and has non_trainable weights, so its forward must accept the keyword 'updates' (parts of a batch run at once and must not write shared weights)"
     return None
 
 

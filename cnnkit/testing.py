@@ -4,6 +4,10 @@
 AssertionError naming the failed check; ``run_checks`` returns each check's outcome instead (the
 ``cnnkit check-layer`` command prints them). ``check_gradients`` compares a layer's backprop with
 float64 central finite differences on its own.
+
+Random layers (a ``forward`` that takes ``rng``) get a generator with a fixed seed wherever the
+kit calls forward in training, so the gradient, determinism and shape checks see one fixed draw;
+the "randomness" check then asserts that the same seed repeats and different seeds differ.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from pydantic import ValidationError
 from . import registry
 from .errors import RegistryError, SpecError
 from .layers.base import Layer, Shape
+from .split_checks import check_per_part, check_per_sample, check_per_sample_random, forward_with_fixed_rng, takes
+
+__all__ = ["CheckResult", "check_gradients", "check_layer", "forward_with_fixed_rng", "numerical_gradient", "run_checks"]
 
 # Tried in order when no input shape is given: an image-like input, then a flat one (dense, softmax).
 DEFAULT_INPUT_SHAPES: tuple[Shape, ...] = ((3, 8, 8), (12,))
@@ -55,7 +62,8 @@ def check_gradients(
 
     Covers the input and every trainable weight (weights named in ``non_trainable`` must get no
     gradient). The loss is sum(y * r) for a fixed random r, so every output element's gradient is
-    exercised. Inputs are drawn away from zero so kinks (relu, max) are not straddled.
+    exercised. Inputs are drawn away from zero so kinks (relu, max) are not straddled. A random
+    layer gets the same fixed generator on every call, so the function differentiated is fixed.
     """
     name = type(layer).__name__
     rng = np.random.default_rng(seed)
@@ -64,14 +72,14 @@ def check_gradients(
     for w in weights.values():  # non-zero biases, so their gradients are exercised with structure
         w += rng.normal(0, 0.1, w.shape)
     fixed = set(layer.non_trainable)
-    y, _ = layer.forward(weights, x, train=train)
+    y, _ = forward_with_fixed_rng(layer, weights, x, train, seed)
     r = rng.normal(size=y.shape)
 
     def loss() -> float:
-        out, _ = layer.forward(weights, x, train=train)
+        out, _ = forward_with_fixed_rng(layer, weights, x, train, seed)
         return float((out * r).sum())
 
-    _, backprop = layer.forward(weights, x, train=train)
+    _, backprop = forward_with_fixed_rng(layer, weights, x, train, seed)
     dx, grads = backprop(r)
     stray = sorted(set(grads) & fixed)
     if stray:
@@ -186,7 +194,7 @@ def _check_weights(s: _Subject) -> str:
 def _check_output_shape(s: _Subject) -> str:
     declared = tuple(int(d) for d in s.layer.output_shape(s.input_shape))
     for train in (False, True):
-        y, _ = s.layer.forward(_weights(s), _random_input(s, np.float32), train=train)
+        y, _ = forward_with_fixed_rng(s.layer, _weights(s), _random_input(s, np.float32), train, s.seed)
         mode = "train" if train else "inference"
         if y.shape != (s.batch, *declared):
             raise AssertionError(f"forward ({mode}) returned shape {list(y.shape)}, but output_shape({list(s.input_shape)}) says {[s.batch, *declared]}")
@@ -204,10 +212,11 @@ def _check_determinism(s: _Subject) -> str:
     x = _random_input(s, np.float32)
     for train in (False, True):
         base = _weights(s)
-        first, _ = s.layer.forward(copy.deepcopy(base), x.copy(), train=train)
-        second, _ = s.layer.forward(copy.deepcopy(base), x.copy(), train=train)
+        first, _ = forward_with_fixed_rng(s.layer, copy.deepcopy(base), x.copy(), train, s.seed)
+        second, _ = forward_with_fixed_rng(s.layer, copy.deepcopy(base), x.copy(), train, s.seed)
         if not np.array_equal(first, second):
-            raise AssertionError(f"two forward passes ({'train' if train else 'inference'} mode) on the same input and weights differ")
+            seeded = " and generator seed" if train and takes(s.layer, "rng") else ""
+            raise AssertionError(f"two forward passes ({'train' if train else 'inference'} mode) on the same input{seeded} and weights differ")
     weights = _weights(s)
     before = copy.deepcopy(weights)
     s.layer.forward(weights, x, train=False)
@@ -232,42 +241,30 @@ def _check_batch_independence(s: _Subject) -> str:
 
 
 def _check_training_split(s: _Subject) -> CheckResult | str:
-    # What per_sample_in_training promises a model that splits a training batch over threads: each
-    # part's rows are the whole batch's rows, the parts' weight gradients add up to the batch's, and
-    # forward leaves the weights alone (the parts run at once and share them).
     name = "training split"
-    if not type(s.layer).per_sample_in_training:
-        return CheckResult(name, "skip", "per_sample_in_training is False, so a model never splits a training batch through this layer")
+    cls = type(s.layer)
+    if not (cls.per_sample_in_training or cls.per_part_in_training):
+        return CheckResult(name, "skip", "per_sample_in_training is False (and per_part_in_training too), so a model never splits a training batch through this layer")
     if s.batch < 2:
         return CheckResult(name, "skip", f"a batch of {s.batch} cannot be split; use a batch of 2 or more")
-    weights = _weights(s, np.float64)
-    before = copy.deepcopy(weights)
-    x = _random_input(s, np.float64)
-    whole, backprop = s.layer.forward(weights, x, train=True)
-    changed = sorted(k for k in weights if not np.array_equal(weights[k], before[k]))
-    if changed:
-        raise AssertionError(f"forward in training mode changed weights {changed}, but per_sample_in_training = True says parts of a batch can run at once on the same weights")
-    dy = np.random.default_rng([s.seed, 3]).normal(size=whole.shape)
-    dx, grads = backprop(dy)
-    summed: dict[str, np.ndarray] = {}
-    split = f"a batch of {s.batch} split into 1 + {s.batch - 1}"
-    for lo, hi in ((0, 1), (1, s.batch)):
-        what = "the first sample" if lo == 0 else "the other samples"
-        part, part_backprop = s.layer.forward(weights, x[lo:hi], train=True)
-        part_dx, part_grads = part_backprop(dy[lo:hi])
-        for label, got, expected in (("output", part, whole[lo:hi]), ("input gradient", part_dx, dx[lo:hi])):
-            if not np.allclose(got, expected, rtol=1e-10, atol=1e-12):
-                worst = float(np.max(np.abs(got - expected)))
-                raise AssertionError(f"in training mode, the {label} of {what} run alone differs from its rows in the whole batch ({split}; max abs difference {worst:.3g}), but per_sample_in_training = True")
-        if set(part_grads) != set(grads):
-            raise AssertionError(f"in training mode, backprop of {what} returned gradients {sorted(part_grads)}, the whole batch {sorted(grads)}")
-        for k, g in part_grads.items():
-            summed[k] = summed[k] + g if k in summed else g
-    for k, g in grads.items():
-        if not np.allclose(summed[k], g, rtol=1e-10, atol=1e-12):
-            worst = float(np.max(np.abs(summed[k] - g)))
-            raise AssertionError(f"in training mode, the gradients of {k!r} from the parts of {split} do not add up to the whole batch's (max abs difference {worst:.3g}), but per_sample_in_training = True")
-    return f"{split}: same rows, input gradients and summed weight gradients; weights unchanged"
+    check = check_per_part if not cls.per_sample_in_training else check_per_sample_random if takes(s.layer, "rng") else check_per_sample
+    return check(s.layer, _weights(s, np.float64), _random_input(s, np.float64), s.seed)
+
+
+def _check_randomness(s: _Subject) -> CheckResult | str:
+    if not takes(s.layer, "rng"):
+        return CheckResult("randomness", "skip", "forward takes no rng, so the layer draws no random numbers")
+    weights, x = _weights(s), _random_input(s, np.float32)
+
+    def draw(seed):
+        return s.layer.forward(copy.deepcopy(weights), x.copy(), train=True, rng=np.random.default_rng([s.seed, seed]))[0]
+
+    first = draw(10)
+    if not np.array_equal(first, draw(10)):
+        raise AssertionError("two training passes with generators of the same seed differ: draw only from the rng passed in")
+    if all(np.array_equal(first, draw(seed)) for seed in (11, 12, 13)):
+        raise AssertionError("four generator seeds gave identical training outputs: a layer that takes rng must draw from it (check it with params that make it random)")
+    return "the same generator seed repeats the output; different seeds draw different ones"
 
 
 def _check_bundle_round_trip(s: _Subject) -> CheckResult | str:
@@ -302,6 +299,7 @@ _CHECKS: list[tuple[str, Callable[[_Subject], Any]]] = [
     ("gradients (train)", lambda s: _check_gradients(s, True)),
     ("gradients (inference)", lambda s: _check_gradients(s, False)),
     ("determinism", _check_determinism),
+    ("randomness", _check_randomness),
     ("batch independence", _check_batch_independence),
     ("training split", _check_training_split),
     ("bundle round trip", _check_bundle_round_trip),
@@ -342,13 +340,16 @@ def check_layer(
     seed: int = 0,
 ) -> list[CheckResult]:
     """Assert that a layer honours the contract: output shape, float64 gradients (train and inference),
-    determinism, batch independence in inference, what ``per_sample_in_training = True`` claims (in
-    training, a batch split in two gives the same rows and the same summed weight gradients, and
-    forward changes no weights), and an exact bundle round trip.
+    determinism, randomness (a forward taking ``rng``: the same generator seed repeats, different
+    seeds differ), batch independence in inference, what ``per_sample_in_training = True`` claims (in
+    training, a batch split in two gives the same rows and the same summed weight gradients — for a
+    random layer: with a fixed generator, one sample's output and gradients ignore the others — and
+    forward changes no weights), what ``per_part_in_training = True`` claims (forward given
+    ``updates`` writes no weight and reports only non_trainable ones), and an exact bundle round trip.
 
     ``type_or_class`` is a registered type name or a Layer subclass (a class that is not registered
-    skips the bundle check; a class with ``per_sample_in_training`` False skips the training-split
-    check). ``input_shape`` excludes the batch axis; by default (3, 8, 8), or (12,) for layers that
+    skips the bundle check; a class claiming neither per_sample_in_training nor per_part_in_training
+    skips the training-split check; one whose forward takes no ``rng`` skips the randomness check). ``input_shape`` excludes the batch axis; by default (3, 8, 8), or (12,) for layers that
     need a flat input. Raises AssertionError naming every failed check.
     """
     shape, results = run_checks(type_or_class, params, input_shape, batch, seed)

@@ -76,7 +76,7 @@ def fit(
         total_loss = 0.0
         for start in range(0, n, batch):
             idx = order[start : start + batch]
-            logits, backprop = model.forward(x[idx], train=True, logits=True)
+            logits, backprop = model.forward(x[idx], train=True, logits=True, key=(epoch, start // batch))
             loss, dlogits = softmax_cross_entropy(logits, y[idx], settings.label_smoothing)
             grads = backprop(dlogits)
             if settings.clip_grad_norm is not None:

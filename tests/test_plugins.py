@@ -109,12 +109,13 @@ def test_real_plugin_layers_train_and_round_trip_with_provenance(tiny_spec, tmp_
     assert model.weights["1.running_var"].tolist() != [1.0] * 4  # training moved the running statistics
     path = cnnkit.save(model, tmp_path / "extra.cnnkit")
     providers = bundle.read(path).providers
-    assert providers["batchnorm2d"] == providers["leaky_relu"] == {"dist": "cnnkit-extra", "version": "0.1.0"}
+    assert providers["leaky_relu"] == {"dist": "cnnkit-extra", "version": "0.2.0"}
+    assert providers["batchnorm2d"] == {"dist": "cnnkit", "version": cnnkit.__version__}  # in the core since cnnkit-extra 0.2.0
     loaded = cnnkit.load(path)
     images = np.random.default_rng(0).integers(0, 255, (5, 28, 28)).astype(np.uint8)
     np.testing.assert_array_equal(loaded.predict_proba(images), model.predict_proba(images))
-    entry = registry.find("batchnorm2d")
-    assert (entry.dist, entry.version) == ("cnnkit-extra", "0.1.0")
+    entry = registry.find("leaky_relu")
+    assert (entry.dist, entry.version) == ("cnnkit-extra", "0.2.0")
 
 
 def test_check_layer_command(tmp_path):
