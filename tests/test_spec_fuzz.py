@@ -13,7 +13,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnkit import memory
+from cnnkit import memory, registry
 from cnnkit.errors import SpecError
 from cnnkit.spec import load_spec, resolve_layers
 from conftest import SEED_SPEC
@@ -41,6 +41,7 @@ SCALARS = (
     | st.sampled_from([0, 1, -1, 2**31, 2**63, 10**30])
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=20)
+    | st.sampled_from(sorted(e.type for e in registry.list_layers()))  # so random layers of every installed type appear
 )
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4), max_leaves=12)
 PATHS = st.tuples(st.sampled_from(EXISTING), st.lists(KEYS | st.integers(0, 12), max_size=2)).map(lambda t: t[0] + tuple(t[1]))
