@@ -326,3 +326,14 @@ def test_device_nodes_as_inputs_are_named_and_not_read(tmp_path, work):
     errors = proc.stderr.strip().splitlines()
     assert errors == [f"error: {tmp_path}/private/zero is a character device, not a spec file",
                       f"error: {tmp_path}/private/zero is a character device, not a bundle"], errors
+
+
+def test_a_link_to_stdout_is_not_replaced(work):
+    # What `--out /dev/stdout` is, without touching /dev: a link to the process's own fd 1, here a pipe.
+    link = work / "out" / "stdout"
+    link.symlink_to("/proc/self/fd/1")
+    for args in (["run", str(work / "tiny.json"), "--out", str(link), "--quiet"], ["schema", "--out", str(link)]):
+        proc = subprocess.run([sys.executable, "-m", "cnnkit.cli", *args], capture_output=True)
+        assert proc.returncode == 1 and proc.stdout == b"", proc.stderr
+        assert proc.stderr.decode().startswith(f"error: cannot write {link} (a symlink to /proc/"), proc.stderr
+        assert link.is_symlink() and os.readlink(link) == "/proc/self/fd/1"
