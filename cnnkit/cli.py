@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -32,6 +34,15 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 AllowMismatchOption = Annotated[
     bool, typer.Option("--allow-provider-mismatch", help="Load even if another distribution than the bundle recorded provides a layer type (a warning says which).")
 ]
+ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing file that is not ours, or is read-only.")]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that temp files are removed on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 def _fail(message: str, code: int = 1):
@@ -45,6 +56,7 @@ def command(*args, **kwargs):
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*a, **kw):
+            previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("always", CnnkitWarning)
@@ -52,8 +64,14 @@ def command(*args, **kwargs):
                     return fn(*a, **kw)
             except (typer.Exit, typer.Abort, SystemExit):
                 raise
-            except KeyboardInterrupt:
-                _fail("interrupted", 130)
+            except KeyboardInterrupt as exc:
+                from .bundle import InterruptedAfterWrite
+
+                code = 143 if isinstance(getattr(exc, "signal_exception", exc), Terminated) else 130
+                what = "terminated (SIGTERM)" if code == 143 else "interrupted"
+                if isinstance(exc, InterruptedAfterWrite):
+                    _fail(f"{what} just after {exc.path} was written completely; it is a whole, valid file", code)
+                _fail(what, code)
             except BrokenPipeError:
                 # The reader went away (`cnnkit layers --json | head`): stop quietly, as Unix tools do.
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -66,6 +84,9 @@ def command(*args, **kwargs):
                 if _state["debug"]:
                     raise
                 _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
 
         return app.command(*args, **kwargs)(wrapper)
 
@@ -115,17 +136,21 @@ def summary(spec: Path, set_: SetOption = None, json_: JsonOption = False):
     """Show each layer's type, output shape and parameter count."""
     from rich.table import Table
 
+    from .memory import estimate, human
     from .spec import load_spec, parameter_count, resolve_layers
 
     model_spec = load_spec(spec, set_ or [])
     resolved = resolve_layers(model_spec)
     counts = parameter_count(resolved)
+    mem = estimate(resolved)
     rows = [
         {"index": r.index, "type": r.type, "output_shape": list(r.output_shape), "params": c, "provider": r.entry.provider}
         for r, c in zip(resolved, counts)
     ]
     if json_:
-        typer.echo(json.dumps({"name": model_spec.name, "input_shape": model_spec.input.shape, "layers": rows, "total_params": sum(counts)}, indent=2))
+        memory = {"train_bytes_per_image": mem.train_per_image, "inference_bytes_per_image": mem.inference_per_image,
+                  "train_bytes_per_model": mem.per_model}
+        typer.echo(json.dumps({"name": model_spec.name, "input_shape": model_spec.input.shape, "layers": rows, "total_params": sum(counts), "memory": memory}, indent=2))
         return
     table = Table(title=f"{model_spec.name}: input {model_spec.input.shape}")
     for col, justify in (("#", "right"), ("layer", "left"), ("output shape", "left"), ("params", "right")):
@@ -135,6 +160,8 @@ def summary(spec: Path, set_: SetOption = None, json_: JsonOption = False):
     table.add_section()
     table.add_row("", "total", "", f"{sum(counts):,}")
     _console().print(table)
+    typer.echo(f"estimated memory per image: training {human(mem.train_per_image)}, inference {human(mem.inference_per_image)} "
+               f"(a batch of {model_spec.train.batch_size} trains in about {human(mem.training_batch(model_spec.train.batch_size))})")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -144,30 +171,30 @@ def summary(spec: Path, set_: SetOption = None, json_: JsonOption = False):
 @command()
 def run(
     spec: Path,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle to write (default: <spec name>.cnnkit).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Bundle to write (default: <spec name>.cnnkit).")] = None,
     set_: SetOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-epoch lines (warnings are still shown).")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Fail (exit 1, no bundle written) when training ends with a warning.")] = False,
+    force: ForceOption = False,
 ):
     """Train the model a spec describes on its dataset and write a bundle."""
     import warnings
 
     import numpy as np
 
-    from . import train
-    from .bundle import save
+    from . import memory, train
+    from .bundle import check_output, estimated_size, save
     from .data import load_dataset
-    from .spec import load_spec
+    from .spec import load_spec, parameter_count, resolve_layers
     from .train import TrainingWarning, final_summary
 
     model_spec = load_spec(spec, set_ or [])
-    # The name is free text: only its last path component names the default file.
-    target = out or Path(f"{Path(model_spec.name).name or 'model'}.cnnkit")
-    # Checked before training, so a bad --out costs no training time; bundle.save checks again.
-    if not target.parent.is_dir():
-        raise CnnkitError(f"cannot write {target}: folder {target.parent} does not exist")
-    if target.is_dir():
-        raise CnnkitError(f"cannot write {target}: it is a directory; give a file name such as {target / 'model.cnnkit'}")
+    resolved = resolve_layers(model_spec)
+    # Checked before training, so a bad --out or a batch that cannot fit costs no training time.
+    target = check_output(out or f"{model_spec.name}.cnnkit", force=force, size_hint=estimated_size(sum(parameter_count(resolved))))
+    too_big = memory.batch_fits(memory.estimate(resolved), model_spec.train.batch_size)
+    if too_big:
+        raise CnnkitError(too_big)
     d = model_spec.data
     data = load_dataset(d, tuple(model_spec.input.shape))
     say = (lambda msg: None) if quiet else typer.echo
@@ -207,7 +234,7 @@ def run(
         typer.echo(f"warning: {message}", err=True)
     if strict and found:
         _fail(f"--strict: training ended with {len(found)} warning{'s' if len(found) > 1 else ''}; no bundle written")
-    save(model, target)
+    save(model, target, force=force)
     say(f"wrote {target} in {time.perf_counter() - started:.1f}s total")
 
 
@@ -227,6 +254,8 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="PNG/JPEG files, .npy arrays or IDX files.")],
     top: Annotated[int, typer.Option(min=1, help="Show the K most likely classes.")] = 1,
     invert: Annotated[bool, typer.Option(help="Invert pictures (Fashion-MNIST is light garments on black).")] = False,
+    background: Annotated[int, typer.Option(min=0, max=255, help="Gray level (after --invert) that transparent pixels become; Fashion-MNIST's is 0, black.")] = 0,
+    frame: Annotated[Optional[int], typer.Option(min=0, help="Which frame of an animated image to classify (0 = first); required for animated images.")] = None,
     json_: JsonOption = False,
     allow_provider_mismatch: AllowMismatchOption = False,
 ):
@@ -247,7 +276,8 @@ def predict(
     results = []
     for path in images:
         size, channels = (shape[-2:], shape[0]) if len(shape) == 3 else (None, 1)
-        array, converted = read_images_noted(path, size=size, channels=channels, invert=invert, resample=resample)
+        array, converted = read_images_noted(path, size=size, channels=channels, invert=invert, background=background, frame=frame,
+                                             warn=lambda message: typer.echo(f"warning: {message}", err=True), resample=resample)
         proba = model.predict_proba(array)
         for i, row in enumerate(proba):
             best = np.argsort(-row)[:top]
@@ -274,15 +304,18 @@ def evaluate(
 ):
     """Accuracy and macro-F1 of a bundle on the test set of the dataset it was trained on."""
     from .bundle import load
-    from .data import load_dataset
+    from .data import load_dataset, load_fashion_mnist
     from .train import evaluate as evaluate_model
 
     model = load(bundle, allow_provider_mismatch=allow_provider_mismatch)
-    # The test set the model was trained against, as its spec's data section names it.
-    update = {"test_limit": limit}
-    if data_dir is not None:
-        update["dir" if model.spec.data.dataset == "fashion-mnist" else "path"] = str(data_dir)
-    data = load_dataset(model.spec.data.model_copy(update=update), model.input_shape)
+    # The test set the model was trained against, as its spec's data section names it. Fashion-MNIST
+    # reads only its two test files (a folder holding just those is enough).
+    d = model.spec.data
+    if d.dataset == "fashion-mnist":
+        data = load_fashion_mnist(data_dir or d.source_params().get("dir"), test_limit=limit, splits=("test",))
+    else:
+        update = {"test_limit": limit, **({"path": str(data_dir)} if data_dir is not None else {})}
+        data = load_dataset(d.model_copy(update=update), model.input_shape)
     scores = evaluate_model(model, data.test_images, data.test_labels)
     if json_:
         typer.echo(json.dumps({"examples": len(data.test_labels), **scores}))
@@ -356,10 +389,17 @@ def _describe_param(p: dict) -> str:
 
 
 @command()
-def schema(out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None):
+def schema(
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
+    force: ForceOption = False,
+):
     """Print the JSON Schema (draft-07) of a spec, including every installed layer type's params."""
     from .bundle import write_atomic
+    from .bundle.atomic import check_target
     from .schema import spec_schema
+
+    if out is not None:  # before the work, as for bundles: a regular file that is an earlier schema, or nothing
+        out = check_target(out, force=force, recognise=_is_schema_file, what="cnnkit spec schema")
 
     document, skipped = spec_schema()
     for status in skipped:
@@ -373,6 +413,18 @@ def schema(out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Writ
         except OSError as exc:
             raise CnnkitError(f"cannot write {out}: {exc.strerror or exc}") from None
         typer.echo(f"wrote {out}", err=True)
+
+
+def _is_schema_file(path: Path) -> bool:
+    """Whether ``path`` holds a schema `cnnkit schema` wrote (its "$id"), so it may be replaced."""
+    from .schema import SCHEMA_ID
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return f'"$id": "{SCHEMA_ID}"'.encode() in head
 
 
 @command("check-layer")
@@ -487,7 +539,11 @@ def _printable(text: str) -> str:
 
 
 def main():
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # between commands' own handlers, e.g. while Click parses arguments
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

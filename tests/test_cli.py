@@ -300,12 +300,13 @@ def test_real_subprocess_end_to_end(work):
 
 
 def test_default_bundle_name_stays_in_the_current_folder(work, monkeypatch):
-    # The spec's name is free text; only its last path component names the default output file.
+    # The spec's name names the default output file, so it is a safe file name: no folders, no empty name.
     monkeypatch.chdir(work)
     (work / "elsewhere").mkdir()
-    result = cli("run", "tiny.json", "--quiet", "--set", "train.epochs=1", "--set", "name=elsewhere/../../escape")
+    for name in ("elsewhere/../../escape", '""', ".hidden", "a" * 101, "nul\\u0000byte"):
+        result = cli("run", "tiny.json", "--quiet", "--set", "train.epochs=1", "--set", f"name={name}")
+        assert_one_line_error(result, "name: name must be 1-100 letters, digits")
+    assert sorted(p.name for p in work.iterdir()) == ["elsewhere", "out", "tiny.json"]
+    result = cli("run", "tiny.json", "--quiet", "--set", "train.epochs=1", "--set", "name=" + "b" * 100)
     assert result.exit_code == 0, result.output
-    assert (work / "escape.cnnkit").is_file() and not (work.parent / "escape.cnnkit").exists()
-    result = cli("run", "tiny.json", "--quiet", "--set", "train.epochs=1", "--set", 'name=""')
-    assert result.exit_code == 0, result.output
-    assert (work / "model.cnnkit").is_file()
+    assert (work / ("b" * 100 + ".cnnkit")).is_file()

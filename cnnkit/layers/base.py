@@ -72,7 +72,7 @@ Backprop = Callable[[np.ndarray], tuple[np.ndarray, Grads]]
 class LayerParams(BaseModel):
     """Base for a layer's parameter model: strict types, unknown fields rejected, immutable."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class Layer:

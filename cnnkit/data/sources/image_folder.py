@@ -141,7 +141,7 @@ def _decode_all(paths: list[Path], input_shape: tuple[int, ...], resample: str) 
 
     def decode(lo: int, hi: int) -> None:
         for i in range(lo, hi):
-            out[i] = read_picture(paths[i], size, channels, resample)[0]
+            out[i] = read_picture(paths[i], size, channels, resample)
 
     chunk = 256
     with ThreadPoolExecutor(_workers()) as pool:
