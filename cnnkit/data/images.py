@@ -8,6 +8,7 @@ one line each. Only regular files are read; a FIFO or a device is refused by nam
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -63,7 +64,7 @@ def read_images_noted(
     """
     path = Path(path)
     check_regular(path, "image file (PNG, JPEG, .npy or IDX)", DataError)
-    warn = warn or (lambda message: warnings.warn(message, ImageWarning, stacklevel=3))
+    warn = warn or (lambda message: warnings.warn(message, ImageWarning, stacklevel=4))
     suffix = path.suffix.lower()
     note = None
     if suffix == ".npy":
@@ -84,8 +85,12 @@ def read_images_noted(
 
 
 def read_picture(path: Path, size: tuple[int, int] | None, channels: int, resample: str = "bilinear") -> np.ndarray:
-    """One picture file as uint8 (C, H, W), read as for prediction (transparency over black), for datasets."""
-    return _read_picture(path, size, channels, 0, None, lambda message: warnings.warn(message, ImageWarning, stacklevel=3), resample)[0]
+    """One picture file as uint8 (C, H, W), read as for prediction (transparency over black), for datasets.
+
+    Safe to call from several threads at once: Pillow's warnings go through :mod:`warnings` as they
+    are (catching them would swap the process-wide warning filters under the other threads).
+    """
+    return _read_picture(path, size, channels, 0, None, None, resample)[0]
 
 
 def picture_size(path: Path) -> tuple[int, int]:
@@ -109,8 +114,9 @@ def _read_picture(path: Path, size, channels: int, background: int, frame: int |
         raise DataError(f"pictures convert to 1 (grayscale) or 3 (RGB) channels; the model wants {channels}")
     mode, done = ("L" if channels == 1 else "RGB"), []
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) if warn is not None else contextlib.nullcontext([]) as caught:
+        if warn is not None:
+            warnings.simplefilter("always")
         try:
             with Image.open(path) as img:
                 original = f"{img.mode} {img.width}x{img.height}"
