@@ -241,19 +241,20 @@ def evaluate(
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use the first N test images.")] = None,
     json_: JsonOption = False,
 ):
-    """Accuracy and macro-F1 of a bundle on the Fashion-MNIST test set."""
+    """Per-class precision, recall, F1 and support, their averages and the confusion matrix of a bundle on the test set."""
     from .bundle import load
     from .data import load_fashion_mnist
-    from .train import evaluate as evaluate_model
+    from .evaluation import evaluate_model, format_report
 
     model = load(bundle)
     # The test set the model was trained against: its spec's data.dir when it named one.
     data = load_fashion_mnist(data_dir or model.spec.data.dir, train_limit=1, test_limit=limit)
-    scores = evaluate_model(model, data.test_images, data.test_labels)
+    report = evaluate_model(model, data.test_images, data.test_labels)
     if json_:
-        typer.echo(json.dumps({"examples": len(data.test_labels), **scores}))
+        typer.echo(json.dumps(report, indent=2))
         return
-    typer.echo(f"{bundle}: accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f} on {len(data.test_labels):,} test images")
+    typer.echo(f"{bundle}: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f} on {report['examples']:,} test images\n")
+    typer.echo(format_report(report))
 
 
 # --------------------------------------------------------------------------------------------------
