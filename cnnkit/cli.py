@@ -125,24 +125,34 @@ def summary(spec: Path, set_: SetOption = None, json_: JsonOption = False):
 
 @command()
 def run(
-    spec: Path,
+    spec: Annotated[Optional[Path], typer.Argument(help="The spec to train (not with --resume).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle to write (default: <spec name>.cnnkit).")] = None,
     set_: SetOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-epoch lines (warnings are still shown).")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Fail (exit 1, no bundle written) when training ends with a warning.")] = False,
+    run_dir: Annotated[Path, typer.Option("--run-dir", envvar="CNNKIT_RUN_DIR", help="Where run folders go: DIR/<name>, DIR/<name>-2, ...")] = Path("runs"),
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Go on from a run folder's last checkpoint (e.g. runs/<name>).")] = None,
 ):
-    """Train the model a spec describes on its dataset and write a bundle."""
+    """Train the model a spec describes on its dataset; write a bundle and a run folder (spec, history.csv, checkpoints)."""
     import warnings
 
     import numpy as np
 
-    from . import train
-    from .bundle import save
+    from . import build
     from .data import load_fashion_mnist
     from .spec import load_spec
     from .train import TrainingWarning, final_summary
+    from .train.loop import Interrupted
+    from .train.progress import Progress
+    from .train.runfolder import resume_run, save_final, start_run, stop_on_signals, train_in_folder
 
-    model_spec = load_spec(spec, set_ or [])
+    if (spec is None) == (resume is None):
+        _fail("give a spec to train, or --resume RUN_FOLDER to go on with a run (not both)", 2)
+    if resume is not None:
+        model, state = resume_run(resume, set_ or [])
+        model_spec = model.spec
+    else:
+        model_spec, state = load_spec(spec, set_ or []), None
     # The name is free text: only its last path component names the default file.
     target = out or Path(f"{Path(model_spec.name).name or 'model'}.cnnkit")
     # Checked before training, so a bad --out costs no training time; bundle.save checks again.
@@ -152,35 +162,28 @@ def run(
         raise CnnkitError(f"cannot write {target}: it is a directory; give a file name such as {target / 'model.cnnkit'}")
     d = model_spec.data
     data = load_fashion_mnist(d.dir, d.train_limit, d.test_limit)
+    if resume is None:
+        model = build(model_spec)
+        model.classes = list(data.classes)
+        folder = start_run(run_dir, model_spec.name, model_spec.to_dict())
+    else:
+        folder = resume
     say = (lambda msg: None) if quiet else typer.echo
     held = d.validation if d.validation is None or isinstance(d.validation, int) else f"{d.validation:.0%}"
+    where = f"resuming {folder} at epoch {state.epoch}, step {state.step}" if state else f"run folder {folder}"
     say(f"training {model_spec.name} on {len(data.train_labels):,} images from {data.source}{'' if held is None else f' ({held} held out for validation)'} "
-        f"({model_spec.train.epochs} epoch{'s' if model_spec.train.epochs != 1 else ''}, batch {model_spec.train.batch_size})")
+        f"({model_spec.train.epochs} epoch{'s' if model_spec.train.epochs != 1 else ''}, batch {model_spec.train.batch_size}); {where}")
     started = time.perf_counter()
-    progress = None if quiet or not sys.stderr.isatty() else _progress_bar()
+    progress = Progress(say, not quiet and sys.stderr.isatty(), model_spec.train.epochs, model_spec.train.batch_size)
     try:
-        if progress is not None:
-            progress.start()
-            task = progress.add_task("epoch 1", total=len(data.train_labels))
-
-            def on_step(epoch, done, total, loss):
-                progress.update(task, completed=done, description=f"epoch {epoch} loss {loss:.3f}")
-        else:
-            on_step = None
-
-        def on_epoch(r):
-            if progress is not None:
-                progress.reset(task)
-            say(r.summary())
-
         # A diverging run overflows float32 on the way to its one-line "diverged" error; numpy's
         # warnings about that would only clutter the terminal. Training warnings are printed below.
-        with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
+        with progress, stop_on_signals() as stop_requested, np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", TrainingWarning)
-            model = train(model_spec, data, on_step=on_step, on_epoch=on_epoch)
-    finally:
-        if progress is not None:
-            progress.stop()
+            hooks = train_in_folder(model, data, folder, state=state, stop_requested=stop_requested,
+                                    on_step=progress.on_step, on_epoch=progress.on_epoch)
+    except Interrupted as exc:
+        _fail(str(exc), 130)
     summary = final_summary(model.metadata)  # with a validation split: the test scores, scored once
     if summary:
         say(summary)
@@ -189,14 +192,9 @@ def run(
         typer.echo(f"warning: {message}", err=True)
     if strict and found:
         _fail(f"--strict: training ended with {len(found)} warning{'s' if len(found) > 1 else ''}; no bundle written")
-    save(model, target)
-    say(f"wrote {target} in {time.perf_counter() - started:.1f}s total")
-
-
-def _progress_bar():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=_console(stderr=True), transient=True)
+    save_final(model, target, folder)
+    say(f"wrote {target} and {folder}/ in {time.perf_counter() - started:.1f}s total "
+        f"(checkpoint {hooks.checkpoint_bytes:,} bytes, {hooks.checkpoint_seconds:.3f}s to write)")
 
 
 # --------------------------------------------------------------------------------------------------

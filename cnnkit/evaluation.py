@@ -66,10 +66,12 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append("confusion matrix (rows: true class, columns: predicted class)")
     cm = report["confusion_matrix"]
+    labels = [f"{i}: {name}" for i, name in enumerate(names)]
+    label_width = max(len(label) for label in labels)
     cell = max([len(str(v)) for row in cm for v in row] + [len(str(len(names) - 1))]) + 1
-    lines.append(f"{'':>{width}} " + "".join(f"{j:>{cell}}" for j in range(len(names))))
-    for i, row in enumerate(cm):
-        lines.append(f"{names[i]:>{width}} " + "".join(f"{v:>{cell}}" for v in row) + f"   {i}")
+    lines.append(f"{'':>{label_width}} " + "".join(f"{j:>{cell}}" for j in range(len(names))))
+    for label, row in zip(labels, cm):
+        lines.append(f"{label:<{label_width}} " + "".join(f"{v:>{cell}}" for v in row))
     return "\n".join(lines)
 
 

@@ -56,5 +56,5 @@ def test_text_has_every_class_averages_and_matrix():
     assert any(l.split()[:2] == ["macro", "avg"] for l in lines) and any(l.split()[:2] == ["weighted", "avg"] for l in lines)
     matrix = lines[lines.index("confusion matrix (rows: true class, columns: predicted class)") + 1 :]
     assert matrix[0].split() == ["0", "1", "2"]
-    assert matrix[1].split() == ["T-shirt/top", "1", "1", "0", "0"]
-    assert matrix[3].split() == ["Pullover", "1", "0", "2", "2"]
+    assert matrix[1].split() == ["0:", "T-shirt/top", "1", "1", "0"]
+    assert matrix[3].split() == ["2:", "Pullover", "1", "0", "2"]
