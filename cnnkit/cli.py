@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .cli_report import register_report_commands, run_report
 from .errors import CnnkitError
 
 app = typer.Typer(
@@ -193,10 +194,9 @@ def run(
     if strict and found:
         _fail(f"--strict: training ended with {len(found)} warning{'s' if len(found) > 1 else ''}; no bundle written")
     save_final(model, target, folder)
-    if _plots_installed():
-        from .report import write_report
-
-        write_report(model, data.test_images, data.test_labels, folder / "report", str(target))
+    problem = run_report(model, data, folder, target)
+    if problem:
+        typer.echo(f"warning: {problem}", err=True)
     say(f"wrote {target} and {folder}/ in {time.perf_counter() - started:.1f}s total "
         f"(checkpoint {hooks.checkpoint_bytes:,} bytes, {hooks.checkpoint_seconds:.3f}s to write)")
 
@@ -259,47 +259,8 @@ def evaluate(
     typer.echo(format_report(report))
 
 
-@command()
-def report(
-    source: Annotated[Path, typer.Argument(metavar="BUNDLE_OR_RUN", help="A bundle, or a run folder (its last.cnnkit).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the PNGs and index.html (default: <bundle>-report/, or <run>/report/).")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the Fashion-MNIST IDX files (default: the bundle spec's data.dir, else search).")] = None,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Use the first N test images.")] = None,
-):
-    """Pictures of a trained model: training curves, confusion matrix, surest mistakes, and an index.html (needs cnnkit[plots])."""
-    from .data import load_fashion_mnist
-    from .report import report_source, require_plots, write_report
-
-    require_plots()
-    model, described, default_out = report_source(source)
-    data = load_fashion_mnist(data_dir or model.spec.data.dir, train_limit=1, test_limit=limit)
-    written = write_report(model, data.test_images, data.test_labels, out or default_out, described)
-    typer.echo(f"wrote {', '.join(p.name for p in written.values())} in {written['index'].parent}")
-
-
-@command()
-def show(
-    spec: Path,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="PNG to write (default: <spec name>-samples.png).")] = None,
-    count: Annotated[int, typer.Option(min=1, max=100, help="How many training images.")] = 9,
-    set_: SetOption = None,
-):
-    """A grid of the first training images with their class names: the first look at the data (needs cnnkit[plots])."""
-    import math
-
-    from .data import load_fashion_mnist
-    from .report import require_plots, write_samples
-    from .spec import load_spec
-
-    require_plots()
-    model_spec = load_spec(spec, set_ or [])
-    target = out or Path(f"{Path(model_spec.name).name or 'model'}-samples.png")
-    d = model_spec.data
-    data = load_fashion_mnist(d.dir, count, 1)
-    columns = math.ceil(math.sqrt(len(data.train_labels)))
-    write_samples(data.train_images, data.train_labels, list(data.classes), target,
-                  f"{model_spec.name}: {len(data.train_labels)} training images", columns=columns)
-    typer.echo(f"wrote {target}")
+# `cnnkit report` and `cnnkit show` live in cli_report.py (pictures need the plots extra).
+register_report_commands(command, SetOption)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -337,12 +298,6 @@ def layers(json_: JsonOption = False):
             params = "\n".join(_describe_param(p) for p in row["params"]) or "-"
         table.add_row(row["type"], f"{row['dist']} {row['version']}", params)
     _console().print(table)
-
-
-def _plots_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("matplotlib") is not None
 
 
 def _describe_param(p: dict) -> str:
