@@ -176,3 +176,11 @@ def test_disk_full_at_the_end_names_the_intact_checkpoint(synthetic_dir, tmp_pat
     resumed, state = resume_run(folder)  # a finished run: resuming only writes the bundle
     train_in_folder(resumed, data, folder, state=state)
     assert encode(resumed) == encode(model)
+
+
+def test_resume_refuses_an_optimizer_that_does_not_fit(synthetic_dir, tmp_path):
+    spec, data = sgd_spec(synthetic_dir), load_fashion_mnist(synthetic_dir)
+    with pytest.raises(Interrupted):
+        run_in_folder(spec, data, tmp_path / "runs", stop_at=3)
+    with pytest.raises(BundleError, match=r"checkpoint\.optimizer\.type is 'sgd', but the spec's optimizer is 'adam'"):
+        resume_run(tmp_path / "runs" / "tiny", ['train.optimizer={"type": "adam"}'])

@@ -117,7 +117,9 @@ def restore_state(model: Model, saved: dict[str, Any], source: str = "checkpoint
     state.epoch, state.step, state.done = (_int(saved[k], f"{where}.{k}") for k in ("epoch", "step", "optimizer_steps"))
     state.loss_sum, state.seconds = (_number(saved[k], f"{where}.{k}") for k in ("loss_sum", "seconds"))
     state.first_loss = None if saved["first_loss"] is None else _number(saved["first_loss"], f"{where}.first_loss")
-    state.stopped = bool(saved["stopped"])
+    if not isinstance(saved["stopped"], bool):
+        raise BundleError(f"{where}.stopped must be true or false, found {saved['stopped']!r:.40}")
+    state.stopped = saved["stopped"]
     shuffle = _map(saved["shuffle"], f"{where}.shuffle")
     try:
         state.shuffle_state = {"bit_generator": shuffle["bit_generator"], "state": {"state": int(shuffle["state"]), "inc": int(shuffle["inc"])},
@@ -131,7 +133,8 @@ def restore_state(model: Model, saved: dict[str, Any], source: str = "checkpoint
     if state.monitor is not None:
         m = _map(saved["monitor"], f"{where}.monitor")
         state.monitor.best = (math.inf if state.monitor.lower_is_better else -math.inf) if m["best"] is None else _number(m["best"], f"{where}.monitor.best")
-        state.monitor.best_epoch, state.monitor.waited = m["best_epoch"], _int(m["waited"], f"{where}.monitor.waited")
+        state.monitor.best_epoch = None if m["best_epoch"] is None else _int(m["best_epoch"], f"{where}.monitor.best_epoch")
+        state.monitor.waited = _int(m["waited"], f"{where}.monitor.waited")
     if saved["best_weights"] is not None:
         state.best_weights = _arrays(saved["best_weights"], model, f"{where}.best_weights")
     history = History()

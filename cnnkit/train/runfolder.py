@@ -79,7 +79,11 @@ class RunHooks(Hooks):
         started = time.perf_counter()
         self.model.metadata = {**training_metadata(self.model, self.data, state.history), "train_examples": self.train_examples}
         self.model.metadata["metrics"] = {k: v for k, v in self.model.metadata["metrics"].items() if v is not None}
-        self.checkpoint_bytes = save_checkpoint(self.model, state, self.folder / LAST)
+        try:
+            self.checkpoint_bytes = save_checkpoint(self.model, state, self.folder / LAST)
+        except BundleError as exc:
+            kept = f"the previous checkpoint {self.folder / LAST} is intact" if (self.folder / LAST).is_file() else "no checkpoint was written"
+            raise BundleError(f"{exc}; {kept}") from None
         self.checkpoint_seconds = time.perf_counter() - started
 
     def after_step(self, state: TrainState) -> bool:
