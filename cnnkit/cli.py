@@ -19,6 +19,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .cli_report import register_report_commands, run_report
 from .errors import CnnkitError, CnnkitWarning
 
 app = typer.Typer(
@@ -170,26 +171,37 @@ def summary(spec: Path, set_: SetOption = None, json_: JsonOption = False):
 
 @command()
 def run(
-    spec: Path,
+    spec: Annotated[Optional[Path], typer.Argument(help="The spec to train (not with --resume).")] = None,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Bundle to write (default: <spec name>.cnnkit).")] = None,
     set_: SetOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-epoch lines (warnings are still shown).")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Fail (exit 1, no bundle written) when training ends with a warning.")] = False,
+    run_dir: Annotated[Path, typer.Option("--run-dir", envvar="CNNKIT_RUN_DIR", help="Where run folders go: DIR/<name>, DIR/<name>-2, ...")] = Path("runs"),
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Go on from a run folder's last checkpoint (e.g. runs/<name>).")] = None,
     force: ForceOption = False,
 ):
-    """Train the model a spec describes on its dataset and write a bundle."""
+    """Train the model a spec describes on its dataset; write a bundle and a run folder (spec, history.csv, checkpoints)."""
     import warnings
 
     import numpy as np
 
-    from . import memory, train
-    from .bundle import check_output, estimated_size, save
+    from . import build, memory
+    from .bundle import check_output, estimated_size
     from .data import load_dataset
     from .spec import load_spec, parameter_count, resolve_layers
     from .train import TrainingWarning, final_summary
+    from .train.loop import Interrupted
+    from .train.progress import Progress
+    from .train.runfolder import resume_run, save_final, start_run, stop_on_signals, train_in_folder
 
-    model_spec = load_spec(spec, set_ or [])
-    resolved = resolve_layers(model_spec)
+    if (spec is None) == (resume is None):
+        _fail("give a spec to train, or --resume RUN_FOLDER to go on with a run (not both)", 2)
+    if resume is not None:
+        model, state = resume_run(resume, set_ or [])
+        model_spec = model.spec
+    else:
+        model_spec, state = load_spec(spec, set_ or []), None
+    resolved = model.layers if resume is not None else resolve_layers(model_spec)
     # Checked before training, so a bad --out or a batch that cannot fit costs no training time.
     target = check_output(out or f"{model_spec.name}.cnnkit", force=force, size_hint=estimated_size(sum(parameter_count(resolved))))
     too_big = memory.batch_fits(memory.estimate(resolved), model_spec.train.batch_size)
@@ -197,35 +209,28 @@ def run(
         raise CnnkitError(too_big)
     d = model_spec.data
     data = load_dataset(d, tuple(model_spec.input.shape))
+    if resume is None:
+        model = build(model_spec)
+        model.classes = list(data.classes)
+        folder = start_run(run_dir, model_spec.name, model_spec.to_dict())
+    else:
+        folder = resume
     say = (lambda msg: None) if quiet else typer.echo
     held = d.validation if d.validation is None or isinstance(d.validation, int) else f"{d.validation:.0%}"
+    where = f"resuming {folder} at epoch {state.epoch}, step {state.step}" if state else f"run folder {folder}"
     say(f"training {model_spec.name} on {len(data.train_labels):,} images from {data.source}{'' if held is None else f' ({held} held out for validation)'} "
-        f"({model_spec.train.epochs} epoch{'s' if model_spec.train.epochs != 1 else ''}, batch {model_spec.train.batch_size})")
+        f"({model_spec.train.epochs} epoch{'s' if model_spec.train.epochs != 1 else ''}, batch {model_spec.train.batch_size}); {where}")
     started = time.perf_counter()
-    progress = None if quiet or not sys.stderr.isatty() else _progress_bar()
+    progress = Progress(say, not quiet and sys.stderr.isatty(), model_spec.train.epochs, model_spec.train.batch_size)
     try:
-        if progress is not None:
-            progress.start()
-            task = progress.add_task("epoch 1", total=len(data.train_labels))
-
-            def on_step(epoch, done, total, loss):
-                progress.update(task, completed=done, description=f"epoch {epoch} loss {loss:.3f}")
-        else:
-            on_step = None
-
-        def on_epoch(r):
-            if progress is not None:
-                progress.reset(task)
-            say(r.summary())
-
         # A diverging run overflows float32 on the way to its one-line "diverged" error; numpy's
         # warnings about that would only clutter the terminal. Training warnings are printed below.
-        with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
+        with progress, stop_on_signals() as stop_requested, np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", TrainingWarning)
-            model = train(model_spec, data, on_step=on_step, on_epoch=on_epoch)
-    finally:
-        if progress is not None:
-            progress.stop()
+            hooks = train_in_folder(model, data, folder, state=state, stop_requested=stop_requested,
+                                    on_step=progress.on_step, on_epoch=progress.on_epoch)
+    except Interrupted as exc:
+        _fail(str(exc), 130)
     summary = final_summary(model.metadata)  # with a validation split: the test scores, scored once
     if summary:
         say(summary)
@@ -234,14 +239,12 @@ def run(
         typer.echo(f"warning: {message}", err=True)
     if strict and found:
         _fail(f"--strict: training ended with {len(found)} warning{'s' if len(found) > 1 else ''}; no bundle written")
-    save(model, target, force=force)
-    say(f"wrote {target} in {time.perf_counter() - started:.1f}s total")
-
-
-def _progress_bar():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=_console(stderr=True), transient=True)
+    save_final(model, target, folder, force=force)
+    problem = run_report(model, data, folder, target)
+    if problem:
+        typer.echo(f"warning: {problem}", err=True)
+    say(f"wrote {target} and {folder}/ in {time.perf_counter() - started:.1f}s total "
+        f"(checkpoint {hooks.checkpoint_bytes:,} bytes, {hooks.checkpoint_seconds:.3f}s to write)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -302,25 +305,24 @@ def evaluate(
     json_: JsonOption = False,
     allow_provider_mismatch: AllowMismatchOption = False,
 ):
-    """Accuracy and macro-F1 of a bundle on the test set of the dataset it was trained on."""
+    """Per-class precision, recall, F1 and support, their averages and the confusion matrix of a bundle on the test set."""
     from .bundle import load
-    from .data import load_dataset, load_fashion_mnist
-    from .train import evaluate as evaluate_model
+    from .data import load_test_set
+    from .evaluation import evaluate_model, format_report
 
     model = load(bundle, allow_provider_mismatch=allow_provider_mismatch)
-    # The test set the model was trained against, as its spec's data section names it. Fashion-MNIST
-    # reads only its two test files (a folder holding just those is enough).
-    d = model.spec.data
-    if d.dataset == "fashion-mnist":
-        data = load_fashion_mnist(data_dir or d.source_params().get("dir"), test_limit=limit, splits=("test",))
-    else:
-        update = {"test_limit": limit, **({"path": str(data_dir)} if data_dir is not None else {})}
-        data = load_dataset(d.model_copy(update=update), model.input_shape)
-    scores = evaluate_model(model, data.test_images, data.test_labels)
+    # The test set the model was trained against, as its spec's data section names it.
+    data = load_test_set(model.spec.data, model.input_shape, data_dir, limit)
+    report = evaluate_model(model, data.test_images, data.test_labels)
     if json_:
-        typer.echo(json.dumps({"examples": len(data.test_labels), **scores}))
+        typer.echo(json.dumps(report, indent=2))
         return
-    typer.echo(f"{bundle}: accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f} on {len(data.test_labels):,} test images")
+    typer.echo(f"{bundle}: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f} on {report['examples']:,} test images\n")
+    typer.echo(format_report(report))
+
+
+# `cnnkit report` and `cnnkit show` live in cli_report.py (pictures need the plots extra).
+register_report_commands(command, SetOption)
 
 
 # --------------------------------------------------------------------------------------------------

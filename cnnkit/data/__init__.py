@@ -4,7 +4,7 @@ from .dataset import Dataset
 from .fashion_mnist import CLASSES, load_fashion_mnist, locate
 from .idx import parse_idx, read_idx
 from .images import read_images
-from .sources import DATASETS, DatasetSource, SourceParams, load_dataset
+from .sources import DATASETS, DatasetSource, SourceParams, load_dataset, load_test_set
 
 __all__ = [
     "CLASSES",
@@ -14,6 +14,7 @@ __all__ = [
     "SourceParams",
     "load_dataset",
     "load_fashion_mnist",
+    "load_test_set",
     "locate",
     "parse_idx",
     "read_idx",

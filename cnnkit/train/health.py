@@ -15,7 +15,13 @@ import math
 
 import numpy as np
 
+from ..errors import DataError
+
 GROWTH_FACTOR = 10.0
+
+
+class TrainingDiverged(DataError):
+    """The loss became NaN or infinite at a step; training stopped there."""
 
 
 class TrainingWarning(UserWarning):

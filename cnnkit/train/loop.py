@@ -11,19 +11,19 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..data.dataset import Dataset
-from ..errors import DataError
+from ..errors import CnnkitError, DataError
 from ..losses import softmax_cross_entropy
 from ..metrics import accuracy, macro_f1
 from ..model import Model
-from ..optim import OPTIMIZERS, build_schedule, clip_grad_norm
+from ..optim import OPTIMIZERS, Optimizer, build_schedule, clip_grad_norm
 from .augment import Augmenter
-from .health import TrainingWarning, chance_warning, divergence_message, loss_growth_warning
+from .health import TrainingDiverged, TrainingWarning, chance_warning, divergence_message, loss_growth_warning
 from .validation import Monitor, score, stratified_split
 
 
@@ -86,17 +86,79 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, batch_size: i
     return {"accuracy": accuracy(labels, predicted), "macro_f1": macro_f1(labels, predicted, model.output_shape[-1])}
 
 
+@dataclass
+class TrainState:
+    """Everything a run needs to go on from where it is: what a checkpoint stores (train/checkpoint.py).
+
+    The position is ``step`` steps into ``epoch`` (``step`` may equal the epoch's step count: its
+    training is done, its scoring not yet). ``shuffle_state`` is the shuffling generator's state at the
+    start of ``epoch``: the epoch's order is drawn again from it, so no order needs storing.
+    """
+
+    optimizer: Optimizer
+    shuffle_state: dict[str, Any]
+    monitor: Monitor | None = None
+    epoch: int = 1
+    step: int = 0
+    done: int = 0  # optimizer steps so far: the schedule's clock
+    loss_sum: float = 0.0  # sum over the epoch's steps so far of loss * batch size
+    seconds: float = 0.0  # wall time of the epoch's steps so far
+    first_loss: float | None = None
+    best_weights: dict[str, np.ndarray] | None = None  # the best epoch's weights, with validation and restore_best
+    stopped: bool = False  # early stopping ran out of patience
+    history: History = field(default_factory=History)
+
+
+def new_state(model: Model) -> TrainState:
+    """The state of a run that has not started: a fresh optimizer, the seed's shuffling generator."""
+    settings = model.spec.train
+    optimizer_cls = OPTIMIZERS[settings.optimizer["type"]]
+    optimizer = optimizer_cls(optimizer_cls.Params.model_validate(settings.optimizer), model.weights)
+    monitor = None
+    if model.spec.data.validation is not None:
+        stopping = settings.early_stopping
+        monitor = Monitor(stopping.monitor, stopping.min_delta, stopping.patience) if stopping else Monitor()
+    return TrainState(optimizer, np.random.default_rng(settings.seed).bit_generator.state, monitor)
+
+
+class Hooks:
+    """Called by ``fit`` at the end of each step and epoch (run folders and checkpoints use them).
+
+    ``after_step`` returning True stops training there: ``fit`` raises Interrupted with the state as
+    it is (weights updated, ``state.step`` counted), so a checkpoint written by the hook resumes exactly.
+    """
+
+    def after_step(self, state: TrainState) -> bool:
+        return False
+
+    def after_epoch(self, state: TrainState, record: EpochRecord) -> None:
+        pass
+
+
+class Interrupted(CnnkitError):
+    """Training stopped at a step because a hook asked it to (Ctrl-C, SIGTERM, a test)."""
+
+    def __init__(self, message: str, state: TrainState):
+        super().__init__(message)
+        self.state = state
+
+
 def fit(
     model: Model,
     data: Dataset,
     on_step: StepCallback | None = None,
     on_epoch: EpochCallback | None = None,
+    *,
+    state: TrainState | None = None,
+    hooks: Hooks | None = None,
 ) -> History:
     """Train ``model`` in place with its spec's ``train`` settings; returns one record per epoch.
 
     Each epoch visits the training set in an order drawn from the spec's seed; batch_size 1 with
     plain SGD is the seed notebook's algorithm. A non-finite loss stops training at its step with a
     DataError; a run that ends diverged or at chance level warns (TrainingWarning, also in ``History.warnings``).
+    ``state`` (from a checkpoint) continues a run where it stopped, to the same result an uninterrupted
+    run gives with the same thread count; ``hooks`` see every step and epoch end.
     """
     settings = model.spec.train
     _check_classes(model, data)
@@ -104,26 +166,19 @@ def fit(
     test_eager = _eager(model, data.test_images)
     x_test = model.preprocess(data.test_images) if test_eager else data.test_images
     augment = _augmenter(model)
-    optimizer_cls = OPTIMIZERS[settings.optimizer["type"]]
-    optimizer = optimizer_cls(optimizer_cls.Params.model_validate(settings.optimizer), model.weights)
-    monitor = restore = None
-    if held_out is not None:
-        stopping = settings.early_stopping
-        monitor = Monitor(stopping.monitor, stopping.min_delta, stopping.patience) if stopping else Monitor()
-        restore = settings.restore_best is not False
-    best_weights: dict[str, np.ndarray] | None = None
-    rng = np.random.default_rng(settings.seed)
+    state = new_state(model) if state is None else state
+    optimizer, monitor, history = state.optimizer, state.monitor, state.history
+    restore = held_out is not None and settings.restore_best is not False
+    shuffler = np.random.default_rng(settings.seed)
     n, batch = len(y), settings.batch_size
     steps = math.ceil(n / batch)
-    schedule = build_schedule(settings.schedule, optimizer.lr, total_steps=settings.epochs * steps)
-    done = 0  # optimizer steps so far: the schedule's clock
-    history = History()
-    first_loss = None
-    for epoch in range(1, settings.epochs + 1):
-        order = rng.permutation(n) if settings.shuffle else np.arange(n)
-        start_time = time.perf_counter()
-        total_loss = 0.0
-        for step in range(steps):
+    schedule = build_schedule(settings.schedule, optimizer.params.lr, total_steps=settings.epochs * steps)
+    while state.epoch <= settings.epochs and not state.stopped:
+        epoch = state.epoch
+        shuffler.bit_generator.state = state.shuffle_state
+        order = shuffler.permutation(n) if settings.shuffle else np.arange(n)
+        clock = time.perf_counter()
+        for step in range(state.step, steps):
             idx = order[step * batch : (step + 1) * batch]
             xb = x[idx] if rows is None else model.preprocess(x[rows[idx]])
             xb = xb if augment is None else augment(xb, epoch, step)
@@ -131,31 +186,40 @@ def fit(
             logits, backprop = model.forward(xb, train=True, logits=True, key=(epoch, step))
             loss, dlogits = softmax_cross_entropy(logits, y[idx], settings.label_smoothing)
             if not math.isfinite(loss):  # stop here: every later step would only spread NaN
-                raise DataError(divergence_message(epoch, step + 1, steps, loss, optimizer.lr if done else None))
-            first_loss = loss if first_loss is None else first_loss
+                raise TrainingDiverged(divergence_message(epoch, step + 1, steps, loss, optimizer.lr if state.done else None))
+            state.first_loss = loss if state.first_loss is None else state.first_loss
             grads = backprop(dlogits)
             if settings.clip_grad_norm is not None:
                 clip_grad_norm(grads, settings.clip_grad_norm)
-            schedule.apply(optimizer, done)  # sets optimizer.lr (and momentum, for onecycle)
+            schedule.apply(optimizer, state.done)  # sets optimizer.lr (and momentum, for onecycle)
             optimizer.step(model.weights, grads)
-            done += 1
-            total_loss += loss * len(idx)
+            state.done += 1
+            state.loss_sum += loss * len(idx)
+            state.step = step + 1
+            now = time.perf_counter()
+            state.seconds, clock = state.seconds + now - clock, now
             if on_step is not None:
                 on_step(epoch, min((step + 1) * batch, n), n, loss)
-        seconds = time.perf_counter() - start_time
+            if hooks is not None and hooks.after_step(state):
+                raise Interrupted(f"training stopped at epoch {epoch}, step {step + 1} of {steps}", state)
+        train_loss, seconds = state.loss_sum / n, state.seconds
         if held_out is None:
             scores = _test_scores(model, x_test, data.test_labels, test_eager)
-            record = EpochRecord(epoch, total_loss / n, scores["accuracy"], scores["macro_f1"], optimizer.lr, seconds)
+            record = EpochRecord(epoch, train_loss, scores["accuracy"], scores["macro_f1"], optimizer.lr, seconds)
         else:
             v = score(model, *held_out)
-            record = EpochRecord(epoch, total_loss / n, None, None, optimizer.lr, seconds, v["loss"], v["accuracy"], v["macro_f1"])
+            record = EpochRecord(epoch, train_loss, None, None, optimizer.lr, seconds, v["loss"], v["accuracy"], v["macro_f1"])
             if monitor.update(epoch, getattr(record, monitor.monitor)) and restore:
-                best_weights = {name: w.copy() for name, w in model.weights.items()}
+                state.best_weights = {name: w.copy() for name, w in model.weights.items()}
         history.append(record)
+        state.epoch, state.step, state.loss_sum, state.seconds = epoch + 1, 0, 0.0, 0.0
+        state.shuffle_state = shuffler.bit_generator.state
+        state.stopped = monitor is not None and monitor.should_stop
         if on_epoch is not None:
             on_epoch(record)
-        if monitor is not None and monitor.should_stop:
-            break
+        if hooks is not None:
+            hooks.after_epoch(state, record)
+    best_weights, first_loss = state.best_weights, state.first_loss
     if held_out is not None:
         last = history[-1].epoch
         kept = monitor.best_epoch if restore and monitor.best_epoch is not None else last

@@ -29,4 +29,18 @@ def load_dataset(data: DataSpec, input_shape: tuple[int, ...]) -> Dataset:
     return limit(loaded, data.train_limit, data.test_limit)
 
 
-__all__ = ["DATASETS", "DatasetSource", "SourceParams", "load_dataset"]
+def load_test_set(data: DataSpec, input_shape: tuple[int, ...], data_dir: str | None = None, limit: int | None = None) -> Dataset:
+    """The test set of a (bundle's) ``data`` section, for evaluation: the first ``limit`` test examples.
+
+    ``data_dir`` replaces the source's folder (fashion-mnist's ``dir``, the others' ``path``).
+    Fashion-MNIST reads only its two test files, so a folder holding just those is enough.
+    """
+    from ..fashion_mnist import load_fashion_mnist
+
+    if data.dataset == "fashion-mnist":
+        return load_fashion_mnist(data_dir or data.source_params().get("dir"), test_limit=limit, splits=("test",))
+    update = {"test_limit": limit, **({"path": str(data_dir)} if data_dir is not None else {})}
+    return load_dataset(data.model_copy(update=update), input_shape)
+
+
+__all__ = ["DATASETS", "DatasetSource", "SourceParams", "load_dataset", "load_test_set"]
