@@ -62,7 +62,7 @@ def bench_mmap(n: int, work: Path) -> None:
     spec = work / "spec.json"
     spec.write_text(json.dumps({**SPEC, "data": {"dataset": "npz", "path": str(data)}}))
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cnnkit.cli", "run", str(spec), "--out", str(work / "big.cnnkit")], check=True)
+    subprocess.run([sys.executable, "-m", "cnnkit.cli", "run", str(spec), "--out", str(work / "big.cnnkit"), "--force", "--run-dir", str(work / "runs")], check=True)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
     print(f"{n:,} images ({n * 784 / 2**20:,.0f} MiB as uint8, {n * 784 * 4 / 2**30:.1f} GiB as float32): "
           f"peak RSS of `cnnkit run` {peak:.2f} GiB, {time.perf_counter() - started:.0f}s")
