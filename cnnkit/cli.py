@@ -243,6 +243,20 @@ def evaluate(
     typer.echo(f"{bundle}: accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f} on {len(data.test_labels):,} test images")
 
 
+@command()
+def export(
+    bundle: Path,
+    format_: Annotated[str, typer.Option("--format", "-f", help="Target format: onnx.")] = "onnx",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="File to write (default: the bundle's name with the format's suffix).")] = None,
+    input_dtype: Annotated[str, typer.Option("--input-dtype", help="dtype of the graph's raw-pixel input: uint8 or float32.")] = "uint8",
+):
+    """Export a bundle for another engine: an ONNX graph from raw pixels to class probabilities."""
+    from .export import export_bundle
+
+    target = export_bundle(bundle, out, format_, input_dtype=input_dtype)
+    typer.echo(f"wrote {target}")
+
+
 # --------------------------------------------------------------------------------------------------
 # Layer plugins
 

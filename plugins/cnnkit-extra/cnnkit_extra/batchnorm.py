@@ -72,3 +72,19 @@ class BatchNorm2D(Layer):
             return dx, grads
 
         return y, backprop
+
+    # Optional export hooks (cnnkit export --format onnx, cnnkit.torch): `g` and `t` are helpers
+    # cnnkit passes in, so this file imports neither onnx nor torch. ONNX runs inference only.
+    def to_onnx(self, g, x, weights, input_shape):
+        names = [g.constant(weights[k], k) for k in ("gamma", "beta", "running_mean", "running_var")]
+        return g.node("BatchNormalization", [x, *names], epsilon=self.params.eps)
+
+    def to_torch(self, t, weights, input_shape):
+        bn = t.nn.BatchNorm2d(input_shape[0], eps=self.params.eps, momentum=self.params.momentum)
+        for name, key in (("weight", "gamma"), ("bias", "beta"), ("running_mean", "running_mean"), ("running_var", "running_var")):
+            t.set(getattr(bn, name), weights[key])
+        return bn
+
+    def from_torch(self, t, module, input_shape):
+        return {"gamma": t.array(module.weight), "beta": t.array(module.bias),
+                "running_mean": t.array(module.running_mean), "running_var": t.array(module.running_var)}
