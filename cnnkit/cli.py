@@ -129,6 +129,8 @@ def run(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle to write (default: <spec name>.cnnkit).")] = None,
     set_: SetOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-epoch lines.")] = False,
+    backend: Annotated[str, typer.Option("--backend", help="numpy (default) or torch (PyTorch; DistributedDataParallel under torchrun).")] = "numpy",
+    device: Annotated[str, typer.Option("--device", help="With --backend torch: cpu, cuda or mps.")] = "cpu",
 ):
     """Train the model a spec describes on its dataset and write a bundle."""
     import numpy as np
@@ -138,6 +140,10 @@ def run(
     from .data import load_fashion_mnist
     from .spec import load_spec
 
+    if backend not in ("numpy", "torch"):
+        raise CnnkitError(f"--backend must be numpy or torch. Received: {backend!r}")
+    if backend == "numpy" and device != "cpu":
+        raise CnnkitError(f"--device {device} needs --backend torch (the NumPy backend runs on the CPU)")
     model_spec = load_spec(spec, set_ or [])
     # The name is free text: only its last path component names the default file.
     target = out or Path(f"{Path(model_spec.name).name or 'model'}.cnnkit")
@@ -147,7 +153,23 @@ def run(
     if target.is_dir():
         raise CnnkitError(f"cannot write {target}: it is a directory; give a file name such as {target / 'model.cnnkit'}")
     d = model_spec.data
+    if backend == "torch":
+        from .backends.torch import is_main_process, resolve_device, train_torch
+        from .export import require
+
+        (torch,) = require("torch", extra="torch", purpose="--backend torch")
+        resolve_device(torch, device, 0)  # a missing device fails before the data is read
     data = load_fashion_mnist(d.dir, d.train_limit, d.test_limit)
+    if backend == "torch":
+        say = (lambda msg: None) if quiet or not is_main_process() else typer.echo
+        say(f"training {model_spec.name} with PyTorch on {device} on {len(data.train_labels):,} images from {data.source}")
+        started = time.perf_counter()
+        model = train_torch(model_spec, data, device, on_epoch=lambda r: say(
+            f"epoch {r.epoch}: train loss {r.train_loss:.4f}, test accuracy {r.test_accuracy:.4f}, macro-F1 {r.test_macro_f1:.4f} ({r.seconds:.1f}s)"))
+        if model is not None:  # rank 0 (or the only process) writes the bundle
+            save(model, target)
+            say(f"wrote {target} in {time.perf_counter() - started:.1f}s total")
+        return
     say = (lambda msg: None) if quiet else typer.echo
     say(f"training {model_spec.name} on {len(data.train_labels):,} images from {data.source} "
         f"({model_spec.train.epochs} epoch{'s' if model_spec.train.epochs != 1 else ''}, batch {model_spec.train.batch_size})")
