@@ -22,6 +22,8 @@ from fakeplugins import CNNKIT, subprocess_env
 torch = pytest.importorskip("torch")
 
 from cnnkit.backends.torch import fit_torch  # noqa: E402
+from cnnkit.data import load_fashion_mnist  # noqa: E402
+from cnnkit.torch import to_module  # noqa: E402
 
 pytestmark = pytest.mark.torch
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -103,9 +105,9 @@ def test_torchrun_two_processes_match_one_process_on_real_fashion_mnist(tmp_path
         assert result.stdout.count("wrote ") == 1  # rank 0 alone reports and writes
         model = cnnkit.load(out)  # the NumPy runtime loads what torch trained
         assert model.metadata["backend"]["processes"] == nproc
-        data = cnnkit.data.load_fashion_mnist(REAL_DATA, train_limit=1, test_limit=2000)
+        data = load_fashion_mnist(REAL_DATA, train_limit=1, test_limit=2000)
         proba = model.predict_proba(data.test_images)
-        module = cnnkit.torch.to_module(model)
+        module = to_module(model)
         with torch.no_grad():
             torch_proba = module(torch.from_numpy(model.preprocess(data.test_images))).numpy()
         np.testing.assert_allclose(proba, torch_proba, rtol=0, atol=1e-5)
