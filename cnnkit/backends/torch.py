@@ -58,7 +58,7 @@ def torch_optimizer(torch, spec_optimizer: dict, params):
     cls = OPTIMIZERS[kind]
     p = cls.Params.model_validate(spec_optimizer)
     if kind == "sgd":
-        return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov, weight_decay=p.weight_decay), _Knobs(p.lr, p.momentum)
+        return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov and p.momentum > 0, weight_decay=p.weight_decay), _Knobs(p.lr, p.momentum)
     torch_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(kind)
     if torch_cls is None:
         raise CnnkitError(f"--backend torch does not know optimizer {kind!r} yet (it knows sgd, adam, adamw)")

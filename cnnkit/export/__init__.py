@@ -37,6 +37,12 @@ def layer_hook(resolved, hook: str, purpose: str):
     return fn
 
 
+def layer_weights(model, resolved) -> dict:
+    """One layer's weights by their short names (``"kernel"``), the same arrays as ``model.weights``."""
+    prefix = f"{resolved.index}."
+    return {name[len(prefix):]: w for name, w in model.weights.items() if name.startswith(prefix)}
+
+
 def call_hook(resolved, hook: str, purpose: str, *args):
     """Call a layer's export hook; a hook that crashes becomes one line naming the layer (the cause stays chained)."""
     fn = layer_hook(resolved, hook, purpose)

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import CnnkitError
-from . import call_hook, require
+from . import call_hook, layer_weights, require
 
 OPSET = 17
 IR_VERSION = 8  # the IR version of opset 17: runtimes from onnxruntime 1.13 on read the file
@@ -84,9 +84,9 @@ def to_onnx(model, input_dtype: str = "uint8"):
     x = g.node("Div", [x, g.constant(np.float32(pre.divide), "divide")], "scaled")
     x = g.node("Sub", [x, g.constant(np.float32(pre.subtract), "subtract")], "preprocessed")
     count = len(model.layers) - 1 if model.ends_with_softmax else len(model.layers)
-    for r, w in zip(model.layers[:count], model._layer_weights):
+    for r in model.layers[:count]:
         g.prefix = f"{r.index}."
-        x = call_hook(r, "to_onnx", PURPOSE, g, x, w, r.input_shape)
+        x = call_hook(r, "to_onnx", PURPOSE, g, x, layer_weights(model, r), r.input_shape)
         if not isinstance(x, str):
             raise CnnkitError(f"cannot {PURPOSE}: the to_onnx hook of layer {r.index} ({r.type!r}, from {r.entry.provider}) returned {type(x).__name__}, not a tensor name")
     g.prefix = ""

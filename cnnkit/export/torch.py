@@ -14,7 +14,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..errors import CnnkitError
-from . import call_hook, require
+from . import call_hook, layer_weights, require
 
 
 class TorchHelper:
@@ -55,8 +55,8 @@ def to_module(model, logits: bool = False):
     t = _helper()
     count = len(model.layers) - 1 if logits and model.ends_with_softmax else len(model.layers)
     modules = []
-    for r, w in zip(model.layers[:count], model._layer_weights):
-        module = call_hook(r, "to_torch", "convert to PyTorch", t, w, r.input_shape)
+    for r in model.layers[:count]:
+        module = call_hook(r, "to_torch", "convert to PyTorch", t, layer_weights(model, r), r.input_shape)
         if not isinstance(module, t.nn.Module):
             raise CnnkitError(f"cannot convert to PyTorch: the to_torch hook of layer {r.index} ({r.type!r}, from {r.entry.provider}) returned {type(module).__name__}, not a torch.nn.Module")
         modules.append(module)
