@@ -152,24 +152,12 @@ def run(
         raise CnnkitError(f"cannot write {target}: folder {target.parent} does not exist")
     if target.is_dir():
         raise CnnkitError(f"cannot write {target}: it is a directory; give a file name such as {target / 'model.cnnkit'}")
-    d = model_spec.data
     if backend == "torch":
-        from .backends.torch import is_main_process, resolve_device, train_torch
-        from .export import require
+        from .backends.torch import run_spec
 
-        (torch,) = require("torch", extra="torch", purpose="--backend torch")
-        resolve_device(torch, device, 0)  # a missing device fails before the data is read
+        return run_spec(model_spec, target, device, say=(lambda msg: None) if quiet else typer.echo)
+    d = model_spec.data
     data = load_fashion_mnist(d.dir, d.train_limit, d.test_limit)
-    if backend == "torch":
-        say = (lambda msg: None) if quiet or not is_main_process() else typer.echo
-        say(f"training {model_spec.name} with PyTorch on {device} on {len(data.train_labels):,} images from {data.source}")
-        started = time.perf_counter()
-        model = train_torch(model_spec, data, device, on_epoch=lambda r: say(
-            f"epoch {r.epoch}: train loss {r.train_loss:.4f}, test accuracy {r.test_accuracy:.4f}, macro-F1 {r.test_macro_f1:.4f} ({r.seconds:.1f}s)"))
-        if model is not None:  # rank 0 (or the only process) writes the bundle
-            save(model, target)
-            say(f"wrote {target} in {time.perf_counter() - started:.1f}s total")
-        return
     say = (lambda msg: None) if quiet else typer.echo
     say(f"training {model_spec.name} on {len(data.train_labels):,} images from {data.source} "
         f"({model_spec.train.epochs} epoch{'s' if model_spec.train.epochs != 1 else ''}, batch {model_spec.train.batch_size})")

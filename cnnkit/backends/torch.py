@@ -194,3 +194,23 @@ def train_torch(spec, data, device: str = "cpu", on_epoch=None) -> Model | None:
     model.metadata["backend"] = {"name": "torch", "torch_version": torch.__version__, "device": device,
                                  "processes": int(os.environ.get("WORLD_SIZE", "1"))}
     return model
+
+
+def run_spec(spec, target, device: str = "cpu", say=print) -> None:
+    """What ``cnnkit run --backend torch`` does: check the device, load the data, train, write the bundle (rank 0)."""
+    from ..bundle import save
+    from ..data import load_fashion_mnist
+
+    (torch,) = require("torch", extra="torch", purpose="--backend torch")
+    resolve_device(torch, device, 0)  # a device the machine lacks fails before any data is read
+    if not is_main_process():
+        say = lambda msg: None  # noqa: E731
+    d = spec.data
+    data = load_fashion_mnist(d.dir, d.train_limit, d.test_limit)
+    say(f"training {spec.name} with PyTorch on {device} on {len(data.train_labels):,} images from {data.source}")
+    started = time.perf_counter()
+    model = train_torch(spec, data, device, on_epoch=lambda r: say(
+        f"epoch {r.epoch}: train loss {r.train_loss:.4f}, test accuracy {r.test_accuracy:.4f}, macro-F1 {r.test_macro_f1:.4f} ({r.seconds:.1f}s)"))
+    if model is not None:  # rank 0 (or the only process) writes the bundle
+        save(model, target)
+        say(f"wrote {target} in {time.perf_counter() - started:.1f}s total")
