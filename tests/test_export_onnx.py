@@ -107,6 +107,24 @@ def test_every_built_in_layer_exports_and_matches(conv, input_dtype):
     assert got.shape == (33, 5)
 
 
+@pytest.mark.parametrize("layer", [
+    {"type": "batchnorm2d", "eps": 1e-3}, {"type": "dropout", "rate": 0.5}, {"type": "avgpool2d"},
+    {"type": "avgpool2d", "pool_size": 3, "stride": 2, "padding": 1, "count_include_pad": False},
+    {"type": "tanh"}, {"type": "sigmoid"}, {"type": "global_avg_pool2d"},
+], ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_more_core_layers_export_and_match(layer):
+    layers = [{"type": "conv2d", "filters": 4, "kernel_size": 3}, layer, {"type": "flatten"}, {"type": "dense", "units": 5}, {"type": "softmax"}]
+    model = cnnkit.build(small_spec(layers))
+    rng = np.random.default_rng(4)
+    for name in model.weights:  # non-trivial running statistics too
+        model.weights[name][...] = rng.uniform(0.5, 1.5, model.weights[name].shape) if name.endswith("running_var") else rng.normal(0, 0.5, model.weights[name].shape)
+    proto = to_onnx(model)
+    onnx.checker.check_model(proto, full_check=True)
+    pixels = rng.integers(0, 256, (17, 3, 9, 9)).astype(np.uint8)
+    got = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"pixels": pixels})[0]
+    np.testing.assert_allclose(got, model.predict_proba(pixels), rtol=0, atol=1e-5)
+
+
 def test_metadata_carries_classes_spec_and_providers(tmp_path):
     model = cnnkit.build(small_spec([{"type": "flatten"}, {"type": "dense", "units": 3}, {"type": "softmax"}], shape=(1, 4, 4)))
     model.classes = ["cat", "dog", "émeu"]

@@ -33,6 +33,13 @@ CASES = {
     "relu": [CONVS["valid"], {"type": "relu"}, *HEAD],
     "maxpool2d": [CONVS["valid"], {"type": "maxpool2d", "pool_size": 2}, *HEAD],
     "maxpool2d-overlapping": [CONVS["valid"], {"type": "maxpool2d", "pool_size": 3, "stride": 1}, *HEAD],
+    "batchnorm2d": [CONVS["valid"], {"type": "batchnorm2d", "momentum": 0.3, "eps": 1e-3}, *HEAD],
+    "dropout": [CONVS["valid"], {"type": "dropout", "rate": 0.0}, *HEAD],  # rate 0: torch draws its own masks
+    "avgpool2d": [CONVS["valid"], {"type": "avgpool2d"}, *HEAD],
+    "avgpool2d-padded": [CONVS["valid"], {"type": "avgpool2d", "pool_size": 3, "stride": 2, "padding": 1, "count_include_pad": False}, *HEAD],
+    "global_avg_pool2d": [CONVS["valid"], {"type": "global_avg_pool2d"}, {"type": "dense", "units": 5}, {"type": "softmax"}],
+    "tanh": [CONVS["valid"], {"type": "tanh"}, *HEAD],
+    "sigmoid": [CONVS["valid"], {"type": "sigmoid"}, *HEAD],
     "dense-nobias-softmax-mid": [{"type": "flatten"}, {"type": "dense", "units": 6, "use_bias": False}, {"type": "softmax"}, {"type": "dense", "units": 5}],
 }
 

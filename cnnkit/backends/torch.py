@@ -89,6 +89,10 @@ def fit_torch(model: Model, data, device: str = "cpu", on_epoch=None):
     target = resolve_device(torch, device, local_rank)
     _check_labels(model, data)
     settings = model.spec.train
+    missing = [path for path, value in (("data.augment", getattr(model.spec.data, "augment", None)), ("data.validation", getattr(model.spec.data, "validation", None)),
+                                        ("train.early_stopping", getattr(settings, "early_stopping", None))) if value is not None]
+    if missing:
+        raise CnnkitError(f"--backend torch does not support {', '.join(missing)} yet; train this spec with the NumPy backend (the default)")
     if world > 1 and settings.batch_size < world:
         raise CnnkitError(f"train.batch_size {settings.batch_size} is the global batch: it must be at least the number of processes ({world})")
     distributed = world > 1

@@ -1,4 +1,4 @@
-"""cnnkit-extra's export hooks: its layers convert to PyTorch (forward, one SGD step with batch-norm
+"""Export hooks of cnnkit-extra's leaky_relu beside core batchnorm2d: they convert to PyTorch (forward, one SGD step with batch-norm
 running statistics, weights back) and to ONNX (onnxruntime equals predict_proba)."""
 
 from __future__ import annotations

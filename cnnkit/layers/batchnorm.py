@@ -3,8 +3,11 @@
 Training normalizes with the batch's own mean and (biased) variance per channel and folds them into
 running estimates; inference uses the running estimates, so a sample's output never depends on the
 rest of its batch. The running statistics are weights (saved in bundles like any other) listed in
-``non_trainable``: forward updates them in place when ``train`` is true and backprop returns no
-gradient for them, so optimizers leave them alone.
+``non_trainable``: backprop returns no gradient for them, so optimizers leave them alone.
+
+Split over threads (``per_part_in_training``), each part is normalized with its own statistics, as
+data-parallel training without synchronised batch norm does; the new running statistics go to
+``updates`` and the model averages the parts' values (see cnnkit.layers.base).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, PositiveFloat
 
-from cnnkit.layers import Layer, LayerParams
+from .base import Layer, LayerParams
 
 
 class BatchNorm2D(Layer):
@@ -21,9 +24,7 @@ class BatchNorm2D(Layer):
         eps: PositiveFloat = Field(1e-5, description="added to the variance before the square root")
 
     non_trainable = ("running_mean", "running_var")
-    # Not per-sample in training: each sample is normalized with its batch's statistics, and forward
-    # updates the running statistics in place, so a model must not split a training batch over threads.
-    per_sample_in_training = False
+    per_part_in_training = True
 
     def output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -39,42 +40,49 @@ class BatchNorm2D(Layer):
         ones, zeros = np.ones(c, np.float32), np.zeros(c, np.float32)
         return {"gamma": ones, "beta": zeros, "running_mean": zeros.copy(), "running_var": ones.copy()}
 
-    def forward(self, weights, x, train):
-        gamma, beta = weights["gamma"], weights["beta"]
+    def forward(self, weights, x, train, *, updates=None):
         axes = (0, 2, 3)
         dtype = x.dtype.type
-        if train:
-            count = x.shape[0] * x.shape[2] * x.shape[3]
+        count = x.shape[0] * x.shape[2] * x.shape[3]
+        gamma = weights["gamma"].astype(x.dtype, copy=False)
+        if train and count:
             mean = x.mean(axis=axes)  # (C,)
-            var = x.var(axis=axes)  # biased, used to normalize this batch
+            centered = x - mean[:, None, None]  # (N, C, H, W), kept for backprop
+            var = np.einsum("nchw,nchw->c", centered, centered) / dtype(count)  # biased: normalizes this batch
             # Running variance is the unbiased estimate, as in PyTorch; with one value per channel
             # there is no unbiased estimate, so the biased one (0) is folded in instead.
-            unbiased = var * (count / (count - 1)) if count > 1 else var
+            unbiased = var * dtype(count / (count - 1)) if count > 1 else var
             m = self.params.momentum
-            weights["running_mean"] *= 1 - m
-            weights["running_mean"] += m * mean
-            weights["running_var"] *= 1 - m
-            weights["running_var"] += m * unbiased
+            new = {"running_mean": (1 - m) * weights["running_mean"] + m * mean, "running_var": (1 - m) * weights["running_var"] + m * unbiased}
+            if updates is None:  # called directly: update in place
+                for name, value in new.items():
+                    weights[name][...] = value
+            else:
+                updates.update(new)
         else:
-            mean, var = weights["running_mean"], weights["running_var"]
+            mean, var = weights["running_mean"].astype(x.dtype, copy=False), weights["running_var"].astype(x.dtype, copy=False)
+            centered = x - mean[:, None, None]
         inv_std = (1.0 / np.sqrt(var + self.params.eps)).astype(x.dtype, copy=False)  # (C,)
-        xhat = (x - mean.astype(x.dtype, copy=False)[:, None, None]) * inv_std[:, None, None]  # (N, C, H, W)
-        y = xhat * gamma.astype(x.dtype, copy=False)[:, None, None] + beta.astype(x.dtype, copy=False)[:, None, None]
+        scale = gamma * inv_std  # (C,): y = centered * scale + beta
+        y = centered * scale[:, None, None]
+        y += weights["beta"].astype(x.dtype, copy=False)[:, None, None]
 
         def backprop(dy):
-            grads = {"gamma": (dy * xhat).sum(axis=axes), "beta": dy.sum(axis=axes)}
-            scale = (gamma * inv_std).astype(dy.dtype, copy=False)[:, None, None]  # (C, 1, 1)
-            if not train:  # the statistics are constants here
-                return dy * scale, grads
-            # d/dx of gamma * (x - mean) / std with mean and std taken from the same batch.
-            count = dtype(dy.shape[0] * dy.shape[2] * dy.shape[3])
-            dx = scale * (dy - grads["beta"][:, None, None] / count - xhat * (grads["gamma"][:, None, None] / count))
-            return dx, grads
+            beta_grad = dy.sum(axis=axes)
+            gamma_grad = np.einsum("nchw,nchw->c", dy, centered) * inv_std  # sum of dy * xhat
+            dx = dy * scale[:, None, None].astype(dy.dtype, copy=False)
+            if train and count:
+                # d/dx of gamma * (x - mean) / std with mean and std taken from the same batch:
+                # scale * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = centered * inv_std.
+                n = dtype(count)
+                dx -= centered * (scale * inv_std * gamma_grad / n)[:, None, None]
+                dx -= (scale * beta_grad / n)[:, None, None]
+            return dx, {"gamma": gamma_grad, "beta": beta_grad}
 
         return y, backprop
 
-    # Optional export hooks (cnnkit export --format onnx, cnnkit.torch): `g` and `t` are helpers
-    # cnnkit passes in, so this file imports neither onnx nor torch. ONNX runs inference only.
+    # -- export hooks (cnnkit.export): ONNX BatchNormalization (inference); torch BatchNorm2d
+
     def to_onnx(self, g, x, weights, input_shape):
         names = [g.constant(weights[k], k) for k in ("gamma", "beta", "running_mean", "running_var")]
         return g.node("BatchNormalization", [x, *names], epsilon=self.params.eps)
