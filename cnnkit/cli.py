@@ -204,7 +204,7 @@ def run(
     if backend == "torch":
         from .backends.torch import run_spec
 
-        return run_spec(model_spec, target, device, say=(lambda msg: None) if quiet else typer.echo)
+        return run_spec(model_spec, target, device, say=(lambda msg: None) if quiet else typer.echo, force=force)
     d = model_spec.data
     data = load_fashion_mnist(d.dir, d.train_limit, d.test_limit)
     say = (lambda msg: None) if quiet else typer.echo
@@ -322,11 +322,12 @@ def export(
     format_: Annotated[str, typer.Option("--format", "-f", help="Target format: onnx.")] = "onnx",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="File to write (default: the bundle's name with the format's suffix).")] = None,
     input_dtype: Annotated[str, typer.Option("--input-dtype", help="dtype of the graph's raw-pixel input: uint8 or float32.")] = "uint8",
+    force: ForceOption = False,
 ):
     """Export a bundle for another engine: an ONNX graph from raw pixels to class probabilities."""
     from .export import export_bundle
 
-    target = export_bundle(bundle, out, format_, input_dtype=input_dtype)
+    target = export_bundle(bundle, out, format_, force=force, input_dtype=input_dtype)
     typer.echo(f"wrote {target}")
 
 

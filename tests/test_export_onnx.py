@@ -187,7 +187,8 @@ def test_layer_without_hook_names_layer_index_and_distribution_and_leaves_old_fi
     bundle, site, env = plugin_bundle
     out = tmp_path / "old.onnx"
     out.write_bytes(b"previous contents")
-    result = cli("export", bundle, "--format", "onnx", "--out", out, env=env)
+    one_line_error(cli("export", bundle, "--out", out, env=env), "--force")  # not an ONNX file cnnkit wrote
+    result = cli("export", bundle, "--format", "onnx", "--out", out, "--force", env=env)
     one_line_error(result, "layer 2 ('scale', from fake-scale 1.2.3) has no to_onnx export hook")
     assert out.read_bytes() == b"previous contents" and sorted(p.name for p in tmp_path.iterdir()) == ["old.onnx", "p.cnnkit", "site"]
 

@@ -200,7 +200,7 @@ def train_torch(spec, data, device: str = "cpu", on_epoch=None) -> Model | None:
     return model
 
 
-def run_spec(spec, target, device: str = "cpu", say=print) -> None:
+def run_spec(spec, target, device: str = "cpu", say=print, force: bool = False) -> None:
     """What ``cnnkit run --backend torch`` does: check the device, load the data, train, write the bundle (rank 0)."""
     from ..bundle import save
     from ..data import load_fashion_mnist
@@ -216,5 +216,5 @@ def run_spec(spec, target, device: str = "cpu", say=print) -> None:
     model = train_torch(spec, data, device, on_epoch=lambda r: say(
         f"epoch {r.epoch}: train loss {r.train_loss:.4f}, test accuracy {r.test_accuracy:.4f}, macro-F1 {r.test_macro_f1:.4f} ({r.seconds:.1f}s)"))
     if model is not None:  # rank 0 (or the only process) writes the bundle
-        save(model, target)
+        save(model, target, force=force)
         say(f"wrote {target} in {time.perf_counter() - started:.1f}s total")

@@ -55,23 +55,35 @@ def call_hook(resolved, hook: str, purpose: str, *args):
         raise CnnkitError(f"cannot {purpose}: the {hook} hook of layer {resolved.index} ({e.type!r}, from {e.dist} {e.version}) failed: {type(exc).__name__}: {exc}") from exc
 
 
-def export_bundle(bundle: str | Path, out: str | Path | None = None, format: str = "onnx", **options) -> Path:
+def is_cnnkit_onnx_file(path: str | Path) -> bool:
+    """Whether ``path`` starts like an ONNX file cnnkit wrote (ir_version field, producer "cnnkit")."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError:
+        return False
+    return head[:1] == b"\x08" and b"\x12\x06cnnkit" in head
+
+
+def export_bundle(bundle: str | Path, out: str | Path | None = None, format: str = "onnx", force: bool = False, **options) -> Path:
     """Export the bundle file ``bundle`` to ``out`` (default: the bundle's name with the format's suffix).
 
     ``options`` go to the format's writer (for onnx: ``input_dtype``). Writes atomically: on any
-    error no file (and no partial file) is left at ``out``.
+    error no file (and no partial file) is left at ``out``. An existing file other than an ONNX file
+    cnnkit wrote is replaced only with ``force`` (the bundle itself never).
     """
     if format not in FORMATS:
         raise CnnkitError(f"unknown export format {format!r}; cnnkit exports to: {', '.join(FORMATS)}")
     from ..bundle import load
+    from ..bundle.atomic import OutputError, check_target
 
     target = Path(out) if out is not None else Path(bundle).with_suffix(f".{format}")
-    if target.is_dir():
-        raise CnnkitError(f"cannot write {target}: it is a directory; give a file name such as {target / ('model.' + format)}")
-    if not target.parent.is_dir():
-        raise CnnkitError(f"cannot write {target}: folder {target.parent} does not exist")
     if target.exists() and target.resolve() == Path(bundle).resolve():
         raise CnnkitError(f"cannot write {target}: that is the bundle being exported; give another --out")
+    try:
+        target = check_target(target, force=force, recognise=is_cnnkit_onnx_file, what="cnnkit ONNX export")
+    except OutputError as exc:
+        raise CnnkitError(str(exc)) from None
     from .onnx import save_onnx
 
     require("onnx", "onnxruntime", extra="onnx", purpose="ONNX export")  # before loading: fail fast
