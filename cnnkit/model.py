@@ -21,6 +21,10 @@ from .spec import ModelSpec, ResolvedLayer, resolve_layers, validate_spec
 MIN_PART = 16
 
 
+def _no_backprop(dy: np.ndarray) -> dict[str, np.ndarray]:
+    raise CnnkitError("backprop needs a forward pass with train=True (inference keeps no layer inputs)")
+
+
 class Model:
     """A network built from a spec. ``weights`` maps dotted names (``"0.kernel"``) to float32 arrays.
 
@@ -107,6 +111,8 @@ class Model:
 
         With ``logits=True`` a final softmax layer is skipped, so a loss can work from logits.
         Returns ``(y, backprop)``; ``backprop(dy)`` returns the gradient of every weight by name.
+        With ``train=False`` there is no backprop (calling it raises): inference keeps no layer's
+        input once the next layer has run, so its memory does not grow with depth.
 
         A batch of at least ``2 * MIN_PART`` samples is split into one part per thread
         (``cnnkit.parallel``), each run through all layers on its own core; backprop sums the parts'
@@ -123,6 +129,8 @@ class Model:
             results = parallel.run_all([functools.partial(self._forward_part, x[lo:hi], train, count) for lo, hi in parts])
             y = np.concatenate([part_y for part_y, _ in results])
             part_backprops = [part_backprop for _, part_backprop in results]  # not the parts' outputs: y holds them
+        if not train:
+            return y, _no_backprop
         shape = y.shape
 
         def backprop(dy: np.ndarray) -> dict[str, np.ndarray]:
@@ -146,9 +154,11 @@ class Model:
         return list(zip(bounds[:-1], bounds[1:]))
 
     def _forward_part(self, x: np.ndarray, train: bool, count: int) -> tuple[np.ndarray, Callable[[np.ndarray], dict[str, np.ndarray]]]:
+        if not train:
+            return self._infer_part(x, count), _no_backprop
         backprops = []
         for r, w, skip in zip(self.layers[:count], self._layer_weights, self._skips_input_grad):
-            x, bp = r.layer.forward(w, x, train, input_grad=False) if skip and train else r.layer.forward(w, x, train)
+            x, bp = r.layer.forward(w, x, train, input_grad=False) if skip else r.layer.forward(w, x, train)
             backprops.append(bp)
 
         def backprop(dy: np.ndarray) -> dict[str, np.ndarray]:
@@ -161,6 +171,14 @@ class Model:
             return grads
 
         return x, backprop
+
+    def _infer_part(self, x: np.ndarray, count: int) -> np.ndarray:
+        """Inference frees as it goes: each layer's backprop closure (which holds its input) is
+        dropped at once, so a layer's input is freed when the next layer has its output and peak
+        memory is about the two largest adjacent activations, whatever the depth."""
+        for r, w in zip(self.layers[:count], self._layer_weights):
+            x = r.layer.forward(w, x, False)[0]
+        return x
 
     def preprocess(self, images: np.ndarray, preprocessed: bool = False) -> np.ndarray:
         """Raw images -> float32 model input of shape (N, *input_shape).

@@ -52,6 +52,10 @@ def forward_and_grads(model, x, dy, train, threads, monkeypatch):
     monkeypatch.setenv("CNNKIT_NUM_THREADS", str(threads))
     # Training works from logits, as cnnkit.train does; inference ends with the softmax.
     y, backprop = model.forward(x, train=train, logits=train)
+    if not train:  # inference keeps no layer inputs, so it has no backprop
+        with pytest.raises(CnnkitError, match="needs a forward pass with train=True"):
+            backprop(dy)
+        return y, None
     return y, backprop(dy)
 
 
@@ -71,9 +75,11 @@ def test_a_split_batch_gives_the_numbers_of_one_thread(monkeypatch, run_all_call
     y1, grads1 = forward_and_grads(model, x, dy, train, 1, monkeypatch)
     assert run_all_calls == []
     y, grads = forward_and_grads(model, x, dy, train, 3, monkeypatch)
-    assert run_all_calls == [parts, parts]  # forward and backprop, each one task per part
+    assert run_all_calls == ([parts, parts] if train else [parts])  # forward and backprop, each one task per part
     assert y.shape == y1.shape and y.dtype == np.float32
     np.testing.assert_allclose(y, y1, rtol=1e-5, atol=1e-7)
+    if not train:
+        return
     assert set(grads) == set(grads1) == set(model.weights)
     for name, g in grads.items():
         # The parts' gradients are summed in another order than one thread's: float32 rounding only.

@@ -152,7 +152,7 @@ class Conv2D(Layer):
                 for m0, m1, lo, hi, cols in blocks.im2col_blocks(x_flat, n, c, plane, 0, window, k, wp, f, shared):
                     # cols @ dy.T, not dy @ cols.T: numpy hands the latter to a much slower path.
                     products = np.matmul(cols, dy_rows[m0:m1, None, :, lo:hi].transpose(0, 1, 3, 2))  # (images, G, R, F)
-                    dkernel += products.sum(axis=0).reshape(k * c * k, f)
+                    blocks.add_images(dkernel, products)
                 grads["kernel"] = np.ascontiguousarray(dkernel.reshape(k, c, k, f).transpose(3, 1, 0, 2))
                 return None, grads
             # The input gradient is the full convolution of dy with the flipped kernel: the same
@@ -174,7 +174,7 @@ class Conv2D(Layer):
             for m0, m1, lo, hi, cols in blocks.im2col_blocks(dy_flat, n, f, plane, pad_h[0] * wp, x_window, k, wp, c, dy_shared):
                 blocks.multiply(flip_groups, cols, dx_rows[m0:m1, :, lo:hi], scratch)
                 products = np.matmul(cols, x_rows[m0:m1, None, :, lo:hi].transpose(0, 1, 3, 2))  # (images, G, R, C)
-                dflipped += products.sum(axis=0).reshape(k * f * k, c)
+                blocks.add_images(dflipped, products)
             dflipped = dflipped.reshape(k, f, k, c).transpose(1, 3, 0, 2)  # (F, C, a, b)
             grads["kernel"] = np.ascontiguousarray(dflipped[:, :, ::-1, ::-1])
             dx = dx_rows.reshape(n, c, h, wp)[..., pad_w[0] : pad_w[0] + w]

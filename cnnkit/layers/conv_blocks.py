@@ -11,12 +11,23 @@ from numpy.lib.stride_tricks import as_strided
 
 
 # Stride-1 convolution works one block of images at a time, sized so that its working set (the
-# copied input rows and the partial outputs) is about this many bytes and stays in a core's L2
-# cache (2 MiB here), with few enough blocks that the per-block Python work (which holds the GIL
-# while the other thread waits for it) stays small. Measured on the seed net, 2 threads, inference
-# at batch 256: 512 KiB 29.3k img/s, 768 KiB to 2 MiB 31-32k. Tests shrink it to exercise the block
-# boundaries.
-BLOCK_BYTES = 1024 * 1024
+# copied input rows and the partial outputs) stays in a core's L2 cache, with few enough blocks
+# that the per-block Python work (which holds the GIL while the other thread waits for it) stays
+# small. The size comes from the machine (``cnnkit.tuning.block_bytes``: a share of the L2 the OS
+# reports); set BLOCK_BYTES to override it (tests shrink it to exercise the block boundaries).
+BLOCK_BYTES: int | None = None
+# An image whose working set exceeds PIECE_BYTES is cut into pieces of its positions. This is fixed,
+# not tuned: the kernel gradient sums over positions piece by piece, so the cuts set the order of
+# that sum, and results must not depend on the machine.
+PIECE_BYTES = 1024 * 1024
+
+
+def block_bytes() -> int:
+    if BLOCK_BYTES is not None:
+        return BLOCK_BYTES
+    from .. import tuning
+
+    return tuning.block_bytes()
 
 
 def flat_padded(x: np.ndarray, pad_h: tuple[int, int], pad_w: tuple[int, int], tail: int = 0) -> np.ndarray:
@@ -56,19 +67,20 @@ def im2col_blocks(flat: np.ndarray, n: int, c: int, plane: int, start: int, wind
     group i is that copy shifted by i*row: G = k, R = C*k (``shared``; see ``copies_kernel_rows``). With
     ``ones`` each group has one more row, of ones, so a product with it also adds a bias column.
 
-    A block holds whole windows of several images when they fit in BLOCK_BYTES (``out_rows``: rows
-    of each partial output the caller keeps per position), else part of one image's window. The
-    first block is the largest. One buffer is reused: use each block before asking for the next.
+    A block holds whole windows of as many images as fit in ``block_bytes()`` (``out_rows``: rows
+    of each partial output the caller keeps per position), or part of one image's window when an
+    image's working set exceeds PIECE_BYTES. The first block is the largest. One buffer is reused:
+    use each block before asking for the next.
     """
     groups, rows = (k, c * k) if shared else (1, k * c * k)
     reach = (k - 1) * row if shared else 0  # extra positions copied so the shifted views stay inside
     itemsize = flat.itemsize
     per_image = ((rows + ones) * (window + reach) + groups * out_rows * window) * itemsize
-    if per_image <= BLOCK_BYTES:  # whole windows, several images per block
-        per = BLOCK_BYTES // per_image
+    if per_image <= PIECE_BYTES:  # whole windows, as many images per block as fit (at least one)
+        per = max(1, block_bytes() // per_image)
         pieces = [(m, min(m + per, n), 0, window) for m in range(0, n, per)]
     else:  # each image's window in near-equal parts, the longer ones first
-        count = -(-per_image // BLOCK_BYTES)
+        count = -(-per_image // PIECE_BYTES)
         bounds = [-(-window * i // count) for i in range(count + 1)]
         pieces = [(m, m + 1, lo, hi) for m in range(n) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
     if not pieces:
@@ -120,3 +132,11 @@ def multiply(weights: np.ndarray, cols: np.ndarray, out: np.ndarray, scratch: li
         np.matmul(np.ones((1, groups), cols.dtype), products.reshape(images, groups, f * span), out=out.reshape(images, 1, f * span))
     else:
         np.add.reduce(products, axis=1, out=out)
+
+
+def add_images(total: np.ndarray, products: np.ndarray) -> None:
+    """total += each image's (G, R, X) product in turn, (images, G, R, X) -> (G*R, X): image by
+    image in order, so the sum is the same whichever images shared a block (the block size is tuned
+    per machine; results must not change with it)."""
+    for product in products:
+        np.add(total, product.reshape(total.shape), out=total)
