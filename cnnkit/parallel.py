@@ -184,6 +184,11 @@ def _run_marked(task: Callable[[], T]) -> T:
         _local.busy = False
 
 
+def in_task() -> bool:
+    """True inside one of cnnkit's parallel tasks, where run_all runs its tasks one after another."""
+    return getattr(_local, "busy", False)
+
+
 def run_all(tasks: list[Callable[[], T]]) -> list[T]:
     """Each task's result, in order: the first task runs in the calling thread, the others in
     cnnkit's worker threads, all with OpenBLAS kept to one thread. Tasks must not write where another

@@ -134,9 +134,61 @@ def multiply(weights: np.ndarray, cols: np.ndarray, out: np.ndarray, scratch: li
         np.add.reduce(products, axis=1, out=out)
 
 
-def add_images(total: np.ndarray, products: np.ndarray) -> None:
-    """total += each image's (G, R, X) product in turn, (images, G, R, X) -> (G*R, X): image by
-    image in order, so the sum is the same whichever images shared a block (the block size is tuned
-    per machine; results must not change with it)."""
-    for product in products:
-        np.add(total, product.reshape(total.shape), out=total)
+# -- splitting one convolution over threads (small batches) -----------------------------------------
+
+# A batch too small for the model to split over threads (see ``Model._parts``) still uses every core
+# in its convolutions: their images are split into ranges, one per thread. The kernel gradient is
+# summed in chunks of CHUNK images (each chunk image by image, then the chunks in order), and ranges
+# hold whole chunks, so that sum is the same however the images are split and whichever images
+# share a block: splitting and block sizes change speed, never results. CHUNK is fixed for that
+# reason, not tuned.
+CHUNK = 4
+# Fewest multiply-adds per range worth a thread: below it the hand-over costs more than it saves.
+# (Measured on the seed net, see README "Speed": conv1 at batch 8 is about 1 M per half.)
+SPLIT_MIN_MACS = 500_000
+
+
+def image_ranges(n: int, macs_per_image: int) -> list[tuple[int, int]]:
+    """Ranges [lo, hi) of whole CHUNKs of the n images, one per thread when the work pays for it."""
+    from .. import parallel
+
+    if n <= CHUNK or parallel.in_task():
+        return [(0, n)]
+    chunks = -(-n // CHUNK)
+    parts = min(parallel.num_threads(), chunks, n * macs_per_image // SPLIT_MIN_MACS)
+    if parts < 2:
+        return [(0, n)]
+    bounds = [min(n, chunks * i // parts * CHUNK) for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def run_ranges(task, ranges: list[tuple[int, int]]) -> list:
+    """task(lo, hi) for each range, on separate threads when there are several; results in order."""
+    from .. import parallel
+
+    if len(ranges) == 1:
+        return [task(*ranges[0])]
+    return parallel.run_all([lambda lo=lo, hi=hi: task(lo, hi) for lo, hi in ranges])
+
+
+class ChunkSums:
+    """Per-CHUNK sums of per-image (G, R, X) products of the images [lo, hi), as (G*R, X) arrays."""
+
+    def __init__(self, lo: int, hi: int, shape: tuple[int, int], dtype):
+        self.first = lo // CHUNK
+        self.sums = [np.zeros(shape, dtype) for _ in range(self.first, -(-hi // CHUNK))]
+
+    def add(self, image: int, products: np.ndarray) -> None:
+        """Add (images, G, R, X) products of the images from ``image`` on, image by image."""
+        for i, product in enumerate(products):
+            total = self.sums[(image + i) // CHUNK - self.first]
+            np.add(total, product.reshape(total.shape), out=total)
+
+
+def total(parts: list[ChunkSums]) -> np.ndarray:
+    """The sum of all chunks, in order (a fixed order, whatever the ranges were)."""
+    chunks = [s for part in parts for s in part.sums]
+    result = chunks[0]
+    for s in chunks[1:]:
+        result += s
+    return result
