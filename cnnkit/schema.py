@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from . import registry
-from .optim import OPTIMIZERS
+from .optim import OPTIMIZERS, SCHEDULES
 from .spec import ModelSpec
 
 DRAFT_07 = "http://json-schema.org/draft-07/schema#"
@@ -107,12 +107,21 @@ def spec_schema() -> tuple[dict[str, Any], list[registry.LayerStatus]]:
     _hoist_definitions(usable, definitions)
     optimizers = {kind: _model_schema(cls.Params) for kind, cls in OPTIMIZERS.items()}
     _hoist_definitions(optimizers, definitions)
+    schedules = {kind: _model_schema(cls.Params) for kind, cls in SCHEDULES.items()}
+    _hoist_definitions(schedules, definitions)
 
     schema["properties"]["layers"]["items"] = _discriminated(usable, "one layer: 'type' names an installed layer type (cnnkit layers lists them)")
     train = definitions["TrainSpec"]["properties"]
     optimizer = _discriminated(optimizers, "'type' is one of: " + ", ".join(optimizers))
     optimizer["default"] = train["optimizer"].get("default", {"type": "sgd", "lr": 0.01})
     train["optimizer"] = optimizer
+    # null (constant lr) or a schedule; the branches' conditions also require an object, so a null skips them.
+    schedule = _discriminated(schedules, train["schedule"].get("description", ""))
+    schedule["type"] = ["object", "null"]
+    for branch in schedule["allOf"]:
+        branch["if"]["type"] = "object"
+    schedule["default"] = None
+    train["schedule"] = schedule
     return {"$schema": DRAFT_07, "$id": SCHEMA_ID, **schema}, skipped
 
 

@@ -13,14 +13,14 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
 
 from . import registry
 from .errors import RegistryError, SpecError
 from .layers.base import Layer, Shape
-from .optim import OPTIMIZERS
+from .optim import OPTIMIZERS, SCHEDULES
 
 
 class _Strict(BaseModel):
@@ -49,7 +49,10 @@ class DataSpec(_Strict):
 class TrainSpec(_Strict):
     epochs: PositiveInt = 1
     batch_size: PositiveInt = 32
-    optimizer: dict[str, Any] = Field(default_factory=lambda: {"type": "sgd", "lr": 0.01}, description="{'type': 'sgd' | 'adam', ...}")
+    optimizer: dict[str, Any] = Field(default_factory=lambda: {"type": "sgd", "lr": 0.01}, description="{'type': 'sgd' | 'adam' | 'adamw', ...}")
+    schedule: dict[str, Any] | None = Field(None, description="learning-rate schedule stepped per batch: {'type': 'constant' | 'step' | 'cosine' | 'onecycle', ...}; null: constant lr")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, allow_inf_nan=False, description="cross-entropy target: 1 - x on the label plus x / classes on every class")
+    clip_grad_norm: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = Field(None, description="scale the gradients so their joint L2 norm is at most this; null: no clipping")
     seed: NonNegativeInt = 0
     shuffle: bool = True
 
@@ -156,11 +159,12 @@ def validate_spec(data: Any) -> ModelSpec:
     errors: list[tuple[str, str]] = []
 
     optimizer = _validate_optimizer(spec.train.optimizer, errors)
+    schedule = _validate_schedule(spec.train.schedule, optimizer.get("lr"), errors)
     resolved = _resolve(spec, errors)
     if errors:
         raise SpecError(errors)
     layers = [{"type": r.type, **r.layer.params.model_dump(mode="json")} for r in resolved]
-    train = spec.train.model_copy(update={"optimizer": optimizer})
+    train = spec.train.model_copy(update={"optimizer": optimizer, "schedule": schedule})
     return spec.model_copy(update={"layers": layers, "train": train})
 
 
@@ -175,6 +179,28 @@ def _validate_optimizer(raw: dict[str, Any], errors: list[tuple[str, str]]) -> d
     except ValidationError as exc:
         errors.extend(_pydantic_errors(exc, params_model, ("train", "optimizer")))
         return raw
+
+
+def _validate_schedule(raw: dict[str, Any] | None, base_lr: Any, errors: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """Check ``train.schedule`` with its type's Params; a length it gives itself is checked here, the run's at training."""
+    if raw is None:
+        return None
+    kind = raw.get("type")
+    if not isinstance(kind, str) or kind not in SCHEDULES:
+        errors.append(("train.schedule.type", f"expected one of {', '.join(map(repr, SCHEDULES))}. Received: {_received(kind)}"))
+        return raw
+    cls = SCHEDULES[kind]
+    try:
+        params = cls.Params.model_validate(raw)
+    except ValidationError as exc:
+        errors.extend(_pydantic_errors(exc, cls.Params, ("train", "schedule")))
+        return raw
+    if isinstance(base_lr, float) and (not cls.needs_total or getattr(params, "total_steps", None)):
+        try:
+            cls(params, base_lr, None)  # the schedule's own checks, e.g. warm-up shorter than total_steps
+        except SpecError as exc:
+            errors.extend(exc.errors)
+    return params.model_dump(mode="json")
 
 
 def _resolve(spec: ModelSpec, errors: list[tuple[str, str]]) -> list[ResolvedLayer]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -14,7 +15,7 @@ from .errors import DataError
 from .losses import softmax_cross_entropy
 from .metrics import accuracy, macro_f1
 from .model import Model
-from .optim import OPTIMIZERS
+from .optim import OPTIMIZERS, build_schedule, clip_grad_norm
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class EpochRecord:
     train_loss: float
     test_accuracy: float
     test_macro_f1: float
+    lr: float  # the learning rate of the epoch's last optimizer step
     seconds: float  # wall time of the epoch's training steps (not stored in bundles: they are deterministic)
 
 
@@ -65,6 +67,8 @@ def fit(
     optimizer = optimizer_cls(optimizer_cls.Params.model_validate(settings.optimizer), model.weights)
     rng = np.random.default_rng(settings.seed)
     n, batch = len(x), settings.batch_size
+    schedule = build_schedule(settings.schedule, optimizer.lr, total_steps=settings.epochs * math.ceil(n / batch))
+    step = 0  # optimizer steps so far: the schedule's clock
     history: list[EpochRecord] = []
     for epoch in range(1, settings.epochs + 1):
         order = rng.permutation(n) if settings.shuffle else np.arange(n)
@@ -73,8 +77,13 @@ def fit(
         for start in range(0, n, batch):
             idx = order[start : start + batch]
             logits, backprop = model.forward(x[idx], train=True, logits=True)
-            loss, dlogits = softmax_cross_entropy(logits, y[idx])
-            optimizer.step(model.weights, backprop(dlogits))
+            loss, dlogits = softmax_cross_entropy(logits, y[idx], settings.label_smoothing)
+            grads = backprop(dlogits)
+            if settings.clip_grad_norm is not None:
+                clip_grad_norm(grads, settings.clip_grad_norm)
+            schedule.apply(optimizer, step)  # sets optimizer.lr (and momentum, for onecycle)
+            optimizer.step(model.weights, grads)
+            step += 1
             total_loss += loss * len(idx)
             if on_step is not None:
                 on_step(epoch, min(start + batch, n), n, loss)
@@ -82,7 +91,7 @@ def fit(
         if not np.isfinite(total_loss):
             raise DataError(f"training diverged in epoch {epoch} (loss is {total_loss}); lower train.optimizer.lr")
         scores = evaluate(model, x_test, data.test_labels, preprocessed=True) if len(x_test) else {"accuracy": float("nan"), "macro_f1": float("nan")}
-        record = EpochRecord(epoch, total_loss / n, scores["accuracy"], scores["macro_f1"], seconds)
+        record = EpochRecord(epoch, total_loss / n, scores["accuracy"], scores["macro_f1"], optimizer.lr, seconds)
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
