@@ -176,7 +176,7 @@ class ChunkSums:
 
     def __init__(self, lo: int, hi: int, shape: tuple[int, int], dtype):
         self.first = lo // CHUNK
-        self.sums = [np.zeros(shape, dtype) for _ in range(self.first, -(-hi // CHUNK))]
+        self.sums = [np.zeros(shape, dtype) for _ in range(self.first, max(-(-hi // CHUNK), self.first + 1))]  # one for no images
 
     def add(self, image: int, products: np.ndarray) -> None:
         """Add (images, G, R, X) products of the images from ``image`` on, image by image."""
