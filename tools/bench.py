@@ -152,7 +152,7 @@ def _rate(fn, images: int) -> float:
     return images / (time.perf_counter() - start)
 
 
-def throughput(quick: bool) -> list[dict]:
+def throughput(quick: bool, rounds: int = 5) -> list[dict]:
     import torch
 
     import cnnkit
@@ -161,7 +161,7 @@ def throughput(quick: bool) -> list[dict]:
     threads = num_threads()  # PyTorch gets as many threads as cnnkit splits batches over
     torch.set_num_threads(threads)
     x, y = load_images(20_000)
-    rounds = 1 if quick else 5
+    rounds = 1 if quick else rounds
     # (mode, batch, images per round): enough images that a round lasts about a second or more
     cases = [("train", 1, 300 if quick else 2000), ("train", 16, 1024 if quick else 4096), ("train", 32, 1024 if quick else 8192),
              ("train", 64, 1024 if quick else 8192), ("infer", 256, 2048 if quick else 16384)]
@@ -303,6 +303,7 @@ def time_to_accuracy(spec_path: Path, target: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run (fewer images, one round)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per figure (median reported; default 5)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     parser.add_argument("--time-to-accuracy", action="store_true", help=f"time {FAST_SPEC.name} until test accuracy >= {TARGET_ACCURACY}")
     parser.add_argument("--spec", type=Path, default=FAST_SPEC, help="spec for --time-to-accuracy")
@@ -316,7 +317,7 @@ def main() -> None:
     if args.time_to_accuracy:
         report["time_to_accuracy"] = time_to_accuracy(args.spec.resolve(), TARGET_ACCURACY)
     else:
-        report["throughput"] = throughput(args.quick)
+        report["throughput"] = throughput(args.quick, args.rounds)
         report["peak_rss_mib_train_batch64"] = peak_rss(args.quick)
     if args.json:
         print(json.dumps(report, indent=2))
