@@ -27,6 +27,15 @@ SPEC = {
 }
 
 
+REAL_SPARE_CORES = parallel.spare_cores
+
+
+@pytest.fixture(autouse=True)
+def _idle_machine(monkeypatch):
+    """The convolutions split only when the machine has cores to spare; tests must not depend on the load."""
+    monkeypatch.setattr(parallel, "spare_cores", lambda: True)
+
+
 def train_steps(monkeypatch, threads: int, block_bytes: int | None, split_min_macs: int) -> dict[str, np.ndarray]:
     """Weights after a few Adam steps on fixed random batches of 13, under the given settings."""
     from cnnkit.losses import softmax_cross_entropy
@@ -134,3 +143,24 @@ def test_block_bytes_override(monkeypatch):
         monkeypatch.setenv("CNNKIT_BLOCK_BYTES", bad)
         with pytest.raises(CnnkitError, match=rf"CNNKIT_BLOCK_BYTES must be a positive integer. Received: '{bad}'"):
             tuning.block_bytes()
+
+
+def test_a_busy_machine_gets_no_split(monkeypatch):
+    monkeypatch.setattr(parallel, "spare_cores", REAL_SPARE_CORES)
+    monkeypatch.setenv("CNNKIT_NUM_THREADS", "2")
+    for load, splits in [(0.3, True), (2.9, True), (3.0, False), (9.5, False)]:
+        monkeypatch.setattr(parallel.os, "getloadavg", lambda load=load: (load, load, load))
+        monkeypatch.setattr(parallel, "_load_checked", (-1.0, False))  # forget the last answer
+        assert parallel.spare_cores() is splits
+        assert len(conv_blocks.image_ranges(16, conv_blocks.SPLIT_MIN_MACS)) == (2 if splits else 1)
+
+
+def test_no_load_average_reported_counts_as_spare_cores(monkeypatch):
+    monkeypatch.setattr(parallel, "spare_cores", REAL_SPARE_CORES)
+
+    def unavailable():
+        raise OSError("no load average here")
+
+    monkeypatch.setattr(parallel.os, "getloadavg", unavailable)
+    monkeypatch.setattr(parallel, "_load_checked", (-1.0, False))
+    assert parallel.spare_cores() is True

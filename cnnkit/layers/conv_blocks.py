@@ -143,6 +143,10 @@ def multiply(weights: np.ndarray, cols: np.ndarray, out: np.ndarray, scratch: li
 # share a block: splitting and block sizes change speed, never results. CHUNK is fixed for that
 # reason, not tuned.
 CHUNK = 4
+# A busy machine (load average at or above threads + 1) gets no split: the second thread would wait
+# for a core while the first waits for it (measured at load 6-8 on 2 cores: batch 16 trained 21%
+# slower split than whole). That check may change its answer at any time, which is safe only
+# because splitting cannot change results.
 # Fewest multiply-adds per range worth a thread: below it the hand-over costs more than it saves.
 # (Measured on the seed net, see README "Speed": conv1 at batch 8 is about 1 M per half.)
 SPLIT_MIN_MACS = 500_000
@@ -152,7 +156,7 @@ def image_ranges(n: int, macs_per_image: int) -> list[tuple[int, int]]:
     """Ranges [lo, hi) of whole CHUNKs of the n images, one per thread when the work pays for it."""
     from .. import parallel
 
-    if n <= CHUNK or parallel.in_task():
+    if n <= CHUNK or parallel.in_task() or not parallel.spare_cores():
         return [(0, n)]
     chunks = -(-n // CHUNK)
     parts = min(parallel.num_threads(), chunks, n * macs_per_image // SPLIT_MIN_MACS)
