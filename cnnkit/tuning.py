@@ -22,9 +22,10 @@ from .errors import CnnkitError
 
 # L2 size assumed when the OS reports none: the smallest per-core L2 of current x86 server CPUs.
 FALLBACK_L2 = 1024 * 1024
-# The share of L2 a block's working set may fill (measured, see README "Speed"): the rest holds
-# the weights, the block's partial outputs being summed, and the other layer data passing through.
-L2_SHARE = 0.5
+# The share of L2 a block's working set may fill (measured, see README "Speed"): smaller blocks
+# leave more room for the weights and the other data passing through, but mean more blocks, and
+# each costs Python work that holds the GIL.
+L2_SHARE = 1.0
 MIN_BLOCK, MAX_BLOCK = 256 * 1024, 4 * 1024 * 1024
 
 _SYSFS = Path("/sys/devices/system/cpu/cpu0/cache")
