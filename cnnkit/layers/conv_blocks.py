@@ -179,19 +179,31 @@ class ChunkSums:
     """Per-CHUNK sums of per-image (G, R, X) products of the images [lo, hi), as (G*R, X) arrays."""
 
     def __init__(self, lo: int, hi: int, shape: tuple[int, int], dtype):
-        self.first = lo // CHUNK
-        self.sums = [np.zeros(shape, dtype) for _ in range(self.first, max(-(-hi // CHUNK), self.first + 1))]  # one for no images
+        self.first, self.shape, self.dtype = lo // CHUNK, shape, dtype
+        self.sums: list[np.ndarray | None] = [None] * max(-(-hi // CHUNK) - self.first, 1)  # one for no images
 
     def add(self, image: int, products: np.ndarray) -> None:
-        """Add (images, G, R, X) products of the images from ``image`` on, image by image."""
-        for i, product in enumerate(products):
-            total = self.sums[(image + i) // CHUNK - self.first]
-            np.add(total, product.reshape(total.shape), out=total)
+        """Add (images, G, R, X) products of the images from ``image`` on, image by image: a chunk's
+        sum is always ((p0 + p1) + p2) + p3, whether its images came in one block or several."""
+        done = 0
+        while done < len(products):
+            chunk = (image + done) // CHUNK
+            end = min(len(products), (chunk + 1) * CHUNK - image)
+            index = chunk - self.first
+            if self.sums[index] is None:  # the chunk starts here: numpy sums along axis 0 in order
+                self.sums[index] = np.add.reduce(products[done:end], axis=0).reshape(self.shape)
+            else:
+                total = self.sums[index]
+                for product in products[done:end]:
+                    np.add(total, product.reshape(self.shape), out=total)
+            done = end
 
 
 def total(parts: list[ChunkSums]) -> np.ndarray:
     """The sum of all chunks, in order (a fixed order, whatever the ranges were)."""
-    chunks = [s for part in parts for s in part.sums]
+    chunks = [s for part in parts for s in part.sums if s is not None]
+    if not chunks:  # no images
+        return np.zeros(parts[0].shape, parts[0].dtype)
     result = chunks[0]
     for s in chunks[1:]:
         result += s
