@@ -190,7 +190,14 @@ class ChunkSums:
             chunk = (image + done) // CHUNK
             end = min(len(products), (chunk + 1) * CHUNK - image)
             index = chunk - self.first
-            if self.sums[index] is None:  # the chunk starts here: numpy sums along axis 0 in order
+            if self.sums[index] is None:  # the chunk starts here: numpy sums along a non-inner axis in order
+                whole = (len(products) - done) // CHUNK  # whole chunks from here on: one call for all of them
+                if whole > 1:
+                    stacked = products[done : done + whole * CHUNK].reshape(whole, CHUNK, *products.shape[1:])
+                    for j, chunk_sum in enumerate(np.add.reduce(stacked, axis=1)):
+                        self.sums[index + j] = chunk_sum.reshape(self.shape)
+                    done += whole * CHUNK
+                    continue
                 self.sums[index] = np.add.reduce(products[done:end], axis=0).reshape(self.shape)
             else:
                 total = self.sums[index]
