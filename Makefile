@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data run fast test bench clean
+.PHONY: setup data run fast test bench layers-doc clean
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) tools/package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: setup data
 
 bench: setup data
 	$(BIN)/python tools/bench.py
+
+# docs/LAYERS.md documents every layer type installed by `make setup` (built-ins + plugins/*).
+layers-doc: setup
+	$(BIN)/cnnkit layers --markdown > docs/LAYERS.md
 
 clean:
 	rm -rf $(VENV) *.cnnkit

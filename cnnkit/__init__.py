@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .errors import BundleError, CnnkitError, DataError, RegistryError, SpecError  # noqa: E402
+from .errors import BundleError, CnnkitError, CnnkitWarning, DataError, ProviderMismatchWarning, RegistryError, SpecError  # noqa: E402
 from .model import Model  # noqa: E402
 from .spec import ModelSpec, load_spec, validate_spec  # noqa: E402
 
@@ -13,11 +13,16 @@ from .spec import ModelSpec, load_spec, validate_spec  # noqa: E402
 from . import train as _train_module  # noqa: E402, F401
 
 
-def load(path):
-    """Load a ``.cnnkit`` bundle as a Model ready for ``predict`` / ``predict_proba``."""
+def load(path, *, allow_provider_mismatch=False):
+    """Load a ``.cnnkit`` bundle as a Model ready for ``predict`` / ``predict_proba``.
+
+    Each plugin layer must come from the distribution the bundle recorded: another version loads
+    with a ``ProviderMismatchWarning``; another distribution is a ``BundleError`` unless
+    ``allow_provider_mismatch=True`` (then a warning).
+    """
     from .bundle import load as _load
 
-    return _load(path)
+    return _load(path, allow_provider_mismatch=allow_provider_mismatch)
 
 
 def save(model, path):
@@ -54,9 +59,11 @@ def train(spec, data=None, on_step=None, on_epoch=None) -> Model:
 __all__ = [
     "BundleError",
     "CnnkitError",
+    "CnnkitWarning",
     "DataError",
     "Model",
     "ModelSpec",
+    "ProviderMismatchWarning",
     "RegistryError",
     "SpecError",
     "build",

@@ -9,14 +9,18 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .errors import CnnkitError
+from .cli_report import register_report_commands, run_report
+from .errors import CnnkitError, CnnkitWarning
 
 app = typer.Typer(
     help="cnnkit: convolutional networks from JSON specs, trained with NumPy, shipped as one bundle.",
@@ -28,6 +32,18 @@ _state = {"debug": False}
 
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a spec value: dotted.path=JSON, e.g. train.epochs=1 (repeatable).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+AllowMismatchOption = Annotated[
+    bool, typer.Option("--allow-provider-mismatch", help="Load even if another distribution than the bundle recorded provides a layer type (a warning says which).")
+]
+ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing file that is not ours, or is read-only.")]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that temp files are removed on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 def _fail(message: str, code: int = 1):
@@ -41,12 +57,22 @@ def command(*args, **kwargs):
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*a, **kw):
+            previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
             try:
-                return fn(*a, **kw)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("always", CnnkitWarning)
+                    warnings.showwarning = _show_warning
+                    return fn(*a, **kw)
             except (typer.Exit, typer.Abort, SystemExit):
                 raise
-            except KeyboardInterrupt:
-                _fail("interrupted", 130)
+            except KeyboardInterrupt as exc:
+                from .bundle import InterruptedAfterWrite
+
+                code = 143 if isinstance(getattr(exc, "signal_exception", exc), Terminated) else 130
+                what = "terminated (SIGTERM)" if code == 143 else "interrupted"
+                if isinstance(exc, InterruptedAfterWrite):
+                    _fail(f"{what} just after {exc.path} was written completely; it is a whole, valid file", code)
+                _fail(what, code)
             except BrokenPipeError:
                 # The reader went away (`cnnkit layers --json | head`): stop quietly, as Unix tools do.
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -59,10 +85,24 @@ def command(*args, **kwargs):
                 if _state["debug"]:
                     raise
                 _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
 
         return app.command(*args, **kwargs)(wrapper)
 
     return decorate
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """cnnkit's own warnings as one line on stderr ("warning: ..."); others as Python shows them."""
+    if issubclass(category, CnnkitWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
 
 
 @app.callback()
@@ -97,17 +137,21 @@ def summary(spec: Path, set_: SetOption = None, json_: JsonOption = False):
     """Show each layer's type, output shape and parameter count."""
     from rich.table import Table
 
+    from .memory import estimate, human
     from .spec import load_spec, parameter_count, resolve_layers
 
     model_spec = load_spec(spec, set_ or [])
     resolved = resolve_layers(model_spec)
     counts = parameter_count(resolved)
+    mem = estimate(resolved)
     rows = [
         {"index": r.index, "type": r.type, "output_shape": list(r.output_shape), "params": c, "provider": r.entry.provider}
         for r, c in zip(resolved, counts)
     ]
     if json_:
-        typer.echo(json.dumps({"name": model_spec.name, "input_shape": model_spec.input.shape, "layers": rows, "total_params": sum(counts)}, indent=2))
+        memory = {"train_bytes_per_image": mem.train_per_image, "inference_bytes_per_image": mem.inference_per_image,
+                  "train_bytes_per_model": mem.per_model}
+        typer.echo(json.dumps({"name": model_spec.name, "input_shape": model_spec.input.shape, "layers": rows, "total_params": sum(counts), "memory": memory}, indent=2))
         return
     table = Table(title=f"{model_spec.name}: input {model_spec.input.shape}")
     for col, justify in (("#", "right"), ("layer", "left"), ("output shape", "left"), ("params", "right")):
@@ -117,6 +161,8 @@ def summary(spec: Path, set_: SetOption = None, json_: JsonOption = False):
     table.add_section()
     table.add_row("", "total", "", f"{sum(counts):,}")
     _console().print(table)
+    typer.echo(f"estimated memory per image: training {human(mem.train_per_image)}, inference {human(mem.inference_per_image)} "
+               f"(a batch of {model_spec.train.batch_size} trains in about {human(mem.training_batch(model_spec.train.batch_size))})")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -125,65 +171,80 @@ def summary(spec: Path, set_: SetOption = None, json_: JsonOption = False):
 
 @command()
 def run(
-    spec: Path,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle to write (default: <spec name>.cnnkit).")] = None,
+    spec: Annotated[Optional[Path], typer.Argument(help="The spec to train (not with --resume).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Bundle to write (default: <spec name>.cnnkit).")] = None,
     set_: SetOption = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-epoch lines.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-epoch lines (warnings are still shown).")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail (exit 1, no bundle written) when training ends with a warning.")] = False,
+    run_dir: Annotated[Path, typer.Option("--run-dir", envvar="CNNKIT_RUN_DIR", help="Where run folders go: DIR/<name>, DIR/<name>-2, ...")] = Path("runs"),
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Go on from a run folder's last checkpoint (e.g. runs/<name>).")] = None,
+    force: ForceOption = False,
 ):
-    """Train the model a spec describes on its dataset and write a bundle."""
+    """Train the model a spec describes on its dataset; write a bundle and a run folder (spec, history.csv, checkpoints)."""
+    import warnings
+
     import numpy as np
 
-    from . import train
-    from .bundle import save
+    from . import build, memory
+    from .bundle import check_output, estimated_size
     from .data import load_fashion_mnist
-    from .spec import load_spec
+    from .spec import load_spec, parameter_count, resolve_layers
+    from .train import TrainingWarning, final_summary
+    from .train.loop import Interrupted
+    from .train.progress import Progress
+    from .train.runfolder import resume_run, save_final, start_run, stop_on_signals, train_in_folder
 
-    model_spec = load_spec(spec, set_ or [])
-    # The name is free text: only its last path component names the default file.
-    target = out or Path(f"{Path(model_spec.name).name or 'model'}.cnnkit")
-    # Checked before training, so a bad --out costs no training time; bundle.save checks again.
-    if not target.parent.is_dir():
-        raise CnnkitError(f"cannot write {target}: folder {target.parent} does not exist")
-    if target.is_dir():
-        raise CnnkitError(f"cannot write {target}: it is a directory; give a file name such as {target / 'model.cnnkit'}")
+    if (spec is None) == (resume is None):
+        _fail("give a spec to train, or --resume RUN_FOLDER to go on with a run (not both)", 2)
+    if resume is not None:
+        model, state = resume_run(resume, set_ or [])
+        model_spec = model.spec
+    else:
+        model_spec, state = load_spec(spec, set_ or []), None
+    resolved = model.layers if resume is not None else resolve_layers(model_spec)
+    # Checked before training, so a bad --out or a batch that cannot fit costs no training time.
+    target = check_output(out or f"{model_spec.name}.cnnkit", force=force, size_hint=estimated_size(sum(parameter_count(resolved))))
+    too_big = memory.batch_fits(memory.estimate(resolved), model_spec.train.batch_size)
+    if too_big:
+        raise CnnkitError(too_big)
     d = model_spec.data
     data = load_fashion_mnist(d.dir, d.train_limit, d.test_limit)
+    if resume is None:
+        model = build(model_spec)
+        model.classes = list(data.classes)
+        folder = start_run(run_dir, model_spec.name, model_spec.to_dict())
+    else:
+        folder = resume
     say = (lambda msg: None) if quiet else typer.echo
-    say(f"training {model_spec.name} on {len(data.train_labels):,} images from {data.source} "
-        f"({model_spec.train.epochs} epoch{'s' if model_spec.train.epochs != 1 else ''}, batch {model_spec.train.batch_size})")
+    held = d.validation if d.validation is None or isinstance(d.validation, int) else f"{d.validation:.0%}"
+    where = f"resuming {folder} at epoch {state.epoch}, step {state.step}" if state else f"run folder {folder}"
+    say(f"training {model_spec.name} on {len(data.train_labels):,} images from {data.source}{'' if held is None else f' ({held} held out for validation)'} "
+        f"({model_spec.train.epochs} epoch{'s' if model_spec.train.epochs != 1 else ''}, batch {model_spec.train.batch_size}); {where}")
     started = time.perf_counter()
-    progress = None if quiet or not sys.stderr.isatty() else _progress_bar()
+    progress = Progress(say, not quiet and sys.stderr.isatty(), model_spec.train.epochs, model_spec.train.batch_size)
     try:
-        if progress is not None:
-            progress.start()
-            task = progress.add_task("epoch 1", total=len(data.train_labels))
-
-            def on_step(epoch, done, total, loss):
-                progress.update(task, completed=done, description=f"epoch {epoch} loss {loss:.3f}")
-        else:
-            on_step = None
-
-        def on_epoch(r):
-            if progress is not None:
-                progress.reset(task)
-            say(f"epoch {r.epoch}: train loss {r.train_loss:.4f}, test accuracy {r.test_accuracy:.4f}, "
-                f"macro-F1 {r.test_macro_f1:.4f} ({r.seconds:.1f}s)")
-
         # A diverging run overflows float32 on the way to its one-line "diverged" error; numpy's
-        # warnings about that would only clutter the terminal.
-        with np.errstate(over="ignore", invalid="ignore"):
-            model = train(model_spec, data, on_step=on_step, on_epoch=on_epoch)
-    finally:
-        if progress is not None:
-            progress.stop()
-    save(model, target)
-    say(f"wrote {target} in {time.perf_counter() - started:.1f}s total")
-
-
-def _progress_bar():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=_console(stderr=True), transient=True)
+        # warnings about that would only clutter the terminal. Training warnings are printed below.
+        with progress, stop_on_signals() as stop_requested, np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", TrainingWarning)
+            hooks = train_in_folder(model, data, folder, state=state, stop_requested=stop_requested,
+                                    on_step=progress.on_step, on_epoch=progress.on_epoch)
+    except Interrupted as exc:
+        _fail(str(exc), 130)
+    summary = final_summary(model.metadata)  # with a validation split: the test scores, scored once
+    if summary:
+        say(summary)
+    found = model.metadata.get("warnings", [])
+    for message in found:
+        typer.echo(f"warning: {message}", err=True)
+    if strict and found:
+        _fail(f"--strict: training ended with {len(found)} warning{'s' if len(found) > 1 else ''}; no bundle written")
+    save_final(model, target, folder, force=force)
+    problem = run_report(model, data, folder, target)
+    if problem:
+        typer.echo(f"warning: {problem}", err=True)
+    say(f"wrote {target} and {folder}/ in {time.perf_counter() - started:.1f}s total "
+        f"(checkpoint {hooks.checkpoint_bytes:,} bytes, {hooks.checkpoint_seconds:.3f}s to write)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -196,7 +257,10 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="PNG/JPEG files, .npy arrays or IDX files.")],
     top: Annotated[int, typer.Option(min=1, help="Show the K most likely classes.")] = 1,
     invert: Annotated[bool, typer.Option(help="Invert pictures (Fashion-MNIST is light garments on black).")] = False,
+    background: Annotated[int, typer.Option(min=0, max=255, help="Gray level (after --invert) that transparent pixels become; Fashion-MNIST's is 0, black.")] = 0,
+    frame: Annotated[Optional[int], typer.Option(min=0, help="Which frame of an animated image to classify (0 = first); required for animated images.")] = None,
     json_: JsonOption = False,
+    allow_provider_mismatch: AllowMismatchOption = False,
 ):
     """Classify images with a trained bundle: class name and probability."""
     import numpy as np
@@ -204,11 +268,12 @@ def predict(
     from .bundle import load
     from .data import read_images
 
-    model = load(bundle)
+    model = load(bundle, allow_provider_mismatch=allow_provider_mismatch)
     shape = model.input_shape
     results = []
     for path in images:
-        array = read_images(path, size=shape[-2:] if len(shape) == 3 else None, channels=shape[0] if len(shape) == 3 else 1, invert=invert)
+        array = read_images(path, size=shape[-2:] if len(shape) == 3 else None, channels=shape[0] if len(shape) == 3 else 1, invert=invert,
+                            background=background, frame=frame, warn=lambda message: typer.echo(f"warning: {message}", err=True))
         proba = model.predict_proba(array)
         for i, row in enumerate(proba):
             best = np.argsort(-row)[:top]
@@ -227,20 +292,26 @@ def evaluate(
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the Fashion-MNIST IDX files (default: the bundle spec's data.dir, else search).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use the first N test images.")] = None,
     json_: JsonOption = False,
+    allow_provider_mismatch: AllowMismatchOption = False,
 ):
-    """Accuracy and macro-F1 of a bundle on the Fashion-MNIST test set."""
+    """Per-class precision, recall, F1 and support, their averages and the confusion matrix of a bundle on the test set."""
     from .bundle import load
     from .data import load_fashion_mnist
-    from .train import evaluate as evaluate_model
+    from .evaluation import evaluate_model, format_report
 
-    model = load(bundle)
+    model = load(bundle, allow_provider_mismatch=allow_provider_mismatch)
     # The test set the model was trained against: its spec's data.dir when it named one.
-    data = load_fashion_mnist(data_dir or model.spec.data.dir, train_limit=1, test_limit=limit)
-    scores = evaluate_model(model, data.test_images, data.test_labels)
+    data = load_fashion_mnist(data_dir or model.spec.data.dir, test_limit=limit, splits=("test",))
+    report = evaluate_model(model, data.test_images, data.test_labels)
     if json_:
-        typer.echo(json.dumps({"examples": len(data.test_labels), **scores}))
+        typer.echo(json.dumps(report, indent=2))
         return
-    typer.echo(f"{bundle}: accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f} on {len(data.test_labels):,} test images")
+    typer.echo(f"{bundle}: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f} on {report['examples']:,} test images\n")
+    typer.echo(format_report(report))
+
+
+# `cnnkit report` and `cnnkit show` live in cli_report.py (pictures need the plots extra).
+register_report_commands(command, SetOption)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,20 +319,19 @@ def evaluate(
 
 
 @command()
-def layers(json_: JsonOption = False):
+def layers(
+    json_: JsonOption = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown reference of every installed layer type (docs/LAYERS.md).")] = False,
+):
     """List every layer type: provider distribution and version, and its params (or why it cannot load)."""
+    from .layerdoc import layer_rows, layers_markdown
     from .registry import load_all
-    from .schema import describe_params
 
-    rows = []
-    for status in load_all():
-        e = status.entry
-        row = {"type": e.type, "dist": e.dist, "version": e.version, "entry_point": e.value}
-        if status.error is None:
-            row["params"] = describe_params(status.cls)
-        else:
-            row["error"] = status.error
-        rows.append(row)
+    statuses = load_all()
+    if markdown:
+        typer.echo(layers_markdown(statuses), nl=False)
+        return
+    rows = layer_rows(statuses)
     if json_:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -276,6 +346,8 @@ def layers(json_: JsonOption = False):
             params = f"[red]cannot be used: {escape(row['error'])}[/red]"
         else:
             params = "\n".join(_describe_param(p) for p in row["params"]) or "-"
+        if "conflict" in row:
+            params = f"[yellow]conflict: {escape(row['conflict'])}[/yellow]\n{params}"
         table.add_row(row["type"], f"{row['dist']} {row['version']}", params)
     _console().print(table)
 
@@ -288,10 +360,17 @@ def _describe_param(p: dict) -> str:
 
 
 @command()
-def schema(out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None):
+def schema(
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
+    force: ForceOption = False,
+):
     """Print the JSON Schema (draft-07) of a spec, including every installed layer type's params."""
     from .bundle import write_atomic
+    from .bundle.atomic import check_target
     from .schema import spec_schema
+
+    if out is not None:  # before the work, as for bundles: a regular file that is an earlier schema, or nothing
+        out = check_target(out, force=force, recognise=_is_schema_file, what="cnnkit spec schema")
 
     document, skipped = spec_schema()
     for status in skipped:
@@ -307,6 +386,18 @@ def schema(out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Writ
         typer.echo(f"wrote {out}", err=True)
 
 
+def _is_schema_file(path: Path) -> bool:
+    """Whether ``path`` holds a schema `cnnkit schema` wrote (its "$id"), so it may be replaced."""
+    from .schema import SCHEMA_ID
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return f'"$id": "{SCHEMA_ID}"'.encode() in head
+
+
 @command("check-layer")
 def check_layer(
     layer_type: Annotated[str, typer.Argument(metavar="TYPE", help="A registered layer type (cnnkit layers lists them).")],
@@ -316,12 +407,15 @@ def check_layer(
     """Run the conformance checks on a layer type; exit 1 if any fails."""
     from .testing import run_checks
 
+    from .errors import SpecError
+
+    # Bad --params or --input-shape are usage errors: exit 2.
     try:
         fields = json.loads(params) if params is not None else {}
     except json.JSONDecodeError as exc:
-        raise CnnkitError(f"--params is not valid JSON ({exc.msg} at column {exc.colno}). Received: {params}") from None
+        _fail(f"--params is not valid JSON ({exc.msg} at column {exc.colno}). Received: {params}", 2)
     if not isinstance(fields, dict):
-        raise CnnkitError(f"--params must be a JSON object. Received: {params}")
+        _fail(f"--params must be a JSON object. Received: {params}", 2)
     shape = None
     if input_shape is not None:
         try:
@@ -329,8 +423,11 @@ def check_layer(
         except ValueError:
             shape = ()
         if not shape or any(d < 1 for d in shape):
-            raise CnnkitError(f"--input-shape must be positive integers separated by commas, like 3,8,8. Received: {input_shape}")
-    used, results = run_checks(layer_type, fields, shape)
+            _fail(f"--input-shape must be positive integers separated by commas, like 3,8,8. Received: {input_shape}", 2)
+    try:
+        used, results = run_checks(layer_type, fields, shape)
+    except SpecError as exc:  # params the layer rejects, or an input shape it cannot take
+        _fail(str(exc), 2)
     typer.echo(f"check-layer {layer_type} params={json.dumps(fields)} input_shape={list(used)}")
     for r in results:
         typer.echo(f"  {r.status.upper():4}  {r.name}: {r.detail}")
@@ -339,6 +436,19 @@ def check_layer(
         typer.echo(f"error: {layer_type}: {len(failed)} check(s) failed: {', '.join(failed)}", err=True)
         raise typer.Exit(1)
     typer.echo(f"ok: {layer_type} passed {sum(r.status == 'pass' for r in results)} checks")
+
+
+@command("new-layer")
+def new_layer(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The layer type, e.g. my_gain (a spec writes it as \"type\").")],
+    dist: Annotated[Optional[str], typer.Option("--dist", help="Distribution (pip) name. Default: cnnkit-NAME.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create the package in.")] = Path("."),
+):
+    """Write a ready layer plugin package: pyproject with the entry point, one layer file, README, a test."""
+    from .scaffold import new_layer as write_plugin
+
+    root = write_plugin(name, dist, out)
+    typer.echo(f"wrote {root}: pip install -e {root} && cnnkit check-layer {root.name}:{name}")
 
 
 @command()
@@ -364,11 +474,13 @@ def inspect(bundle: Path, json_: JsonOption = False):
          f"preprocess x / {pre.get('divide')} - {pre.get('subtract')}" if isinstance(pre, dict) else f"preprocess {pre}")
     show(f"classes ({len(info['classes'])}):", ", ".join(info["classes"]))
     layers = Table(title="layers")
-    for col, justify in (("#", "right"), ("layer", "left"), ("config", "left"), ("params", "right"), ("provider", "left")):
+    for col, justify in (("#", "right"), ("layer", "left"), ("config", "left"), ("params", "right"), ("recorded provider", "left"), ("installed", "left")):
         layers.add_column(col, justify=justify)
     for row in info["layers"]:
         config = ", ".join(f"{k}={json.dumps(v)}" for k, v in row["config"].items())
-        layers.add_row(str(row["index"]), *(Text(_printable(t)) for t in (row["type"], config)), f"{row['params']:,}", Text(_printable(row["provider"])))
+        installed = {"same": row["installed"], "missing": "not installed"}.get(row["provenance"], f"{row['installed']} ({row['provenance']})")
+        layers.add_row(str(row["index"]), *(Text(_printable(t)) for t in (row["type"], config)), f"{row['params']:,}",
+                       Text(_printable(row["provider"])), Text(_printable(installed or "-")))
     console.print(layers)
     training = dict(info["training"])
     history = training.pop("history", None)
@@ -398,7 +510,11 @@ def _printable(text: str) -> str:
 
 
 def main():
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # between commands' own handlers, e.g. while Click parses arguments
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ class SpecError(CnnkitError):
         if isinstance(errors, str):
             errors = [("", errors)]
         self.errors = list(errors)
-        parts = [f"{path}: {msg}" if path else msg for path, msg in self.errors]
+        parts = [_printable(f"{path}: {msg}" if path else msg) for path, msg in self.errors]
         more = f" (and {len(parts) - 3} more)" if len(parts) > 3 else ""
         super().__init__("; ".join(parts[:3]) + more)
 
@@ -30,3 +30,16 @@ class BundleError(CnnkitError):
 
 class DataError(CnnkitError):
     """Input data is missing, malformed or of the wrong shape."""
+
+
+class CnnkitWarning(UserWarning):
+    """Something a user should know that does not stop the work (the CLI prints it as one line)."""
+
+
+class ProviderMismatchWarning(CnnkitWarning):
+    """A bundle's layer type is served by another version (or, when allowed, another distribution) than recorded."""
+
+
+def _printable(text: str) -> str:
+    """Control characters (a newline in a JSON key, say) escaped, so a message stays one line."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

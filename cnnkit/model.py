@@ -10,11 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from . import parallel
+from . import contract, parallel
 from .errors import CnnkitError, DataError
 from .losses import softmax
 from .spec import ModelSpec, ResolvedLayer, resolve_layers, validate_spec
 
+
+# The key random layers get in training when Model.forward is called without one.
+TRAIN_KEY = (0, 0)
 
 # The smallest part of a batch worth a thread of its own: below it, handing work to a thread costs
 # more than it saves (seed net, 2 threads: batch 16 trained at 6.0k img/s whole, 4.9k split in two).
@@ -23,6 +26,14 @@ MIN_PART = 16
 
 def _no_backprop(dy: np.ndarray) -> dict[str, np.ndarray]:
     raise CnnkitError("backprop needs a forward pass with train=True (inference keeps no layer inputs)")
+
+
+def _check_key(key: Any) -> tuple[int, int]:
+    if key is None:
+        return TRAIN_KEY
+    if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 0 for k in key)):
+        raise CnnkitError(f"key must be a tuple (epoch, step) of two non-negative integers. Received: {key!r}")
+    return (int(key[0]), int(key[1]))
 
 
 class Model:
@@ -98,15 +109,19 @@ class Model:
         from .layers.activations import Softmax  # here, not at the top: `import cnnkit` loads no layer
 
         self.ends_with_softmax = isinstance(self.layers[-1].layer, Softmax)
-        self._skips_input_grad = [i == self._first_trainable and "input_grad" in inspect.signature(r.layer.forward).parameters for i, r in enumerate(self.layers)]
-        # A training batch may be split over threads only if every layer is per-sample in training
-        # (a final softmax skipped for the loss is a built-in, which is).
-        self._splits_in_training = all(r.layer.per_sample_in_training for r in self.layers)
+        keywords = [inspect.signature(r.layer.forward).parameters for r in self.layers]
+        self._skips_input_grad = [i == self._first_trainable and "input_grad" in k for i, k in enumerate(keywords)]
+        self._takes_rng = ["rng" in k for k in keywords]
+        self._takes_updates = ["updates" in k for k in keywords]
+        # A training batch may be split over threads only if every layer is per-sample or per-part
+        # in training (a final softmax skipped for the loss is a built-in, which is per-sample).
+        self._splits_in_training = all(r.layer.per_sample_in_training or r.layer.per_part_in_training for r in self.layers)
+        self._contract_checked = False
 
 
     # -- running ------------------------------------------------------------------------------------
 
-    def forward(self, x: np.ndarray, train: bool = False, logits: bool = False) -> tuple[np.ndarray, Callable[[np.ndarray], dict[str, np.ndarray]]]:
+    def forward(self, x: np.ndarray, train: bool = False, logits: bool = False, *, key: tuple[int, int] | None = None) -> tuple[np.ndarray, Callable[[np.ndarray], dict[str, np.ndarray]]]:
         """Run the batch ``x`` (N, *input_shape) through the layers.
 
         With ``logits=True`` a final softmax layer is skipped, so a loss can work from logits.
@@ -114,21 +129,31 @@ class Model:
         With ``train=False`` there is no backprop (calling it raises): inference keeps no layer's
         input once the next layer has run, so its memory does not grow with depth.
 
+        ``key=(epoch, step)`` (non-negative ints) seeds the random layers in training: a layer whose
+        forward takes ``rng`` gets ``np.random.default_rng([train.seed, epoch, step, layer_index,
+        part_index])``. The training loop passes it; without it, training uses the fixed key
+        ``TRAIN_KEY`` = (0, 0), so such calls are reproducible but draw the same masks every time.
+        Inference passes no generator.
+
         A batch of at least ``2 * MIN_PART`` samples is split into one part per thread
         (``cnnkit.parallel``), each run through all layers on its own core; backprop sums the parts'
         gradients. Inference always splits: every layer's samples are independent there (the layer
-        contract, checked by ``check_layer``). Training splits only when every layer says so with
-        ``per_sample_in_training`` (batch norm, which uses batch statistics, does not).
+        contract, checked by ``check_layer``). Training splits only when every layer is
+        ``per_sample_in_training`` or ``per_part_in_training`` (batch norm, with per-part statistics).
+        State updates (running statistics) the layers report are applied after all parts finish,
+        in part order (see cnnkit.layers.base).
         """
+        key = _check_key(key) if train else None
+        if not self._contract_checked:  # once per model: each layer's output against its declared shape and float32
+            self._contract_checked = contract.check_first_forward(self, x)
         count = len(self.layers) - 1 if logits and self.ends_with_softmax else len(self.layers)
         parts = self._parts(len(x), train)
-        if len(parts) == 1:
-            y, whole_backprop = self._forward_part(x, train, count)
-            part_backprops = [whole_backprop]
-        else:
-            results = parallel.run_all([functools.partial(self._forward_part, x[lo:hi], train, count) for lo, hi in parts])
-            y = np.concatenate([part_y for part_y, _ in results])
-            part_backprops = [part_backprop for _, part_backprop in results]  # not the parts' outputs: y holds them
+        tasks = [functools.partial(self._forward_part, x[lo:hi], train, count, key, part) for part, (lo, hi) in enumerate(parts)]
+        results = parallel.run_all(tasks) if len(tasks) > 1 else [tasks[0]()]
+        y = results[0][0] if len(results) == 1 else np.concatenate([part_y for part_y, _, _ in results])
+        part_backprops = [part_backprop for _, part_backprop, _ in results]  # not the parts' outputs: y holds them
+        if train:
+            self._apply_updates([part_updates for _, _, part_updates in results], [hi - lo for lo, hi in parts])
         if not train:
             return y, _no_backprop
         shape = y.shape
@@ -153,12 +178,21 @@ class Model:
         bounds = [n * i // threads for i in range(threads + 1)]
         return list(zip(bounds[:-1], bounds[1:]))
 
-    def _forward_part(self, x: np.ndarray, train: bool, count: int) -> tuple[np.ndarray, Callable[[np.ndarray], dict[str, np.ndarray]]]:
+    def _forward_part(self, x: np.ndarray, train: bool, count: int, key: tuple[int, int] | None, part: int):
+        """One part through the layers: (y, backprop, {layer index: state updates it reported})."""
         if not train:
-            return self._infer_part(x, count), _no_backprop
-        backprops = []
-        for r, w, skip in zip(self.layers[:count], self._layer_weights, self._skips_input_grad):
-            x, bp = r.layer.forward(w, x, train, input_grad=False) if skip else r.layer.forward(w, x, train)
+            return self._infer_part(x, count), _no_backprop, {}
+        backprops, updates = [], {}
+        for i, (r, w) in enumerate(zip(self.layers[:count], self._layer_weights)):
+            kwargs: dict[str, Any] = {}
+            if train:
+                if self._skips_input_grad[i]:
+                    kwargs["input_grad"] = False
+                if self._takes_rng[i]:
+                    kwargs["rng"] = np.random.default_rng([self.spec.train.seed, *key, r.index, part])
+                if self._takes_updates[i]:
+                    kwargs["updates"] = updates[i] = {}
+            x, bp = r.layer.forward(w, x, train, **kwargs)
             backprops.append(bp)
 
         def backprop(dy: np.ndarray) -> dict[str, np.ndarray]:
@@ -170,7 +204,28 @@ class Model:
                     grads[keys[name]] = g
             return grads
 
-        return x, backprop
+        return x, backprop, updates
+
+    def _apply_updates(self, part_updates: list[dict[int, dict[str, np.ndarray]]], sizes: list[int]) -> None:
+        """Write the state the layers reported into their weights (in place: optimizers and the
+        per-layer views share these arrays). Several parts' values are averaged, weighted by their
+        sample counts and summed in part order, so the result depends on the thread count only."""
+        for i, reported in part_updates[0].items():  # all checked before anything is written
+            names = self.layers[i].layer.non_trainable
+            for name in reported:
+                if name not in names:
+                    raise CnnkitError(f"layer {i} ({self.layers[i].type}) reported an update of {name!r}, which is not one of its non_trainable weights {list(names)}")
+        total = sum(sizes)  # several parts: each has at least MIN_PART samples
+        for i, reported in part_updates[0].items():
+            for name in reported:
+                target = self._layer_weights[i][name]
+                if len(sizes) == 1:
+                    target[...] = reported[name]
+                    continue
+                mean = np.zeros(target.shape)
+                for updates, n in zip(part_updates, sizes):
+                    mean += (n / total) * np.asarray(updates[i][name], np.float64)
+                target[...] = mean
 
     def _infer_part(self, x: np.ndarray, count: int) -> np.ndarray:
         """Inference frees as it goes: each layer's backprop closure (which holds its input) is

@@ -102,8 +102,11 @@ def spec_schema() -> tuple[dict[str, Any], list[registry.LayerStatus]]:
     for status in registry.load_all():
         if status.cls is None:
             skipped.append(status)
-        else:
-            usable[status.entry.type] = params_schema(status.cls)
+        else:  # every plugin type by its qualified name; the plain name where it is unambiguous
+            if not status.entry.builtin:
+                usable[status.entry.qualified] = params_schema(status.cls)
+            if status.conflict is None:
+                usable[status.entry.type] = params_schema(status.cls)
     _hoist_definitions(usable, definitions)
     optimizers = {kind: _model_schema(cls.Params) for kind, cls in OPTIMIZERS.items()}
     _hoist_definitions(optimizers, definitions)

@@ -11,20 +11,38 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, ValidationInfo, field_validator
 
 from . import registry
+from .contract import declared_output_shape
 from .errors import RegistryError, SpecError
 from .layers.base import Layer, Shape
 from .optim import OPTIMIZERS, SCHEDULES
+from .spec_training import OPTIONAL_KEYS, VALIDATION_SIZE_SCHEMA, AugmentSpec, EarlyStopping, check_training_keys, check_validation_size
+from .specfile import (  # noqa: F401 (re-exported: file reading and overrides were defined here before)
+    MAX_LAYERS,
+    MAX_NESTING,
+    MAX_SPEC_BYTES,
+    apply_overrides,
+    check_json,
+    json_path,
+    parse_override,
+    read_spec_file,
+)
+
+
+# The model name names a file (README "The spec format"); file-level limits live in specfile.py.
+MAX_NAME_LENGTH = 100
+NAME_PATTERN = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME_LENGTH - 1}}}")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True, allow_inf_nan=False)
 
 
 class Preprocess(_Strict):
@@ -44,6 +62,11 @@ class DataSpec(_Strict):
     dir: str | None = Field(None, description="folder holding the four IDX files; default: search the usual places")
     train_limit: PositiveInt | None = Field(None, description="use only the first N training examples")
     test_limit: PositiveInt | None = Field(None, description="use only the first N test examples")
+    validation: int | float | None = Field(None, description="hold out N training examples (an integer) or a fraction in (0, 1), stratified by class; null = none",
+                                           json_schema_extra={"anyOf": VALIDATION_SIZE_SCHEMA})
+    augment: AugmentSpec | None = Field(None, description="augmentation of training batches; null = none")
+
+    _validation = field_validator("validation", mode="before")(check_validation_size)
 
 
 class TrainSpec(_Strict):
@@ -55,21 +78,37 @@ class TrainSpec(_Strict):
     clip_grad_norm: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = Field(None, description="scale the gradients so their joint L2 norm is at most this; null: no clipping")
     seed: NonNegativeInt = 0
     shuffle: bool = True
+    early_stopping: EarlyStopping | None = Field(None, description="needs data.validation; null = train all epochs")
+    restore_best: bool | None = Field(None, description="end with the weights of the best validation epoch; default: true when data.validation is set")
 
 
 class ModelSpec(_Strict):
     """A whole model: architecture, input, data and training settings. Layers hold normalized params."""
 
     schema_: str | None = Field(None, alias="$schema", description="optional JSON Schema reference for editors")
-    name: str = "model"
+    name: str = Field("model", description="names the default bundle file: 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit",
+                      json_schema_extra={"pattern": f"^{NAME_PATTERN.pattern}$", "maxLength": MAX_NAME_LENGTH})
     input: InputSpec
     layers: list[dict[str, Any]] = Field(min_length=1)
     data: DataSpec = DataSpec()
     train: TrainSpec = TrainSpec()
 
+    @field_validator("name")
+    @classmethod
+    def _safe_file_name(cls, name: str, info: ValidationInfo) -> str:
+        # Bundles written before the rule keep loading: their name names no file any more.
+        if not NAME_PATTERN.fullmatch(name) and not (info.context or {}).get("from_bundle"):
+            raise ValueError(f"name must be 1-{MAX_NAME_LENGTH} letters, digits, '.', '_' or '-', starting with a letter or digit (it names the bundle file)")
+        return name
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-compatible dict (defaults filled in), the form stored in bundles."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=False, exclude={"schema_"})
+        """Plain JSON-compatible dict (defaults filled in, unset OPTIONAL_KEYS left out), the form stored in bundles."""
+        out = self.model_dump(mode="json", by_alias=True, exclude_none=False, exclude={"schema_"})
+        for section, keys in OPTIONAL_KEYS.items():
+            for key in keys:
+                if out[section].get(key) is None:
+                    out[section].pop(key, None)
+        return out
 
 
 @dataclass(frozen=True)
@@ -84,19 +123,12 @@ class ResolvedLayer:
 
     @property
     def type(self) -> str:
-        return self.entry.type
+        """The recorded type: plain for built-ins, 'dist:type' for plugins (see registry)."""
+        return self.entry.spec_type
 
 
 # ---------------------------------------------------------------------------------------------------
 # Error formatting
-
-
-def json_path(loc: tuple[Any, ...] | list[Any]) -> str:
-    """('layers', 3, 'kernel_size') -> 'layers[3].kernel_size'."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def _received(value: Any) -> str:
@@ -148,18 +180,23 @@ def _pydantic_errors(exc: ValidationError, model: type[BaseModel], prefix: tuple
 # Validation
 
 
-def validate_spec(data: Any) -> ModelSpec:
-    """Validate a parsed spec (a dict) fully, including layer params and shapes. Raises SpecError."""
+def validate_spec(data: Any, *, from_bundle: bool = False) -> ModelSpec:
+    """Validate a parsed spec (a dict) fully, including layer params and shapes. Raises SpecError.
+
+    ``from_bundle`` (a spec embedded in a bundle) skips only the file-name rule for ``name``.
+    """
     if not isinstance(data, dict):
         raise SpecError(f"a spec must be a JSON object. Received: {type(data).__name__}")
+    check_json(data)
     try:
-        spec = ModelSpec.model_validate(data)
+        spec = ModelSpec.model_validate(data, context={"from_bundle": from_bundle})
     except ValidationError as exc:
         raise SpecError(_pydantic_errors(exc, ModelSpec, ())) from None
     errors: list[tuple[str, str]] = []
 
     optimizer = _validate_optimizer(spec.train.optimizer, errors)
     schedule = _validate_schedule(spec.train.schedule, optimizer.get("lr"), errors)
+    check_training_keys(spec, errors)
     resolved = _resolve(spec, errors)
     if errors:
         raise SpecError(errors)
@@ -226,7 +263,10 @@ def _resolve(spec: ModelSpec, errors: list[tuple[str, str]]) -> list[ResolvedLay
             errors.extend(_pydantic_errors(exc, cls.Params, ("layers", i)))
             return resolved
         try:
-            out = tuple(int(d) for d in layer.output_shape(shape))
+            out = declared_output_shape(layer, shape, entry)
+        except RegistryError as exc:  # the plugin broke the contract: not the spec's fault, but it stops here
+            errors.append((where, str(exc)))
+            return resolved
         except ValueError as exc:
             text = str(exc)
             errors.append((where, text if text.startswith(kind) else f"{kind}: {text}"))
@@ -270,74 +310,7 @@ def resolve_layers(spec: ModelSpec) -> list[ResolvedLayer]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Files and overrides
-
-
-def parse_override(assignment: str) -> tuple[list[str | int], Any]:
-    """'train.epochs=1' -> (['train', 'epochs'], 1); 'layers[0].filters=8' or 'layers.0.filters=8' also work.
-
-    The value is parsed as JSON; text that is not JSON is taken as a string.
-    """
-    path, sep, text = assignment.partition("=")
-    if not sep or not path.strip():
-        raise SpecError(f"--set expects PATH=VALUE, like train.epochs=1. Received: {assignment!r}")
-    parts: list[str | int] = []
-    for token in path.strip().replace("[", ".").replace("]", "").split("."):
-        if token == "":
-            raise SpecError(f"--set path {path!r} has an empty part")
-        if token.startswith("-") and token[1:].isdigit():
-            raise SpecError(f"--set path {path!r}: list indices count from 0 and cannot be negative. Received: {token}")
-        parts.append(int(token) if token.isdigit() else token)
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = text
-    return parts, value
-
-
-def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
-    """Apply --set assignments to a parsed spec (a copy is returned)."""
-    data = json.loads(json.dumps(data))
-    for assignment in assignments:
-        parts, value = parse_override(assignment)
-        node: Any = data
-        for depth, part in enumerate(parts[:-1]):
-            node = _child(node, part, parts[: depth + 1], assignment)
-        last = parts[-1]
-        if isinstance(node, list):
-            if not isinstance(last, int) or last >= len(node):
-                raise SpecError(f"--set {assignment}: {json_path(parts)} is not an existing list item")
-            node[last] = value
-        elif isinstance(node, dict):
-            node[str(last)] = value
-        else:
-            raise SpecError(f"--set {assignment}: {json_path(parts[:-1])} is not an object")
-    return data
-
-
-def _child(node: Any, part: str | int, so_far: list[str | int], assignment: str) -> Any:
-    if isinstance(node, list):
-        if isinstance(part, int) and part < len(node):
-            return node[part]
-        raise SpecError(f"--set {assignment}: {json_path(so_far)} is not an existing list item")
-    if isinstance(node, dict):
-        return node.setdefault(str(part), {})
-    raise SpecError(f"--set {assignment}: {json_path(so_far[:-1])} is not an object")
-
-
-def read_spec_file(path: str | Path) -> dict[str, Any]:
-    """Parse a spec file as JSON; any failure is a one-line SpecError naming the file and position."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"spec file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read spec file {path}: {exc}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+# Files (reading, limits and --set live in specfile.py)
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> ModelSpec:

@@ -4,12 +4,17 @@
 AssertionError naming the failed check; ``run_checks`` returns each check's outcome instead (the
 ``cnnkit check-layer`` command prints them). ``check_gradients`` compares a layer's backprop with
 float64 central finite differences on its own.
+
+Random layers (a ``forward`` that takes ``rng``) get a generator with a fixed seed wherever the
+kit calls forward in training, so the gradient, determinism and shape checks see one fixed draw;
+the "randomness" check then asserts that the same seed repeats and different seeds differ.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import numbers
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +27,9 @@ from pydantic import ValidationError
 from . import registry
 from .errors import RegistryError, SpecError
 from .layers.base import Layer, Shape
+from .split_checks import check_per_part, check_per_sample, check_per_sample_random, forward_with_fixed_rng, takes
+
+__all__ = ["CheckResult", "check_gradients", "check_layer", "forward_with_fixed_rng", "numerical_gradient", "run_checks"]
 
 # Tried in order when no input shape is given: an image-like input, then a flat one (dense, softmax).
 DEFAULT_INPUT_SHAPES: tuple[Shape, ...] = ((3, 8, 8), (12,))
@@ -42,6 +50,16 @@ def numerical_gradient(f: Callable[[], float], array: np.ndarray, eps: float = 1
     return grad
 
 
+def gradient_mismatch(analytic: np.ndarray, numeric: np.ndarray) -> str:
+    """How far an analytic gradient is from the numeric one: max absolute and relative error, and
+    the least-squares ratio analytic/numeric (2.0 for a gradient twice too large, -1.0 for a sign bug)."""
+    diff = np.abs(analytic - numeric)
+    relative = diff / np.maximum(np.abs(numeric), 1e-12)
+    norm = float(np.sum(numeric * numeric))
+    ratio = f"{float(np.sum(analytic * numeric)) / norm:.4g}" if norm > 0 else "undefined (numeric gradient is zero)"
+    return f"max abs error {float(diff.max()):.3g}, max relative error {float(relative.max()):.3g}, ratio analytic/numeric {ratio}"
+
+
 def check_gradients(
     layer: Layer,
     input_shape: Shape,
@@ -55,7 +73,8 @@ def check_gradients(
 
     Covers the input and every trainable weight (weights named in ``non_trainable`` must get no
     gradient). The loss is sum(y * r) for a fixed random r, so every output element's gradient is
-    exercised. Inputs are drawn away from zero so kinks (relu, max) are not straddled.
+    exercised. Inputs are drawn away from zero so kinks (relu, max) are not straddled. A random
+    layer gets the same fixed generator on every call, so the function differentiated is fixed.
     """
     name = type(layer).__name__
     rng = np.random.default_rng(seed)
@@ -64,14 +83,14 @@ def check_gradients(
     for w in weights.values():  # non-zero biases, so their gradients are exercised with structure
         w += rng.normal(0, 0.1, w.shape)
     fixed = set(layer.non_trainable)
-    y, _ = layer.forward(weights, x, train=train)
+    y, _ = forward_with_fixed_rng(layer, weights, x, train, seed)
     r = rng.normal(size=y.shape)
 
     def loss() -> float:
-        out, _ = layer.forward(weights, x, train=train)
+        out, _ = forward_with_fixed_rng(layer, weights, x, train, seed)
         return float((out * r).sum())
 
-    _, backprop = layer.forward(weights, x, train=train)
+    _, backprop = forward_with_fixed_rng(layer, weights, x, train, seed)
     dx, grads = backprop(r)
     stray = sorted(set(grads) & fixed)
     if stray:
@@ -88,8 +107,7 @@ def check_gradients(
         if np.shape(analytic) != numeric.shape:
             raise AssertionError(f"{name}: gradient of {what} has shape {np.shape(analytic)}, expected {numeric.shape}")
         if not np.allclose(analytic, numeric, rtol=rtol, atol=atol):
-            worst = float(np.max(np.abs(analytic - numeric)))
-            raise AssertionError(f"{name}: gradient of {what} differs from finite differences (max abs error {worst:.3g})")
+            raise AssertionError(f"{name}: gradient of {what} differs from finite differences ({gradient_mismatch(np.asarray(analytic, np.float64), numeric)})")
         errors[what] = float(np.max(np.abs(analytic - numeric))) if numeric.size else 0.0
     return errors
 
@@ -131,7 +149,7 @@ def _resolve_class(type_or_class: str | type[Layer]) -> tuple[type[Layer], str |
     value = f"{cls.__module__}:{cls.__qualname__}"
     for entry in registry.list_layers():
         if entry.value == value:
-            return cls, entry.type
+            return cls, entry.spec_type
     return cls, None
 
 
@@ -184,9 +202,12 @@ def _check_weights(s: _Subject) -> str:
 
 
 def _check_output_shape(s: _Subject) -> str:
-    declared = tuple(int(d) for d in s.layer.output_shape(s.input_shape))
+    returned = s.layer.output_shape(s.input_shape)
+    if not (isinstance(returned, (tuple, list)) and all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in returned)):
+        raise AssertionError(f"output_shape({list(s.input_shape)}) returned {returned!r}; it must return a tuple of ints")
+    declared = tuple(int(d) for d in returned)
     for train in (False, True):
-        y, _ = s.layer.forward(_weights(s), _random_input(s, np.float32), train=train)
+        y, _ = forward_with_fixed_rng(s.layer, _weights(s), _random_input(s, np.float32), train, s.seed)
         mode = "train" if train else "inference"
         if y.shape != (s.batch, *declared):
             raise AssertionError(f"forward ({mode}) returned shape {list(y.shape)}, but output_shape({list(s.input_shape)}) says {[s.batch, *declared]}")
@@ -204,10 +225,11 @@ def _check_determinism(s: _Subject) -> str:
     x = _random_input(s, np.float32)
     for train in (False, True):
         base = _weights(s)
-        first, _ = s.layer.forward(copy.deepcopy(base), x.copy(), train=train)
-        second, _ = s.layer.forward(copy.deepcopy(base), x.copy(), train=train)
+        first, _ = forward_with_fixed_rng(s.layer, copy.deepcopy(base), x.copy(), train, s.seed)
+        second, _ = forward_with_fixed_rng(s.layer, copy.deepcopy(base), x.copy(), train, s.seed)
         if not np.array_equal(first, second):
-            raise AssertionError(f"two forward passes ({'train' if train else 'inference'} mode) on the same input and weights differ")
+            seeded = " and generator seed" if train and takes(s.layer, "rng") else ""
+            raise AssertionError(f"two forward passes ({'train' if train else 'inference'} mode) on the same input{seeded} and weights differ")
     weights = _weights(s)
     before = copy.deepcopy(weights)
     s.layer.forward(weights, x, train=False)
@@ -232,42 +254,30 @@ def _check_batch_independence(s: _Subject) -> str:
 
 
 def _check_training_split(s: _Subject) -> CheckResult | str:
-    # What per_sample_in_training promises a model that splits a training batch over threads: each
-    # part's rows are the whole batch's rows, the parts' weight gradients add up to the batch's, and
-    # forward leaves the weights alone (the parts run at once and share them).
     name = "training split"
-    if not type(s.layer).per_sample_in_training:
-        return CheckResult(name, "skip", "per_sample_in_training is False, so a model never splits a training batch through this layer")
+    cls = type(s.layer)
+    if not (cls.per_sample_in_training or cls.per_part_in_training):
+        return CheckResult(name, "skip", "per_sample_in_training is False (and per_part_in_training too), so a model never splits a training batch through this layer")
     if s.batch < 2:
         return CheckResult(name, "skip", f"a batch of {s.batch} cannot be split; use a batch of 2 or more")
-    weights = _weights(s, np.float64)
-    before = copy.deepcopy(weights)
-    x = _random_input(s, np.float64)
-    whole, backprop = s.layer.forward(weights, x, train=True)
-    changed = sorted(k for k in weights if not np.array_equal(weights[k], before[k]))
-    if changed:
-        raise AssertionError(f"forward in training mode changed weights {changed}, but per_sample_in_training = True says parts of a batch can run at once on the same weights")
-    dy = np.random.default_rng([s.seed, 3]).normal(size=whole.shape)
-    dx, grads = backprop(dy)
-    summed: dict[str, np.ndarray] = {}
-    split = f"a batch of {s.batch} split into 1 + {s.batch - 1}"
-    for lo, hi in ((0, 1), (1, s.batch)):
-        what = "the first sample" if lo == 0 else "the other samples"
-        part, part_backprop = s.layer.forward(weights, x[lo:hi], train=True)
-        part_dx, part_grads = part_backprop(dy[lo:hi])
-        for label, got, expected in (("output", part, whole[lo:hi]), ("input gradient", part_dx, dx[lo:hi])):
-            if not np.allclose(got, expected, rtol=1e-10, atol=1e-12):
-                worst = float(np.max(np.abs(got - expected)))
-                raise AssertionError(f"in training mode, the {label} of {what} run alone differs from its rows in the whole batch ({split}; max abs difference {worst:.3g}), but per_sample_in_training = True")
-        if set(part_grads) != set(grads):
-            raise AssertionError(f"in training mode, backprop of {what} returned gradients {sorted(part_grads)}, the whole batch {sorted(grads)}")
-        for k, g in part_grads.items():
-            summed[k] = summed[k] + g if k in summed else g
-    for k, g in grads.items():
-        if not np.allclose(summed[k], g, rtol=1e-10, atol=1e-12):
-            worst = float(np.max(np.abs(summed[k] - g)))
-            raise AssertionError(f"in training mode, the gradients of {k!r} from the parts of {split} do not add up to the whole batch's (max abs difference {worst:.3g}), but per_sample_in_training = True")
-    return f"{split}: same rows, input gradients and summed weight gradients; weights unchanged"
+    check = check_per_part if not cls.per_sample_in_training else check_per_sample_random if takes(s.layer, "rng") else check_per_sample
+    return check(s.layer, _weights(s, np.float64), _random_input(s, np.float64), s.seed)
+
+
+def _check_randomness(s: _Subject) -> CheckResult | str:
+    if not takes(s.layer, "rng"):
+        return CheckResult("randomness", "skip", "forward takes no rng, so the layer draws no random numbers")
+    weights, x = _weights(s), _random_input(s, np.float32)
+
+    def draw(seed):
+        return s.layer.forward(copy.deepcopy(weights), x.copy(), train=True, rng=np.random.default_rng([s.seed, seed]))[0]
+
+    first = draw(10)
+    if not np.array_equal(first, draw(10)):
+        raise AssertionError("two training passes with generators of the same seed differ: draw only from the rng passed in")
+    if all(np.array_equal(first, draw(seed)) for seed in (11, 12, 13)):
+        raise AssertionError("four generator seeds gave identical training outputs: a layer that takes rng must draw from it (check it with params that make it random)")
+    return "the same generator seed repeats the output; different seeds draw different ones"
 
 
 def _check_bundle_round_trip(s: _Subject) -> CheckResult | str:
@@ -302,6 +312,7 @@ _CHECKS: list[tuple[str, Callable[[_Subject], Any]]] = [
     ("gradients (train)", lambda s: _check_gradients(s, True)),
     ("gradients (inference)", lambda s: _check_gradients(s, False)),
     ("determinism", _check_determinism),
+    ("randomness", _check_randomness),
     ("batch independence", _check_batch_independence),
     ("training split", _check_training_split),
     ("bundle round trip", _check_bundle_round_trip),
@@ -342,13 +353,16 @@ def check_layer(
     seed: int = 0,
 ) -> list[CheckResult]:
     """Assert that a layer honours the contract: output shape, float64 gradients (train and inference),
-    determinism, batch independence in inference, what ``per_sample_in_training = True`` claims (in
-    training, a batch split in two gives the same rows and the same summed weight gradients, and
-    forward changes no weights), and an exact bundle round trip.
+    determinism, randomness (a forward taking ``rng``: the same generator seed repeats, different
+    seeds differ), batch independence in inference, what ``per_sample_in_training = True`` claims (in
+    training, a batch split in two gives the same rows and the same summed weight gradients — for a
+    random layer: with a fixed generator, one sample's output and gradients ignore the others — and
+    forward changes no weights), what ``per_part_in_training = True`` claims (forward given
+    ``updates`` writes no weight and reports only non_trainable ones), and an exact bundle round trip.
 
     ``type_or_class`` is a registered type name or a Layer subclass (a class that is not registered
-    skips the bundle check; a class with ``per_sample_in_training`` False skips the training-split
-    check). ``input_shape`` excludes the batch axis; by default (3, 8, 8), or (12,) for layers that
+    skips the bundle check; a class claiming neither per_sample_in_training nor per_part_in_training
+    skips the training-split check; one whose forward takes no ``rng`` skips the randomness check). ``input_shape`` excludes the batch axis; by default (3, 8, 8), or (12,) for layers that
     need a flat input. Raises AssertionError naming every failed check.
     """
     shape, results = run_checks(type_or_class, params, input_shape, batch, seed)

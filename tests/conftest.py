@@ -74,8 +74,9 @@ TINY_SPEC = {
 
 @pytest.fixture(autouse=True)
 def _isolated_data_env(monkeypatch, tmp_path_factory):
-    """No downloads, no $CNNKIT_DATA from the caller, and a throwaway per-user cache."""
+    """No downloads, no $CNNKIT_DATA from the caller, a throwaway per-user cache, run folders in the temp dir."""
     monkeypatch.setenv("CNNKIT_OFFLINE", "1")
+    monkeypatch.setenv("CNNKIT_RUN_DIR", str(tmp_path_factory.getbasetemp() / "runs"))
     monkeypatch.delenv("CNNKIT_DATA", raising=False)
     monkeypatch.delenv("CNNKIT_FASHION_MNIST_MIRROR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))

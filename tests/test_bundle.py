@@ -232,12 +232,12 @@ def test_newer_major_version_is_reported_before_anything_else():
 
 def test_newer_minor_version_may_add_keys_which_are_ignored():
     payload = payload_of(bundle.encode(tiny_model()))
-    payload["future"] = {"note": "added in 1.1"}
+    payload["future"] = {"note": "added in 1.2"}
     payload["weights"]["4.bias"]["quantization"] = None
-    b = bundle.decode(repack(payload, version=[1, 1], signature=b"x"))
-    assert b.version == (1, 1) and "future" not in b.spec
+    b = bundle.decode(repack(payload, version=[1, 2], signature=b"x"))
+    assert b.version == (1, 2) and "future" not in b.spec
     with pytest.raises(cnnkit.BundleError, match="unexpected keys"):
-        bundle.decode(repack(payload))  # the same keys claimed by a 1.0 file are an error
+        bundle.decode(repack(payload))  # the same keys claimed by a 1.1 file are an error
 
 
 def test_checksum_mismatch():

@@ -210,6 +210,23 @@ def test_training_failure_leaves_no_bundle(work):
     no_bundle_left(work / "out")
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_diverged_run_warns_even_when_quiet_and_fails_when_strict(work):
+    diverging = ("--set", 'train.optimizer={"type": "sgd", "lr": 1000}', "--set", "train.epochs=2")
+    quiet = cli("run", work / "tiny.json", *diverging, "--quiet", "--out", work / "out" / "q.cnnkit")
+    assert quiet.exit_code == 0 and quiet.stdout == "", quiet.output
+    lines = quiet.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("warning: the training loss grew from 2.3")
+    assert lines[1].startswith("warning: the final test accuracy") and "at chance level" in lines[1]
+    assert (work / "out" / "q.cnnkit").is_file()
+    strict = cli("run", work / "tiny.json", *diverging, "--quiet", "--strict", "--out", work / "out" / "s.cnnkit")
+    assert strict.exit_code == 1 and "Traceback" not in strict.output
+    assert strict.stderr.strip().splitlines()[-1] == "error: --strict: training ended with 2 warnings; no bundle written"
+    assert not (work / "out" / "s.cnnkit").exists()
+    healthy = cli("run", work / "tiny.json", "--quiet", "--strict", "--out", work / "out" / "h.cnnkit")
+    assert healthy.exit_code == 0 and healthy.output == ""
+
+
 def test_existing_bundle_survives_a_failed_run(work, bundle):
     path, _, _ = bundle
     target = work / "out" / "keep.cnnkit"
@@ -276,19 +293,20 @@ def test_real_subprocess_end_to_end(work):
     assert bad.returncode == 1 and bad.stdout == "" and bad.stderr.strip() == f"error: spec file not found: {work / 'nope.json'}"
     diverged = run("run", work / "tiny.json", "--set", "train.optimizer.lr=1e30", "--out", work / "out" / "bad.cnnkit")
     lines = diverged.stderr.strip().splitlines()  # one line: no numpy overflow warnings around it
-    assert diverged.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: training diverged in epoch 1")
+    assert diverged.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: training diverged at epoch 1, step ")
     assert sorted(p.name for p in (work / "out").iterdir()) == ["sub.cnnkit"]
     usage = run("run")
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
 
 
 def test_default_bundle_name_stays_in_the_current_folder(work, monkeypatch):
-    # The spec's name is free text; only its last path component names the default output file.
+    # The spec's name names the default output file, so it is a safe file name: no folders, no empty name.
     monkeypatch.chdir(work)
     (work / "elsewhere").mkdir()
-    result = cli("run", "tiny.json", "--quiet", "--set", "train.epochs=1", "--set", "name=elsewhere/../../escape")
+    for name in ("elsewhere/../../escape", '""', ".hidden", "a" * 101, "nul\\u0000byte"):
+        result = cli("run", "tiny.json", "--quiet", "--set", "train.epochs=1", "--set", f"name={name}")
+        assert_one_line_error(result, "name: name must be 1-100 letters, digits")
+    assert sorted(p.name for p in work.iterdir()) == ["elsewhere", "out", "tiny.json"]
+    result = cli("run", "tiny.json", "--quiet", "--set", "train.epochs=1", "--set", "name=" + "b" * 100)
     assert result.exit_code == 0, result.output
-    assert (work / "escape.cnnkit").is_file() and not (work.parent / "escape.cnnkit").exists()
-    result = cli("run", "tiny.json", "--quiet", "--set", "train.epochs=1", "--set", 'name=""')
-    assert result.exit_code == 0, result.output
-    assert (work / "model.cnnkit").is_file()
+    assert (work / ("b" * 100 + ".cnnkit")).is_file()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import numpy as np
 import pytest
 
@@ -19,6 +20,8 @@ CASES: dict[str, list[tuple[dict, tuple[int, ...] | None]]] = {
     "softmax": [({}, (6,))],
     "batchnorm2d": [({}, None), ({"momentum": 0.3, "eps": 1e-3}, (2, 3, 5))],
     "leaky_relu": [({"negative_slope": 0.2}, None)],
+    "dropout": [({}, None), ({"rate": 0.2}, (7,))],
+    "avgpool2d": [({}, None), ({"pool_size": 3, "stride": 2, "padding": 1}, (2, 7, 7)), ({"pool_size": 3, "stride": 1, "padding": 1, "count_include_pad": False}, (2, 5, 6))],
 }
 REGISTERED = sorted({e.type for e in registry.list_layers()})
 PARAMS = [(t, p, s) for t in REGISTERED for p, s in CASES.get(t, [({}, None)])]
@@ -30,9 +33,12 @@ def test_every_registered_layer_type_conforms(layer_type, params, input_shape):
     if status.cls is None:
         pytest.fail(f"registered layer type {layer_type!r} cannot be loaded: {status.error}")
     results = {r.name: r for r in check_layer(layer_type, params, input_shape)}
-    # Only a layer that does not claim per_sample_in_training (batch norm) skips the training split.
+    # Only a layer that claims neither per_sample_in_training nor per_part_in_training skips the training split.
     split = results.pop("training split")
-    assert split.status == ("pass" if status.cls.per_sample_in_training else "skip"), split.detail
+    assert split.status == ("pass" if status.cls.per_sample_in_training or status.cls.per_part_in_training else "skip"), split.detail
+    # Only a layer whose forward takes rng (dropout) is checked for randomness.
+    randomness = results.pop("randomness")
+    assert randomness.status == ("pass" if "rng" in inspect.signature(status.cls.forward).parameters else "skip"), randomness.detail
     assert [r.status for r in results.values()] == ["pass"] * len(results)
 
 
@@ -129,6 +135,50 @@ class MutatesInInference(Good):
         return super().forward(weights, x, train)
 
 
+class RandomGood(Good):
+    """Good times a dropout-like mask from the generator it is given: correct."""
+
+    def forward(self, weights, x, train, *, rng=None):
+        y, backprop = super().forward(weights, x, train)
+        if not train:
+            return y, backprop
+        keep = (rng.random(x.shape) < 0.7).astype(x.dtype)
+        return y * keep, lambda dy: backprop(dy * keep)
+
+
+class IgnoresItsGenerator(RandomGood):
+    """Takes rng but draws the same mask every call (the dropout issue 9 found possible)."""
+
+    def forward(self, weights, x, train, *, rng=None):
+        return super().forward(weights, x, train, rng=np.random.default_rng(0))
+
+
+class DrawsFromGlobalState(RandomGood):
+    def forward(self, weights, x, train, *, rng=None):
+        return super().forward(weights, x, train, rng=np.random.default_rng())
+
+
+class MaskAcrossTheBatch(RandomGood):
+    """One mask for the whole batch, drawn against the batch's last sample: not per-sample."""
+
+    def forward(self, weights, x, train, *, rng=None):
+        y, backprop = Good.forward(self, weights, x, train)
+        if not train:
+            return y, backprop
+        keep = (rng.random(x.shape[1:]) < x[-1] + 0.5).astype(x.dtype)
+        return y * keep, lambda dy: backprop(dy * keep)
+
+
+class PerPartWritesInPlace(RunningMeanInTraining):
+    """Claims per_part_in_training and accepts updates, yet still writes its state in place."""
+
+    per_sample_in_training = False
+    per_part_in_training = True
+
+    def forward(self, weights, x, train, *, updates=None):
+        return super().forward(weights, x, train)
+
+
 class BadInit(Good):
     def init_weights(self, input_shape, rng):
         return {"w": np.ones(input_shape[0] + 1, np.float32), "b": np.zeros(input_shape[0], np.float32)}
@@ -150,6 +200,10 @@ class TrainsItsState(Good):
         (RunningMeanInTraining, "training split", "forward in training mode changed weights ['running_mean'], but per_sample_in_training = True"),
         (Noisy, "determinism", "two forward passes (inference mode)"),
         (MutatesInInference, "determinism", "forward in inference mode changed weights ['b']"),
+        (IgnoresItsGenerator, "randomness", "four generator seeds gave identical training outputs"),
+        (DrawsFromGlobalState, "determinism", "two forward passes (train mode) on the same input and generator seed and weights differ"),
+        (MaskAcrossTheBatch, "training split", "with a fixed generator, the first sample's output changed when the other samples changed"),
+        (PerPartWritesInPlace, "training split", "forward in training mode changed weights ['running_mean'], but per_part_in_training = True"),
         (BadInit, "weights", "init_weights gives 'w' shape [4], weight_shapes declares [3]"),
         (TrainsItsState, "gradients (train)", "backprop returned gradients for non-trainable weights ['b']"),
     ],
@@ -162,9 +216,10 @@ def test_each_check_catches_its_defect(cls, check, message):
         check_layer(cls)
 
 
-def test_a_correct_unregistered_class_passes_and_skips_only_the_bundle_check():
+def test_a_correct_unregistered_class_passes_and_skips_only_the_bundle_and_randomness_checks():
     results = {r.name: r.status for r in check_layer(Good)}
     assert results.pop("bundle round trip") == "skip"
+    assert results.pop("randomness") == "skip"  # it takes no rng
     assert set(results.values()) == {"pass"}
 
 
@@ -173,7 +228,7 @@ def test_the_training_split_is_skipped_when_not_claimed_or_not_possible():
         per_sample_in_training = False
 
     split = {r.name: r for r in check_layer(Undeclared)}["training split"]
-    assert (split.status, split.detail) == ("skip", "per_sample_in_training is False, so a model never splits a training batch through this layer")
+    assert (split.status, split.detail) == ("skip", "per_sample_in_training is False (and per_part_in_training too), so a model never splits a training batch through this layer")
     split = {r.name: r for r in check_layer(Good, batch=1)}["training split"]
     assert (split.status, split.detail) == ("skip", "a batch of 1 cannot be split; use a batch of 2 or more")
 
@@ -200,3 +255,22 @@ class NotALayerContract(Layer):
 def test_a_class_breaking_the_static_contract_is_rejected_before_running():
     with pytest.raises(RegistryError, match="breaks the layer contract: NotALayerContract.Params must not declare a field named 'type'"):
         check_layer(NotALayerContract)
+
+
+def test_a_random_layer_passes_every_check_with_fixed_generators():
+    results = {r.name: r for r in check_layer(RandomGood)}
+    assert results.pop("bundle round trip").status == "skip"
+    assert results["randomness"].detail == "the same generator seed repeats the output; different seeds draw different ones"
+    assert results["training split"].detail.startswith("with a fixed generator, the first sample's output and gradients ignore the other samples")
+    assert {r.status for r in results.values()} == {"pass"}
+
+
+def test_a_per_part_layer_with_state_must_accept_updates():
+    from cnnkit.registry import contract_problem
+
+    class PerPartInPlace(RunningMeanInTraining):
+        per_sample_in_training = False
+        per_part_in_training = True
+
+    assert "sets per_part_in_training and has non_trainable weights, so its forward must accept the keyword 'updates'" in contract_problem(PerPartInPlace)
+    assert contract_problem(PerPartWritesInPlace) is None  # accepts it (check_layer then catches the in-place write)

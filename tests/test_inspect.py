@@ -20,7 +20,7 @@ def test_inspect_shows_every_part_of_a_bundle(tmp_path):
     path = tiny_model().save(tmp_path / "small.cnnkit")
     result = runner.invoke(app, ["inspect", str(path)])
     assert result.exit_code == 0, result.output
-    for expected in ("format 1.0", "'small'", "cat, dog, owl", "x / 255.0 - 0.5", "conv2d", "cnnkit 0.1.0", "0.kernel", "[2, 1, 3, 3]", "float32", "train_loss"):
+    for expected in ("format 1.1", "'small'", "cat, dog, owl", "x / 255.0 - 0.5", "conv2d", "cnnkit 0.1.0", "0.kernel", "[2, 1, 3, 3]", "float32", "train_loss"):
         assert expected in result.output, expected
 
 
@@ -30,7 +30,7 @@ def test_inspect_json_is_machine_readable_and_matches_the_weights(tmp_path):
     result = runner.invoke(app, ["inspect", str(path), "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
-    assert info["version"] == "1.0" and info["classes"] == ["cat", "dog", "owl"]
+    assert info["version"] == "1.1" and info["classes"] == ["cat", "dog", "owl"]
     assert info["preprocess"] == {"divide": 255.0, "subtract": 0.5}
     assert [layer["type"] for layer in info["layers"]] == ["conv2d", "relu", "maxpool2d", "flatten", "dense", "softmax"]
     assert info["providers"]["dense"]["dist"] == "cnnkit"
@@ -50,7 +50,7 @@ def test_inspect_works_when_a_layer_plugin_is_not_installed(tmp_path):
     path.write_bytes(repack(payload))
     shown = runner.invoke(app, ["inspect", str(path), "--json"])
     assert shown.exit_code == 0, shown.output
-    assert json.loads(shown.output)["layers"][1] == {"index": 1, "type": "mystery_act", "config": {"sharpness": 2}, "params": 0, "provider": "cnnkit-mystery 3.1.4"}
+    assert json.loads(shown.output)["layers"][1] == {"index": 1, "type": "mystery_act", "config": {"sharpness": 2}, "params": 0, "provider": "cnnkit-mystery 3.1.4", "installed": None, "provenance": "missing"}
     loaded = runner.invoke(app, ["predict", str(path), str(path)])
     assert loaded.exit_code == 1
     assert "comes from cnnkit-mystery 3.1.4, which is not installed: pip install cnnkit-mystery" in loaded.output

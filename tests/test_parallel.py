@@ -18,6 +18,8 @@ from cnnkit.errors import CnnkitError
 from cnnkit.layers import conv_blocks
 from cnnkit.model import MIN_PART
 
+from fakeplugins import write_dist
+
 # The seed net's shape of layers, shrunk to 1x12x12 so a batch of a few dozen runs in milliseconds.
 SPEC = {
     "name": "split",
@@ -125,9 +127,25 @@ def test_parts_are_contiguous_near_equal_and_never_below_min_part(monkeypatch, t
         assert len(parts) == 1 or min(sizes) >= MIN_PART
 
 
-def test_a_layer_not_per_sample_in_training_stops_the_training_split_only(monkeypatch, run_all_calls):
-    pytest.importorskip("cnnkit_extra", reason="batchnorm2d comes from plugins/cnnkit-extra (make setup installs it)")
-    spec = dict(SPEC, layers=[*SPEC["layers"][:1], {"type": "batchnorm2d"}, *SPEC["layers"][1:]])
+# A batch norm written before the contract had ``updates``: it writes its running statistics in
+# place and declares neither per_sample_in_training nor per_part_in_training.
+IN_PLACE_BATCHNORM = '''
+"""Batch norm updating its statistics in place (an older plugin)."""
+from cnnkit.layers.batchnorm import BatchNorm2D
+
+
+class InPlaceBatchNorm(BatchNorm2D):
+    per_part_in_training = False
+
+    def forward(self, weights, x, train):
+        return super().forward(weights, x, train)
+'''
+
+
+def test_a_layer_neither_per_sample_nor_per_part_stops_the_training_split_only(monkeypatch, run_all_calls, tmp_path):
+    write_dist(tmp_path, "fake-inplace-bn", "0.1", {"inplace_bn": "fake_inplace_bn:InPlaceBatchNorm"}, {"fake_inplace_bn": IN_PLACE_BATCHNORM})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = dict(SPEC, layers=[*SPEC["layers"][:1], {"type": "inplace_bn"}, *SPEC["layers"][1:]])
     model = cnnkit.build(spec)
     assert not model.layers[1].layer.per_sample_in_training
     monkeypatch.setattr(conv_blocks, "SPLIT_MIN_MACS", 10**18)  # count the model's splits only, not the convolution's own
@@ -138,7 +156,7 @@ def test_a_layer_not_per_sample_in_training_stops_the_training_split_only(monkey
     running_mean = model.weights["1.running_mean"].copy()
     y, backprop = model.forward(x, train=True, logits=True)
     backprop(dy)
-    assert run_all_calls == [2]  # training ran whole: batch statistics need the whole batch
+    assert run_all_calls == [2]  # training ran whole: it writes shared weights in place
     # ... and its running statistics took one step towards this batch's conv outputs, not two or none.
     conv_out, _ = model.layers[0].layer.forward({"kernel": model.weights["0.kernel"], "bias": model.weights["0.bias"]}, x, False)
     np.testing.assert_allclose(model.weights["1.running_mean"], 0.9 * running_mean + 0.1 * conv_out.mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-7)

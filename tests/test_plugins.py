@@ -87,7 +87,8 @@ def test_bundle_records_provenance_and_names_the_missing_distribution(site, tiny
     result = cli("run", path, "--quiet", "--out", target, env=env)
     assert result.returncode == 0, result.stderr
     providers = bundle.read(target).providers  # reading the file needs no plugin
-    assert providers["scale"] == {"dist": "fake-scale", "version": "1.2.3"}
+    assert providers["fake-scale:scale"] == {"dist": "fake-scale", "version": "1.2.3"}  # plugin types are recorded qualified
+    assert bundle.read(target).spec["layers"][1]["type"] == "fake-scale:scale"
     assert providers["conv2d"] == {"dist": "cnnkit", "version": cnnkit.__version__}
     images = tmp_path / "images.npy"
     np.save(images, np.zeros((2, 28, 28), np.uint8))
@@ -109,12 +110,13 @@ def test_real_plugin_layers_train_and_round_trip_with_provenance(tiny_spec, tmp_
     assert model.weights["1.running_var"].tolist() != [1.0] * 4  # training moved the running statistics
     path = cnnkit.save(model, tmp_path / "extra.cnnkit")
     providers = bundle.read(path).providers
-    assert providers["batchnorm2d"] == providers["leaky_relu"] == {"dist": "cnnkit-extra", "version": "0.1.0"}
+    assert providers["cnnkit-extra:leaky_relu"] == {"dist": "cnnkit-extra", "version": "0.2.0"}
+    assert providers["batchnorm2d"] == {"dist": "cnnkit", "version": cnnkit.__version__}  # in the core since cnnkit-extra 0.2.0
     loaded = cnnkit.load(path)
     images = np.random.default_rng(0).integers(0, 255, (5, 28, 28)).astype(np.uint8)
     np.testing.assert_array_equal(loaded.predict_proba(images), model.predict_proba(images))
-    entry = registry.find("batchnorm2d")
-    assert (entry.dist, entry.version) == ("cnnkit-extra", "0.1.0")
+    entry = registry.find("leaky_relu")
+    assert (entry.dist, entry.version) == ("cnnkit-extra", "0.2.0")
 
 
 def test_check_layer_command(tmp_path):
@@ -130,6 +132,7 @@ def test_check_layer_command(tmp_path):
     assert "SKIP  training split: per_sample_in_training is False" in bad.stdout  # Doubler does not claim it
     assert bad.stderr == "error: doubler: 2 check(s) failed: gradients (train), gradients (inference)\n"
     usage = cli("check-layer", "conv2d", "--params", "{filters: 2}", env=env)
-    assert usage.returncode == 1 and usage.stderr.startswith("error: --params is not valid JSON")
+    # Bad --params is a usage error: exit 2, as the README says (issue 11, finding 6).
+    assert usage.returncode == 2 and usage.stderr.startswith("error: --params is not valid JSON")
     missing = cli("check-layer", "dense", env=env)
-    assert (missing.returncode, missing.stderr) == (1, "error: dense params.units: required field is missing\n")
+    assert (missing.returncode, missing.stderr) == (2, "error: dense params.units: required field is missing\n")

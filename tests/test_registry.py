@@ -85,22 +85,27 @@ def test_broken_plugin_is_listed_and_breaks_nothing_else(plugin_dir):
     assert all(statuses[t].cls is not None for t in BUILTINS)
 
 
-def test_two_distributions_claiming_one_type_is_an_error_naming_both(plugin_dir):
+def test_two_distributions_claiming_one_type_need_qualified_names(plugin_dir):
     write_dist(plugin_dir, "fake-alpha", "1.0", {"twin": "fake_alpha:Scale"}, {"fake_alpha": SCALE_MODULE})
     write_dist(plugin_dir, "fake-beta", "2.5", {"twin": "fake_beta:Scale"}, {"fake_beta": SCALE_MODULE})
     with pytest.raises(RegistryError) as err:
         registry.find("twin")
     assert "fake-alpha 1.0 (fake_alpha:Scale)" in str(err.value) and "fake-beta 2.5 (fake_beta:Scale)" in str(err.value)
+    assert "write the qualified type: 'fake-alpha:twin' or 'fake-beta:twin'" in str(err.value)
     with pytest.raises(cnnkit.SpecError, match=r"layers\[0\]\.type: layer type 'twin' is provided by more than one distribution"):
         cnnkit.validate_spec({"input": {"shape": [4]}, "layers": [{"type": "twin"}]})
     assert [e.dist for e in registry.list_layers() if e.type == "twin"] == ["fake-alpha", "fake-beta"]
     assert "fake_alpha" not in sys.modules  # detecting the conflict imported neither
+    assert registry.find("fake-beta:twin").value == "fake_beta:Scale"
+    assert registry.find("FAKE_Beta:twin").dist == "fake-beta"  # distribution names compare as pip compares them
 
 
-def test_a_plugin_claiming_a_builtin_name_conflicts_with_cnnkit(plugin_dir):
+def test_a_plugin_claiming_a_builtin_name_never_shadows_it(plugin_dir):
     write_dist(plugin_dir, "fake-usurper", "0.1", {"relu": "fake_usurper:Scale"}, {"fake_usurper": SCALE_MODULE})
-    with pytest.raises(RegistryError, match=r"'relu' is provided by more than one distribution: .*cnnkit 0\.1\.0.*fake-usurper 0\.1"):
-        registry.find("relu")
+    assert registry.find("relu").dist == "cnnkit"
+    assert registry.find("fake-usurper:relu").value == "fake_usurper:Scale"
+    usurper = next(e for e in registry.list_layers() if e.dist == "fake-usurper")
+    assert "shadows the built-in 'relu'" in registry.conflict(usurper) and "'fake-usurper:relu'" in registry.conflict(usurper)
 
 
 CONTRACT_BREAKERS = {

@@ -115,7 +115,9 @@ def test_required_params_and_optimizer_types(validator):
 
 def test_plugin_layers_are_in_the_schema_with_their_params(validator):
     layer_enum = validator.schema["properties"]["layers"]["items"]["properties"]["type"]["enum"]
-    assert set(layer_enum) == {s.entry.type for s in registry.load_all() if s.cls is not None}
+    usable = [s for s in registry.load_all() if s.cls is not None]
+    # Plain names where unambiguous, and every plugin type qualified as well.
+    assert set(layer_enum) == {s.entry.type for s in usable if s.conflict is None} | {s.entry.qualified for s in usable if not s.entry.builtin}
     if "leaky_relu" in layer_enum:
         spec = copy.deepcopy(TINY_SPEC)
         spec["layers"][1] = {"type": "leaky_relu", "negative_slope": -0.5}

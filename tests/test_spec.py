@@ -170,9 +170,9 @@ def test_empty_layer_list_is_an_error():
 
 
 def test_overrides_set_json_values_at_dotted_paths():
-    data = apply_overrides(seed(), ["train.epochs=1", "data.train_limit=2000", "layers[0].filters=8", "layers.2.filters=4", "name=my net"])
+    data = apply_overrides(seed(), ["train.epochs=1", "data.train_limit=2000", "layers[0].filters=8", "layers.2.filters=4", "name=my-net"])
     spec = validate_spec(data)
-    assert spec.train.epochs == 1 and spec.data.train_limit == 2000 and spec.name == "my net"
+    assert spec.train.epochs == 1 and spec.data.train_limit == 2000 and spec.name == "my-net"
     assert spec.layers[0]["filters"] == 8 and spec.layers[2]["filters"] == 4
     assert seed()["train"]["epochs"] == 3  # the input is not modified
 

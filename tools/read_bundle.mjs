@@ -11,7 +11,7 @@ import { decode } from "@msgpack/msgpack";
 
 const FORMAT = "cnnkit.bundle";
 const READS_MAJOR = 1;
-const READS_MINOR = 0;
+const READS_MINOR = 1;
 const ITEMSIZE = {
   float16: 2, float32: 4, float64: 8,
   int8: 1, int16: 2, int32: 4, int64: 8,

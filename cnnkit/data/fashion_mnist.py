@@ -55,8 +55,8 @@ def _find_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _complete(folder: Path) -> bool:
-    return all(_find_file(folder, stem) for stem, _ in FILES.values())
+def _complete(folder: Path, keys=tuple(FILES)) -> bool:
+    return all(_find_file(folder, FILES[key][0]) for key in keys)
 
 
 def _search_dirs() -> list[tuple[Path, bool]]:
@@ -74,18 +74,18 @@ def candidate_dirs() -> list[Path]:
     return [folder for folder, _ in _search_dirs()]
 
 
-def _find_dataset(explicit_dir: str | Path | None, download: bool) -> tuple[Path, bool]:
-    """(folder holding all four files, whether the user chose it) — see :func:`locate`."""
+def _find_dataset(explicit_dir: str | Path | None, download: bool, keys=tuple(FILES)) -> tuple[Path, bool]:
+    """(folder holding the files of ``keys``, whether the user chose it) — see :func:`locate`."""
     if explicit_dir is not None:
         folder = Path(explicit_dir)
         if not folder.is_dir():
             raise DataError(f"data directory not found: {folder}")
-        if not _complete(folder):
-            missing = [stem for stem, _ in FILES.values() if not _find_file(folder, stem)]
+        if not _complete(folder, keys):
+            missing = [FILES[key][0] for key in keys if not _find_file(folder, FILES[key][0])]
             raise DataError(f"data directory {folder} lacks Fashion-MNIST files: {', '.join(missing)} (.gz or raw)")
         return folder, True
     for folder, chosen in _search_dirs():
-        if _complete(folder):
+        if _complete(folder, keys):
             return folder, chosen
     if not download:
         problem = "not found"
@@ -167,7 +167,10 @@ def _read(folder: Path, key: str, verify: bool) -> np.ndarray:
             f"{path}: contents differ from the official Fashion-MNIST (sha256 mismatch); "
             f"delete the file to fetch it again, or set data.dir to use your own IDX files"
         )
-    return parse_idx(data, str(path))
+    array = parse_idx(data, str(path))
+    if key.endswith("labels") and array.size and (array.min() < 0 or array.max() >= len(CLASSES)):
+        raise DataError(f"{path}: labels range over {array.min()}..{array.max()}, but Fashion-MNIST has {len(CLASSES)} classes (0..{len(CLASSES) - 1})")
+    return array
 
 
 def load_fashion_mnist(
@@ -175,6 +178,7 @@ def load_fashion_mnist(
     train_limit: int | None = None,
     test_limit: int | None = None,
     verify: bool | None = None,
+    splits: tuple[str, ...] = ("train", "test"),
 ) -> Dataset:
     """Load Fashion-MNIST (the first ``train_limit`` / ``test_limit`` examples when given).
 
@@ -183,13 +187,23 @@ def load_fashion_mnist(
     on its own (the cache, Debian's folder, ./data/FashionMNIST/raw) since those claim to be the
     official dataset, and trusts folders the user named (``folder`` or $CNNKIT_DATA), which may hold
     other data in the same format. ``True`` / ``False`` force it either way. Every file is still
-    parsed strictly as IDX, and images and labels must agree in count.
+    parsed strictly as IDX, and images and labels must agree in count, and labels must name a class.
+    ``splits=("test",)`` reads (and needs) only the test files; the train arrays are then empty.
     """
-    where, chosen_by_user = _find_dataset(folder, download=True)
+    unknown = set(splits) - {"train", "test"}
+    if unknown or not splits:
+        raise ValueError(f"splits must be 'train' and/or 'test'. Received: {splits}")
+    keys = tuple(key for key in FILES if key.split("_")[0] in splits)
+    where, chosen_by_user = _find_dataset(folder, download=True, keys=keys)
     if verify is None:
         verify = not chosen_by_user
-    arrays = {key: _read(where, key, verify) for key in FILES}
+    arrays = {key: _read(where, key, verify) for key in keys}
     for split in ("train", "test"):
+        if split not in splits:
+            shape = arrays[f"{splits[0]}_images"].shape[1:]
+            arrays[f"{split}_images"] = np.zeros((0, *shape), np.uint8)
+            arrays[f"{split}_labels"] = np.zeros(0, np.uint8)
+            continue
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise DataError(f"{where}: {split} images {list(images.shape)} and labels {list(labels.shape)} do not match; expected (N, H, W) images and (N,) labels")

@@ -8,21 +8,50 @@ A layer is a small class with four parts, all pure functions of its params:
   Raise ``ValueError("what is wrong. Received: ...")`` when the input shape cannot work.
 - ``weight_shapes(input_shape)`` / ``init_weights(input_shape, rng)``: named arrays. Names listed in
   ``non_trainable`` (e.g. batch-norm running statistics) are learned state that ``forward`` updates
-  in place when ``train`` is true; backprop returns no gradient for them, so optimizers skip them.
+  when ``train`` is true (see ``updates`` below); backprop returns no gradient for them, so
+  optimizers skip them.
 - ``forward(weights, x, train)``: returns ``(y, backprop)`` where ``backprop(dy)`` returns
   ``(dx, {weight_name: gradient})``. All state backward needs lives in that closure.
 
-Optional: a ``forward`` that also accepts a keyword ``input_grad`` (default True) is called with
-``input_grad=False`` when it is the model's first layer with weights; its ``backprop`` may then
-return ``None`` for dx and skip that work (the gradient of the input data is never used). Layers
-without the keyword are called as above, so existing plugins keep working.
+One layer object serves every thread of a split batch at once: keep no per-call state on ``self``
+(everything a call needs lives in its locals and the backprop closure).
 
-Optional: ``per_sample_in_training = True`` says that in training, too, each sample's output and
-its share of the gradients depend on that sample alone, and forward changes no shared state. A
-model whose layers all say so may split a training batch over threads and sum the parts'
-gradients (``check_layer`` checks the claim). Leave it False for layers that use batch
-statistics (batch norm). In inference every layer must be per-sample anyway (``check_layer``
-checks it), so inference batches always split.
+Optional keywords of ``forward``. The model passes each only to a layer whose ``forward`` accepts
+it (detected once from the signature), so layers without them keep working unchanged:
+
+- ``input_grad`` (default True): called with ``input_grad=False`` when the layer is the model's
+  first layer with weights; its ``backprop`` may then return ``None`` for dx and skip that work
+  (the gradient of the input data is never used).
+- ``rng`` (default None): in training, a ``numpy.random.Generator`` for layers that draw random
+  numbers (dropout). The model derives it as ``np.random.default_rng([train.seed, epoch, step,
+  layer_index, part_index])`` from the ``key=(epoch, step)`` the training loop passes to
+  ``Model.forward`` (part_index: which thread's part of a split batch, 0 when not split), so the
+  same spec, seed, data and thread count give the same draws, and so a byte-identical bundle.
+  Draw only from this generator, never from global state. In inference no generator is passed
+  (``rng`` is None) and the layer must be deterministic.
+- ``updates`` (default None): in training, a dict to fill with the new values of ``non_trainable``
+  weights (``updates["running_mean"] = ...``) instead of writing them in place. The model applies
+  them once every part of the batch has finished: the parts' values weighted by their sample
+  counts, summed in part order (for a running average this folds in the mean of the parts'
+  statistics). So no thread writes a weight another thread reads, and the result does not depend
+  on thread timing. Called without ``updates`` (directly, or an older plugin), a layer may update
+  its state in place as before.
+
+Splitting a training batch over threads. A model splits a training batch only if every layer
+declares one of:
+
+- ``per_sample_in_training = True``: in training, too, each sample's output and its share of the
+  gradients depend on that sample (and its generator) alone, and forward changes no shared state.
+  The parts' gradients sum to the whole batch's (``check_layer`` checks the claim).
+- ``per_part_in_training = True``: the layer uses statistics of the batch it is given (batch norm).
+  Run on a part, it uses that part's statistics, as data-parallel training without synchronised
+  batch norm does (PyTorch's DataParallel/DDP without SyncBatchNorm), and it reports state through
+  ``updates`` (required when it has ``non_trainable`` weights). Outputs then depend on how the batch
+  is split, i.e. on the thread count, which determinism already requires to be fixed.
+
+Layers declaring neither (e.g. an older batch norm that updates its statistics in place) keep
+working: the model runs their training batches whole, in one thread. In inference every layer
+must be per-sample anyway (``check_layer`` checks it), so inference batches always split.
 
 Arrays are batched: ``x`` is ``(N, *input_shape)``. Shapes passed to the methods exclude N.
 """
@@ -43,7 +72,7 @@ Backprop = Callable[[np.ndarray], tuple[np.ndarray, Grads]]
 class LayerParams(BaseModel):
     """Base for a layer's parameter model: strict types, unknown fields rejected, immutable."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class Layer:
@@ -52,6 +81,7 @@ class Layer:
     Params: ClassVar[type[LayerParams]] = LayerParams
     non_trainable: ClassVar[tuple[str, ...]] = ()
     per_sample_in_training: ClassVar[bool] = False
+    per_part_in_training: ClassVar[bool] = False
 
     def __init__(self, params: LayerParams | None = None, **fields):
         if params is None:
@@ -74,6 +104,7 @@ class Layer:
         return {}
 
     def forward(self, weights: dict[str, np.ndarray], x: np.ndarray, train: bool) -> tuple[np.ndarray, Backprop]:
+        # Optional keywords (input_grad, rng, updates) are added by the layers that use them.
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from pydantic import PositiveInt
+from pydantic import Field, PositiveInt, model_validator
 
 from .base import Layer, LayerParams
 
@@ -13,7 +13,18 @@ class MaxPool2D(Layer):
 
     class Params(LayerParams):
         pool_size: PositiveInt = 2
-        stride: PositiveInt | None = None  # None: same as pool_size (non-overlapping windows)
+        stride: PositiveInt | None = Field(None, description="default (or null): pool_size, non-overlapping windows")
+
+        @model_validator(mode="before")
+        @classmethod
+        def _fill_stride(cls, data):
+            # Filled in here so a validated spec (and a bundle) stores the stride used; null is still
+            # accepted, as format 1.0 bundles stored it.
+            if isinstance(data, dict) and data.get("stride") is None:
+                pool = data.get("pool_size", 2)
+                if type(pool) is int and pool > 0:
+                    return {**data, "stride": pool}
+            return data
 
     @property
     def _stride(self) -> int:

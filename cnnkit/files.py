@@ -1,0 +1,74 @@
+"""Reading input files safely: regular files only, opened without blocking, read up to a size cap.
+
+A FIFO would block a reader forever and /dev/zero never ends, so every file cnnkit reads as a whole
+(specs, bundles, images) goes through :func:`read_regular`, which names the kind of file it refused.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from .errors import CnnkitError
+
+
+def file_kind(mode: int) -> str:
+    """'regular file', 'directory', 'FIFO (named pipe)', 'character device', ... for an st_mode."""
+    for test, name in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO (named pipe)"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _a(what: str) -> str:
+    return f"{'an' if what[:1] in 'aeiou' else 'a'} {what}"
+
+
+def _not_a(what: str) -> str:
+    return f"not {_a(what)}"
+
+
+def check_regular(path: str | os.PathLike, what: str, error: type[CnnkitError]) -> os.stat_result:
+    """stat ``path`` and insist on a regular file; the error names what the path is instead."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"file not found: {path}") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{path} is a {file_kind(st.st_mode)}, {_not_a(what)}")
+    return st
+
+
+def read_regular(path: str | os.PathLike, what: str, error: type[CnnkitError], max_bytes: int) -> bytes:
+    """The bytes of the regular file ``path`` (at most ``max_bytes``), else one ``error`` naming the problem.
+
+    The file is opened with O_NONBLOCK and checked with fstat on the open descriptor, so a path
+    swapped for a FIFO between a check and the open still cannot block.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise error(f"{path} is a directory, {_not_a(what)}") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise error(f"{path} is a {file_kind(st.st_mode)}, {_not_a(what)}")
+    with os.fdopen(fd, "rb") as fh:
+        if st.st_size > max_bytes:
+            raise error(f"{path}: {st.st_size:,} bytes is more than {_a(what)} may have ({max_bytes:,})")
+        try:
+            data = fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:  # it grew while we read
+        raise error(f"{path}: more than {max_bytes:,} bytes, more than {_a(what)} may have")
+    return data

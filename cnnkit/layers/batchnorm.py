@@ -1,0 +1,82 @@
+"""Batch normalization over the channels of NCHW batches (Ioffe & Szegedy 2015), as torch.nn.BatchNorm2d.
+
+Training normalizes with the batch's own mean and (biased) variance per channel and folds them into
+running estimates; inference uses the running estimates, so a sample's output never depends on the
+rest of its batch. The running statistics are weights (saved in bundles like any other) listed in
+``non_trainable``: backprop returns no gradient for them, so optimizers leave them alone.
+
+Split over threads (``per_part_in_training``), each part is normalized with its own statistics, as
+data-parallel training without synchronised batch norm does; the new running statistics go to
+``updates`` and the model averages the parts' values (see cnnkit.layers.base).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field, PositiveFloat
+
+from .base import Layer, LayerParams
+
+
+class BatchNorm2D(Layer):
+    class Params(LayerParams):
+        momentum: float = Field(0.1, gt=0.0, le=1.0, description="weight of each new batch in the running statistics (PyTorch's convention)")
+        eps: PositiveFloat = Field(1e-5, description="added to the variance before the square root")
+
+    non_trainable = ("running_mean", "running_var")
+    per_part_in_training = True
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"batchnorm2d expects an input of shape (channels, height, width). Received: input_shape={list(input_shape)}")
+        return tuple(input_shape)
+
+    def weight_shapes(self, input_shape):
+        c = input_shape[0]
+        return {"gamma": (c,), "beta": (c,), "running_mean": (c,), "running_var": (c,)}
+
+    def init_weights(self, input_shape, rng):
+        c = input_shape[0]
+        ones, zeros = np.ones(c, np.float32), np.zeros(c, np.float32)
+        return {"gamma": ones, "beta": zeros, "running_mean": zeros.copy(), "running_var": ones.copy()}
+
+    def forward(self, weights, x, train, *, updates=None):
+        axes = (0, 2, 3)
+        dtype = x.dtype.type
+        count = x.shape[0] * x.shape[2] * x.shape[3]
+        gamma = weights["gamma"].astype(x.dtype, copy=False)
+        if train and count:
+            mean = x.mean(axis=axes)  # (C,)
+            centered = x - mean[:, None, None]  # (N, C, H, W), kept for backprop
+            var = np.einsum("nchw,nchw->c", centered, centered) / dtype(count)  # biased: normalizes this batch
+            # Running variance is the unbiased estimate, as in PyTorch; with one value per channel
+            # there is no unbiased estimate, so the biased one (0) is folded in instead.
+            unbiased = var * dtype(count / (count - 1)) if count > 1 else var
+            m = self.params.momentum
+            new = {"running_mean": (1 - m) * weights["running_mean"] + m * mean, "running_var": (1 - m) * weights["running_var"] + m * unbiased}
+            if updates is None:  # called directly: update in place
+                for name, value in new.items():
+                    weights[name][...] = value
+            else:
+                updates.update(new)
+        else:
+            mean, var = weights["running_mean"].astype(x.dtype, copy=False), weights["running_var"].astype(x.dtype, copy=False)
+            centered = x - mean[:, None, None]
+        inv_std = (1.0 / np.sqrt(var + self.params.eps)).astype(x.dtype, copy=False)  # (C,)
+        scale = gamma * inv_std  # (C,): y = centered * scale + beta
+        y = centered * scale[:, None, None]
+        y += weights["beta"].astype(x.dtype, copy=False)[:, None, None]
+
+        def backprop(dy):
+            beta_grad = dy.sum(axis=axes)
+            gamma_grad = np.einsum("nchw,nchw->c", dy, centered) * inv_std  # sum of dy * xhat
+            dx = dy * scale[:, None, None].astype(dy.dtype, copy=False)
+            if train and count:
+                # d/dx of gamma * (x - mean) / std with mean and std taken from the same batch:
+                # scale * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = centered * inv_std.
+                n = dtype(count)
+                dx -= centered * (scale * inv_std * gamma_grad / n)[:, None, None]
+                dx -= (scale * beta_grad / n)[:, None, None]
+            return dx, {"gamma": gamma_grad, "beta": beta_grad}
+
+        return y, backprop

@@ -1,0 +1,19 @@
+"""Hyperbolic tangent, element-wise (no weights), as torch.tanh."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Layer
+
+
+class Tanh(Layer):
+    per_sample_in_training = True
+
+    def forward(self, weights, x, train):
+        y = np.tanh(x)
+
+        def backprop(dy):
+            return dy * (1 - y * y), {}  # tanh' = 1 - tanh^2, from the output: no second tanh
+
+        return y, backprop

@@ -1,0 +1,96 @@
+"""The spec's training extras: augmentation (data.augment), validation (data.validation), early stopping.
+
+The models here are parts of ``DataSpec`` and ``TrainSpec`` (cnnkit/spec.py); the code that acts on
+them lives in cnnkit/train/ (augment.py, validation.py). Checks that need two parts of a spec (the
+crop padding against the input shape, early stopping without a validation split) are in
+``check_training_keys``, called by ``validate_spec`` with its error list.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt, field_validator
+
+if TYPE_CHECKING:
+    from .spec import ModelSpec
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class RandomErasing(_Strict):
+    """torchvision's RandomErasing: with probability p, one rectangle of the image is set to ``value``."""
+
+    p: float = Field(0.5, ge=0.0, le=1.0, description="probability that an image gets a rectangle erased")
+    scale: list[float] = Field([0.02, 0.33], min_length=2, max_length=2, description="[low, high] fraction of the image area to erase")
+    ratio: list[float] = Field([0.3, 3.3], min_length=2, max_length=2, description="[low, high] aspect ratio (height / width) of the rectangle")
+    value: float = Field(0.0, description="the value written, in model units (after preprocessing: 0 is mid-grey for the seed's x/255 - 0.5)")
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v: list[float]) -> list[float]:
+        if not 0 < v[0] <= v[1] <= 1:
+            raise ValueError(f"must be [low, high] with 0 < low <= high <= 1. Received: {v}")
+        return v
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio(cls, v: list[float]) -> list[float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError(f"must be [low, high] with 0 < low <= high. Received: {v}")
+        return v
+
+
+class AugmentSpec(_Strict):
+    """Random changes to training batches (never to validation or test data), drawn from the seed, epoch and step."""
+
+    crop_padding: NonNegativeInt = Field(0, description="random crop: pad each side with this many black pixels (raw 0), crop back at a random offset; 0 = off")
+    hflip: bool = Field(False, description="flip each image left-right with probability 0.5")
+    erasing: RandomErasing | None = Field(None, description="random erasing (torchvision semantics); null = off")
+
+
+class EarlyStopping(_Strict):
+    """Stop when the monitored validation figure has not improved by more than min_delta for ``patience`` epochs."""
+
+    patience: PositiveInt = Field(5, description="epochs without improvement before training stops")
+    monitor: Literal["val_loss", "val_accuracy", "val_macro_f1"] = Field("val_loss", description="the validation figure watched (loss: lower is better)")
+    min_delta: NonNegativeFloat = Field(0.0, description="a smaller change does not count as an improvement")
+
+
+# Keys added after the first release are stored (in bundles, by ModelSpec.to_dict) only when set, so
+# a spec that does not use them keeps its bundle bytes, and older cnnkit versions still read its bundles.
+OPTIONAL_KEYS = {"data": ("validation", "augment"), "train": ("early_stopping", "restore_best")}
+
+
+# What check_validation_size accepts, for the JSON Schema (pydantic would only say "integer or number").
+VALIDATION_SIZE_SCHEMA = [{"type": "integer", "minimum": 1}, {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}, {"type": "null"}]
+
+
+def check_validation_size(value: Any) -> Any:
+    """data.validation: an integer count >= 1 or a float fraction strictly between 0 and 1 (or null)."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1) or (isinstance(value, float) and 0 < value < 1):
+        return value
+    try:
+        received = json.dumps(value)
+    except (TypeError, ValueError):
+        received = repr(value)
+    raise ValueError(f"expected a number of examples (an integer >= 1) or a fraction strictly between 0 and 1. Received: {received[:60]}")
+
+
+def check_training_keys(spec: ModelSpec, errors: list[tuple[str, str]]) -> None:
+    """Checks that need two parts of the spec: augmentation against the input shape, validation-only keys."""
+    augment, shape = spec.data.augment, spec.input.shape
+    if augment is not None and (augment.crop_padding or augment.hflip or augment.erasing):
+        if len(shape) != 3:
+            errors.append(("data.augment", f"augmentation works on images, input.shape [C, H, W]. Received: input.shape={shape}"))
+        elif augment.crop_padding >= min(shape[1:]):
+            errors.append(("data.augment.crop_padding", f"must be smaller than the image ({shape[1]}x{shape[2]}), or a crop could miss "
+                           f"the image entirely. Received: {augment.crop_padding}"))
+    if spec.data.validation is None:
+        if spec.train.early_stopping is not None:
+            errors.append(("train.early_stopping", "needs data.validation: early stopping watches the validation split"))
+        if spec.train.restore_best:
+            errors.append(("train.restore_best", "needs data.validation: the best weights are those of the best validation epoch"))

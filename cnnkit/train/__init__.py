@@ -1,0 +1,9 @@
+"""Training: the loop (loop.py), augmentation (augment.py), validation and early stopping (validation.py),
+and the run's health checks (health.py). ``fit`` trains a Model in place; ``training_metadata`` is what
+a bundle records about it.
+"""
+
+from .health import TrainingWarning
+from .loop import EpochCallback, EpochRecord, History, StepCallback, evaluate, final_summary, fit, training_metadata
+
+__all__ = ["EpochCallback", "EpochRecord", "History", "StepCallback", "TrainingWarning", "evaluate", "final_summary", "fit", "training_metadata"]

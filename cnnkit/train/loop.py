@@ -1,0 +1,313 @@
+"""The training loop: shuffled mini-batches, optional augmentation, per-epoch test or validation scores.
+
+Without ``data.validation`` the test set is scored after every epoch (the seed notebook's way). With
+it, each epoch is scored on the held-out split instead, early stopping and the best-epoch weights
+follow that split, and the test set is scored once, at the end, with the weights the model keeps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..data.fashion_mnist import Dataset
+from ..errors import CnnkitError, DataError
+from ..losses import softmax_cross_entropy
+from ..metrics import accuracy, macro_f1
+from ..model import Model
+from ..optim import OPTIMIZERS, Optimizer, build_schedule, clip_grad_norm
+from .augment import Augmenter
+from .health import TrainingDiverged, TrainingWarning, chance_warning, divergence_message, loss_growth_warning
+from .validation import Monitor, score, stratified_split
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    test_accuracy: float | None  # None with a validation split: the test set is scored once, at the end
+    test_macro_f1: float | None
+    lr: float  # the learning rate of the epoch's last optimizer step
+    seconds: float  # wall time of the epoch's training steps (not stored in bundles: they are deterministic)
+    val_loss: float | None = None  # the validation figures, with data.validation
+    val_accuracy: float | None = None
+    val_macro_f1: float | None = None
+
+    def row(self) -> dict[str, Any]:
+        """What a bundle's history keeps: the figures this run has, without the wall time."""
+        return {k: v for k, v in asdict(self).items() if k != "seconds" and v is not None}
+
+    def summary(self) -> str:
+        """The epoch as one line of text (what `cnnkit run` prints)."""
+        if self.val_loss is None:
+            scores = f"test accuracy {self.test_accuracy:.4f}, macro-F1 {self.test_macro_f1:.4f}"
+        else:
+            scores = f"val loss {self.val_loss:.4f}, val accuracy {self.val_accuracy:.4f}, val macro-F1 {self.val_macro_f1:.4f}"
+        return f"epoch {self.epoch}: train loss {self.train_loss:.4f}, {scores} ({self.seconds:.1f}s)"
+
+
+class History(list):
+    """The EpochRecords of a run, in order, and how the run ended.
+
+    ``test``: the final test scores when the run had a validation split (else the last record holds
+    them); ``validation``: the split's size, the monitored figure, the epoch whose weights were kept
+    and whether training stopped early; ``warnings``: the TrainingWarning messages of the run.
+    """
+
+    def __init__(self, records: Iterable[EpochRecord] = ()):
+        super().__init__(records)
+        self.test: dict[str, float] | None = None
+        self.validation: dict[str, Any] | None = None
+        self.warnings: list[str] = []
+
+
+StepCallback = Callable[[int, int, int, float], None]  # (epoch, examples_done, examples_total, batch_loss)
+EpochCallback = Callable[[EpochRecord], None]
+
+
+def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, batch_size: int = 256, preprocessed: bool = False) -> dict[str, float]:
+    """Accuracy and macro-F1 of ``model`` on labelled images."""
+    predicted = model.predict(images, batch_size=batch_size, preprocessed=preprocessed)
+    labels = np.asarray(labels, dtype=np.int64)
+    return {"accuracy": accuracy(labels, predicted), "macro_f1": macro_f1(labels, predicted, model.output_shape[-1])}
+
+
+@dataclass
+class TrainState:
+    """Everything a run needs to go on from where it is: what a checkpoint stores (train/checkpoint.py).
+
+    The position is ``step`` steps into ``epoch`` (``step`` may equal the epoch's step count: its
+    training is done, its scoring not yet). ``shuffle_state`` is the shuffling generator's state at the
+    start of ``epoch``: the epoch's order is drawn again from it, so no order needs storing.
+    """
+
+    optimizer: Optimizer
+    shuffle_state: dict[str, Any]
+    monitor: Monitor | None = None
+    epoch: int = 1
+    step: int = 0
+    done: int = 0  # optimizer steps so far: the schedule's clock
+    loss_sum: float = 0.0  # sum over the epoch's steps so far of loss * batch size
+    seconds: float = 0.0  # wall time of the epoch's steps so far
+    first_loss: float | None = None
+    best_weights: dict[str, np.ndarray] | None = None  # the best epoch's weights, with validation and restore_best
+    stopped: bool = False  # early stopping ran out of patience
+    history: History = field(default_factory=History)
+
+
+def new_state(model: Model) -> TrainState:
+    """The state of a run that has not started: a fresh optimizer, the seed's shuffling generator."""
+    settings = model.spec.train
+    optimizer_cls = OPTIMIZERS[settings.optimizer["type"]]
+    optimizer = optimizer_cls(optimizer_cls.Params.model_validate(settings.optimizer), model.weights)
+    monitor = None
+    if model.spec.data.validation is not None:
+        stopping = settings.early_stopping
+        monitor = Monitor(stopping.monitor, stopping.min_delta, stopping.patience) if stopping else Monitor()
+    return TrainState(optimizer, np.random.default_rng(settings.seed).bit_generator.state, monitor)
+
+
+class Hooks:
+    """Called by ``fit`` at the end of each step and epoch (run folders and checkpoints use them).
+
+    ``after_step`` returning True stops training there: ``fit`` raises Interrupted with the state as
+    it is (weights updated, ``state.step`` counted), so a checkpoint written by the hook resumes exactly.
+    """
+
+    def after_step(self, state: TrainState) -> bool:
+        return False
+
+    def after_epoch(self, state: TrainState, record: EpochRecord) -> None:
+        pass
+
+
+class Interrupted(CnnkitError):
+    """Training stopped at a step because a hook asked it to (Ctrl-C, SIGTERM, a test)."""
+
+    def __init__(self, message: str, state: TrainState):
+        super().__init__(message)
+        self.state = state
+
+
+def fit(
+    model: Model,
+    data: Dataset,
+    on_step: StepCallback | None = None,
+    on_epoch: EpochCallback | None = None,
+    *,
+    state: TrainState | None = None,
+    hooks: Hooks | None = None,
+) -> History:
+    """Train ``model`` in place with its spec's ``train`` settings; returns one record per epoch.
+
+    Each epoch visits the training set in an order drawn from the spec's seed; batch_size 1 with
+    plain SGD is the seed notebook's algorithm. A non-finite loss stops training at its step with a
+    DataError; a run that ends diverged or at chance level warns (TrainingWarning, also in ``History.warnings``).
+    ``state`` (from a checkpoint) continues a run where it stopped, to the same result an uninterrupted
+    run gives with the same thread count; ``hooks`` see every step and epoch end.
+    """
+    settings = model.spec.train
+    _check_classes(model, data)
+    x, y, held_out = _training_arrays(model, data)
+    x_test = model.preprocess(data.test_images)
+    augment = _augmenter(model)
+    state = new_state(model) if state is None else state
+    optimizer, monitor, history = state.optimizer, state.monitor, state.history
+    restore = held_out is not None and settings.restore_best is not False
+    shuffler = np.random.default_rng(settings.seed)
+    n, batch = len(x), settings.batch_size
+    steps = math.ceil(n / batch)
+    schedule = build_schedule(settings.schedule, optimizer.params.lr, total_steps=settings.epochs * steps)
+    while state.epoch <= settings.epochs and not state.stopped:
+        epoch = state.epoch
+        shuffler.bit_generator.state = state.shuffle_state
+        order = shuffler.permutation(n) if settings.shuffle else np.arange(n)
+        clock = time.perf_counter()
+        for step in range(state.step, steps):
+            idx = order[step * batch : (step + 1) * batch]
+            xb = x[idx] if augment is None else augment(x[idx], epoch, step)
+            # key: random layers (dropout) draw from (seed, epoch, step, layer, part) — see Model.forward.
+            logits, backprop = model.forward(xb, train=True, logits=True, key=(epoch, step))
+            loss, dlogits = softmax_cross_entropy(logits, y[idx], settings.label_smoothing)
+            if not math.isfinite(loss):  # stop here: every later step would only spread NaN
+                raise TrainingDiverged(divergence_message(epoch, step + 1, steps, loss, optimizer.lr if state.done else None))
+            state.first_loss = loss if state.first_loss is None else state.first_loss
+            grads = backprop(dlogits)
+            if settings.clip_grad_norm is not None:
+                clip_grad_norm(grads, settings.clip_grad_norm)
+            schedule.apply(optimizer, state.done)  # sets optimizer.lr (and momentum, for onecycle)
+            optimizer.step(model.weights, grads)
+            state.done += 1
+            state.loss_sum += loss * len(idx)
+            state.step = step + 1
+            now = time.perf_counter()
+            state.seconds, clock = state.seconds + now - clock, now
+            if on_step is not None:
+                on_step(epoch, min((step + 1) * batch, n), n, loss)
+            if hooks is not None and hooks.after_step(state):
+                raise Interrupted(f"training stopped at epoch {epoch}, step {step + 1} of {steps}", state)
+        train_loss, seconds = state.loss_sum / n, state.seconds
+        if held_out is None:
+            scores = _test_scores(model, x_test, data.test_labels)
+            record = EpochRecord(epoch, train_loss, scores["accuracy"], scores["macro_f1"], optimizer.lr, seconds)
+        else:
+            v = score(model, *held_out)
+            record = EpochRecord(epoch, train_loss, None, None, optimizer.lr, seconds, v["loss"], v["accuracy"], v["macro_f1"])
+            if monitor.update(epoch, getattr(record, monitor.monitor)) and restore:
+                state.best_weights = {name: w.copy() for name, w in model.weights.items()}
+        history.append(record)
+        state.epoch, state.step, state.loss_sum, state.seconds = epoch + 1, 0, 0.0, 0.0
+        state.shuffle_state = shuffler.bit_generator.state
+        state.stopped = monitor is not None and monitor.should_stop
+        if on_epoch is not None:
+            on_epoch(record)
+        if hooks is not None:
+            hooks.after_epoch(state, record)
+    best_weights, first_loss = state.best_weights, state.first_loss
+    if held_out is not None:
+        last = history[-1].epoch
+        kept = monitor.best_epoch if restore and monitor.best_epoch is not None else last
+        if kept != last:
+            for name, w in best_weights.items():
+                model.weights[name][...] = w  # in place: the layers hold views of these arrays
+        history.test = _test_scores(model, x_test, data.test_labels)  # once, with the weights the model keeps
+        history.validation = {"examples": len(held_out[1]), "monitor": monitor.monitor, "best_epoch": monitor.best_epoch,
+                              "weights_from_epoch": kept, "stopped_early": last < settings.epochs}
+    history.warnings = _health(history, first_loss, model.output_shape[-1], data.test_labels, held_out)
+    for message in history.warnings:
+        warnings.warn(message, TrainingWarning, stacklevel=2)
+    return history
+
+
+def _check_classes(model: Model, data: Dataset) -> None:
+    classes = model.output_shape[-1]
+    # Checked before any training time is spent: a bundle pairs each output with a class name, and
+    # a model whose outputs do not match the dataset's classes would save a bundle no one can load.
+    if len(data.classes) != classes:
+        raise DataError(f"the model has {classes} outputs but the dataset has {len(data.classes)} classes; "
+                        f"make the last layer produce {len(data.classes)} outputs (e.g. dense units={len(data.classes)})")
+    for split, labels in (("train", data.train_labels), ("test", data.test_labels)):
+        if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+            raise DataError(f"{split} labels range over {labels.min()}..{labels.max()}, but the model has {classes} outputs")
+
+
+def _training_arrays(model: Model, data: Dataset) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """Preprocessed training images and labels, and the held-out (images, labels) when the spec asks for a split."""
+    x = model.preprocess(data.train_images)  # (N, C, H, W) float32, converted once
+    y = np.asarray(data.train_labels, dtype=np.int64)
+    size = model.spec.data.validation
+    if size is None:
+        return x, y, None
+    keep, held = stratified_split(y, size, model.spec.train.seed, list(data.classes))
+    return x[keep], y[keep], (x[held], y[held])
+
+
+def _augmenter(model: Model) -> Augmenter | None:
+    spec = model.spec.data.augment
+    if spec is None:
+        return None
+    # Crops pad with black, as torchvision pads raw images: the model value of a raw 0 pixel.
+    fill = float(model.preprocess(np.zeros((1, *model.input_shape), np.float32)).flat[0])
+    augment = Augmenter(spec, fill, model.spec.train.seed)
+    return augment if augment.active else None
+
+
+def _test_scores(model: Model, x_test: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    if not len(x_test):
+        return {"accuracy": float("nan"), "macro_f1": float("nan")}
+    return evaluate(model, x_test, labels, preprocessed=True)
+
+
+def _health(history: History, first_loss: float | None, classes: int, test_labels: np.ndarray, held_out: Any) -> list[str]:
+    """The warnings a finished run deserves: a loss that grew, a final accuracy at chance level."""
+    if not history or first_loss is None:
+        return []
+    found = [loss_growth_warning(first_loss, history[-1].train_loss, classes)]
+    if len(test_labels):
+        final = history.test["accuracy"] if history.test is not None else history[-1].test_accuracy
+        found.append(chance_warning(final, test_labels, "test"))
+    elif held_out is not None:
+        found.append(chance_warning(history[-1].val_accuracy, held_out[1], "validation"))
+    return [message for message in found if message]
+
+
+def final_summary(metadata: dict[str, Any]) -> str | None:
+    """With a validation split, the end of a run as one line: the test scores and whose weights earned them."""
+    validation, metrics = metadata.get("validation"), metadata.get("metrics", {})
+    if not validation:
+        return None
+    stopped = f"; stopped early after epoch {metadata['history'][-1]['epoch']}" if validation["stopped_early"] else ""
+    return (f"test accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_macro_f1']:.4f} with the weights of "
+            f"epoch {validation['weights_from_epoch']} (best {validation['monitor']}: epoch {validation['best_epoch']}{stopped})")
+
+
+def training_metadata(model: Model, data: Dataset, history: list[EpochRecord]) -> dict[str, Any]:
+    """What a bundle records about training: deterministic facts only (no wall-clock times)."""
+    from .. import __version__
+
+    validation = getattr(history, "validation", None)
+    test = getattr(history, "test", None)
+    last = history[-1] if history else None
+    if test is None and last is not None:
+        test = {"accuracy": last.test_accuracy, "macro_f1": last.test_macro_f1}
+    held = validation["examples"] if validation else 0
+    meta: dict[str, Any] = {
+        "cnnkit_version": __version__,
+        "seed": model.spec.train.seed,
+        "dataset": model.spec.data.dataset,
+        "train_examples": int(len(data.train_labels)) - held,
+        "test_examples": int(len(data.test_labels)),
+        "history": [r.row() for r in history],
+        "metrics": {"test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"]} if test else {},
+    }
+    if validation:
+        meta["validation"] = dict(validation)
+    if getattr(history, "warnings", None):
+        meta["warnings"] = list(history.warnings)
+    return meta

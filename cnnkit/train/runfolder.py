@@ -1,0 +1,166 @@
+"""The run folder: ``runs/<name>/`` with the resolved spec, history.csv, last.cnnkit and best.cnnkit.
+
+``start_run`` makes a new numbered folder (``runs/<name>``, then ``runs/<name>-2``, … — an earlier run
+is never overwritten); ``train_in_folder`` trains with a checkpoint (``last.cnnkit``, train/checkpoint.py)
+written atomically at each epoch end and whenever a stop is asked for (Ctrl-C, SIGTERM: see
+``stop_on_signals``), and ``resume_run`` goes on from a folder's last checkpoint to the same final
+bundle an uninterrupted run writes (same thread count). With a validation split, ``best.cnnkit`` is the
+plain bundle of the best epoch so far.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..bundle import save, write_atomic
+from ..data.fashion_mnist import Dataset
+from ..errors import BundleError, CnnkitError
+from ..model import Model
+from .checkpoint import read_checkpoint, restore_state, save_checkpoint
+from .health import TrainingDiverged
+from .loop import EpochRecord, Hooks, Interrupted, TrainState, fit, training_metadata
+
+SPEC_FILE, HISTORY_FILE, LAST, BEST = "spec.json", "history.csv", "last.cnnkit", "best.cnnkit"
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1",
+                   "lr", "images_per_second", "seconds")
+
+
+def start_run(base: str | Path, name: str, spec_dict: dict[str, Any]) -> Path:
+    """Create ``base/<name>`` (or the first free ``base/<name>-N``) holding the resolved spec; returns it."""
+    base = Path(base)
+    stem = Path(name).name or "run"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10_000):
+            folder = base / (stem if n == 1 else f"{stem}-{n}")
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue
+            write_atomic(folder / SPEC_FILE, (json.dumps(spec_dict, indent=2) + "\n").encode())
+            return folder
+    except OSError as exc:
+        raise CnnkitError(f"cannot create a run folder in {base}: {exc.strerror or exc}") from None
+    raise CnnkitError(f"{base} already holds 9999 runs named {stem!r}; give another --run-dir")
+
+
+def write_history(folder: Path, history: list[EpochRecord], examples: int) -> None:
+    """history.csv, rewritten whole (atomically) at each epoch end: one row per epoch, empty cells for figures a run lacks."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(HISTORY_COLUMNS)
+    for r in history:
+        row = {**r.row(), "seconds": r.seconds, "images_per_second": examples / r.seconds if r.seconds > 0 else None}
+        writer.writerow(["" if row.get(c) is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c]) for c in HISTORY_COLUMNS])
+    write_atomic(folder / HISTORY_FILE, out.getvalue().encode())
+
+
+class RunHooks(Hooks):
+    """Checkpoints and history.csv at each epoch end; a checkpoint and a stop when ``stop_requested()``."""
+
+    def __init__(self, folder: Path, model: Model, data: Dataset, stop_requested: Callable[[TrainState], bool] | None = None):
+        self.folder, self.model, self.data = folder, model, data
+        self.stop_requested = stop_requested or (lambda state: False)
+        self.checkpoint_bytes = 0
+        self.checkpoint_seconds = 0.0
+        n, size = int(len(data.train_labels)), model.spec.data.validation
+        # the training examples per epoch: what stratified_split leaves of the training set
+        self.train_examples = n if size is None else n - (size if isinstance(size, int) else round(size * n))
+
+    def checkpoint(self, state: TrainState) -> None:
+        started = time.perf_counter()
+        self.model.metadata = {**training_metadata(self.model, self.data, state.history), "train_examples": self.train_examples}
+        self.model.metadata["metrics"] = {k: v for k, v in self.model.metadata["metrics"].items() if v is not None}
+        try:
+            self.checkpoint_bytes = save_checkpoint(self.model, state, self.folder / LAST)
+        except BundleError as exc:
+            kept = f"the previous checkpoint {self.folder / LAST} is intact" if (self.folder / LAST).is_file() else "no checkpoint was written"
+            raise BundleError(f"{exc}; {kept}") from None
+        self.checkpoint_seconds = time.perf_counter() - started
+
+    def after_step(self, state: TrainState) -> bool:
+        if not self.stop_requested(state):
+            return False
+        self.checkpoint(state)
+        return True
+
+    def after_epoch(self, state: TrainState, record: EpochRecord) -> None:
+        self.checkpoint(state)
+        write_history(self.folder, state.history, self.train_examples)
+        if state.monitor is not None and state.monitor.best_epoch == record.epoch:
+            save(self.model, self.folder / BEST)
+
+
+def train_in_folder(model: Model, data: Dataset, folder: Path, *, state: TrainState | None = None,
+                    stop_requested: Callable[[TrainState], bool] | None = None, on_step=None, on_epoch=None) -> RunHooks:
+    """Train ``model`` (from ``state`` when resuming) with checkpoints in ``folder``; sets the model's final metadata.
+
+    Raises Interrupted (after writing last.cnnkit) when ``stop_requested`` says so, and TrainingDiverged
+    with a message naming the last good checkpoint and how to resume with a lower rate.
+    """
+    hooks = RunHooks(folder, model, data, stop_requested)
+    try:
+        history = fit(model, data, on_step=on_step, on_epoch=on_epoch, state=state, hooks=hooks)
+    except Interrupted as exc:
+        raise Interrupted(f"{exc}; checkpoint {folder / LAST}; go on with: cnnkit run --resume {folder}", exc.state) from None
+    except TrainingDiverged as exc:
+        last = folder / LAST
+        where = (f"the last good checkpoint {last} stays; resume with a lower rate: cnnkit run --resume {folder} "
+                 f"--set train.optimizer.lr=<lower>" if last.is_file() else "no epoch finished, so there is no checkpoint; lower train.optimizer.lr")
+        raise TrainingDiverged(f"{exc}; {where}") from None
+    model.metadata = training_metadata(model, data, history)
+    return hooks
+
+
+def resume_run(folder: str | Path, overrides: list[str] | None = None) -> tuple[Model, TrainState]:
+    """The model and training state of a run folder's last checkpoint; ``overrides`` (``--set``) may change training settings."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CnnkitError(f"cannot resume {folder}: not a run folder (no such directory)")
+    model, saved = read_checkpoint(folder / LAST)
+    if overrides:
+        from ..spec import apply_overrides, validate_spec
+
+        spec = validate_spec(apply_overrides(model.spec.to_dict(), overrides))
+        if {k: v for k, v in spec.to_dict().items() if k != "train"} != {k: v for k, v in model.spec.to_dict().items() if k != "train"}:
+            raise CnnkitError(f"cannot resume {folder} with --set outside train.*: the model and its data must stay as they were")
+        model = Model(spec, model.weights, classes=model.classes, metadata=model.metadata)
+    return model, restore_state(model, saved, str(folder / LAST))
+
+
+def save_final(model: Model, target: Path, folder: Path, force: bool = False) -> None:
+    """Write the final bundle; if that fails (disk full), say that the run folder's last checkpoint is intact."""
+    try:
+        save(model, target, force=force)
+    except BundleError as exc:
+        raise BundleError(f"{exc}; the run's last checkpoint {folder / LAST} is intact: free space, then write the bundle with "
+                          f"cnnkit run --resume {folder} --out {target}") from None
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[Callable[[TrainState], bool]]:
+    """While active, Ctrl-C (SIGINT) and SIGTERM ask training to stop at the end of the current step.
+
+    Yields the ``stop_requested`` callable for :func:`train_in_folder`. A second signal interrupts at once.
+    """
+    asked: list[int] = []
+
+    def handler(signum, frame):
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda state: bool(asked)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -1,0 +1,98 @@
+"""`cnnkit run` with its run folder, --resume, Ctrl-C and SIGTERM in a real process, and the progress display."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import cnnkit
+from cnnkit.cli import app
+from cnnkit.train.checkpoint import read_checkpoint
+from conftest import TINY_SPEC
+
+runner = CliRunner()
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def spec_file(tmp_path, synthetic_dir):
+    spec = copy.deepcopy(TINY_SPEC)
+    spec["data"]["dir"] = str(synthetic_dir)
+    (tmp_path / "tiny.json").write_text(json.dumps(spec))
+    return tmp_path / "tiny.json"
+
+
+def test_run_writes_a_numbered_run_folder_and_resume_finishes_it(spec_file, tmp_path):
+    runs = tmp_path / "runs"
+    first = cli("run", spec_file, "--out", tmp_path / "a.cnnkit", "--run-dir", runs)
+    assert first.exit_code == 0, first.output
+    assert f"run folder {runs / 'tiny'}" in first.stdout and re.search(r"checkpoint [\d,]+ bytes", first.stdout)
+    second = cli("run", spec_file, "--out", tmp_path / "b.cnnkit", "--run-dir", runs, "-q")
+    assert second.exit_code == 0 and second.stdout == ""
+    assert sorted(p.name for p in runs.iterdir()) == ["tiny", "tiny-2"]
+    assert (tmp_path / "a.cnnkit").read_bytes() == (tmp_path / "b.cnnkit").read_bytes()
+    # resuming a finished run only writes the bundle again, to the same bytes
+    again = cli("run", "--resume", runs / "tiny", "--out", tmp_path / "c.cnnkit")
+    assert again.exit_code == 0, again.output
+    assert "resuming" in again.stdout and "epoch 1:" not in again.stdout
+    assert (tmp_path / "c.cnnkit").read_bytes() == (tmp_path / "a.cnnkit").read_bytes()
+    # a checkpoint is a bundle for predict and evaluate
+    assert cli("evaluate", runs / "tiny" / "last.cnnkit", "--json").exit_code == 0
+
+
+def test_run_needs_a_spec_or_resume_not_both(spec_file, tmp_path):
+    for args in ((), (spec_file, "--resume", tmp_path)):
+        result = cli("run", *args)
+        assert result.exit_code == 2 and result.stderr.startswith("error: give a spec to train, or --resume")
+    result = cli("run", "--resume", tmp_path / "nothing")
+    assert result.exit_code == 1 and result.stderr.strip() == f"error: cannot resume {tmp_path / 'nothing'}: not a run folder (no such directory)"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_at_a_step_with_a_loadable_checkpoint_and_resume_finishes(signum, spec_file, tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "m.cnnkit"
+    env = {**os.environ, "CNNKIT_OFFLINE": "1", "CNNKIT_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "cnnkit.cli", "run", str(spec_file), "--set", "train.epochs=400", "--out", str(out), "--run-dir", str(runs)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    last = runs / "tiny" / "last.cnnkit"
+    deadline = time.monotonic() + 120
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the first epoch's checkpoint: training is under way, the handlers are in place
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, (stdout, stderr)
+    match = re.fullmatch(r"error: training stopped at epoch (\d+), step (\d+) of 15; checkpoint (.+); go on with: cnnkit run --resume (.+)\n", stderr)
+    assert match and match[3] == str(last) and match[4] == str(runs / "tiny"), stderr
+    assert not out.exists()
+    model, saved = read_checkpoint(last)
+    assert (saved["epoch"], saved["step"]) == (int(match[1]), int(match[2]))
+    assert model.predict(np.zeros((1, 28, 28), np.uint8)).shape == (1,)
+    assert cli("inspect", last).exit_code == 0
+    resumed = cli("run", "--resume", runs / "tiny", "--out", out, "--set", "train.epochs=" + match[1], "-q")
+    assert resumed.exit_code == 0, resumed.output
+    assert cnnkit.load(out).metadata["history"][-1]["epoch"] == int(match[1])
+
+
+def test_progress_bar_shows_step_speed_loss_and_eta(monkeypatch):
+    from cnnkit.train.progress import Progress
+
+    lines = []
+    progress = Progress(lines.append, False, epochs=3, batch_size=10)
+    progress.on_step(2, 10, 95, 1.0)
+    progress.on_step(2, 20, 95, 3.0)
+    description, info = progress.line(2, 20, 95)
+    assert description == "epoch 2/3 step 2/10"
+    assert re.fullmatch(r"[\d,]+ img/s  loss 2\.0000  ETA (\d+:\d\d|\?)", info), info
