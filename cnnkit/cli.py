@@ -179,6 +179,8 @@ def run(
     run_dir: Annotated[Path, typer.Option("--run-dir", envvar="CNNKIT_RUN_DIR", help="Where run folders go: DIR/<name>, DIR/<name>-2, ...")] = Path("runs"),
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Go on from a run folder's last checkpoint (e.g. runs/<name>).")] = None,
     force: ForceOption = False,
+    backend: Annotated[str, typer.Option("--backend", help="numpy (default) or torch (PyTorch; DistributedDataParallel under torchrun).")] = "numpy",
+    device: Annotated[str, typer.Option("--device", help="With --backend torch: cpu, cuda or mps.")] = "cpu",
 ):
     """Train the model a spec describes on its dataset; write a bundle and a run folder (spec, history.csv, checkpoints)."""
     import warnings
@@ -194,6 +196,12 @@ def run(
     from .train.progress import Progress
     from .train.runfolder import resume_run, save_final, start_run, stop_on_signals, train_in_folder
 
+    if backend not in ("numpy", "torch"):
+        raise CnnkitError(f"--backend must be numpy or torch. Received: {backend!r}")
+    if backend == "numpy" and device != "cpu":
+        raise CnnkitError(f"--device {device} needs --backend torch (the NumPy backend runs on the CPU)")
+    if backend == "torch" and resume is not None:
+        raise CnnkitError("--resume works with the NumPy backend only; the torch backend writes no run folder")
     if (spec is None) == (resume is None):
         _fail("give a spec to train, or --resume RUN_FOLDER to go on with a run (not both)", 2)
     if resume is not None:
@@ -207,6 +215,10 @@ def run(
     too_big = memory.batch_fits(memory.estimate(resolved), model_spec.train.batch_size)
     if too_big:
         raise CnnkitError(too_big)
+    if backend == "torch":
+        from .backends.torch import run_spec
+
+        return run_spec(model_spec, target, device, say=(lambda msg: None) if quiet else typer.echo, force=force)
     d = model_spec.data
     data = load_fashion_mnist(d.dir, d.train_limit, d.test_limit)
     if resume is None:
@@ -312,6 +324,21 @@ def evaluate(
 
 # `cnnkit report` and `cnnkit show` live in cli_report.py (pictures need the plots extra).
 register_report_commands(command, SetOption)
+
+
+@command()
+def export(
+    bundle: Path,
+    format_: Annotated[str, typer.Option("--format", "-f", help="Target format: onnx.")] = "onnx",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="File to write (default: the bundle's name with the format's suffix).")] = None,
+    input_dtype: Annotated[str, typer.Option("--input-dtype", help="dtype of the graph's raw-pixel input: uint8 or float32.")] = "uint8",
+    force: ForceOption = False,
+):
+    """Export a bundle for another engine: an ONNX graph from raw pixels to class probabilities."""
+    from .export import export_bundle
+
+    target = export_bundle(bundle, out, format_, force=force, input_dtype=input_dtype)
+    typer.echo(f"wrote {target}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -286,7 +286,8 @@ def _check_bundle_round_trip(s: _Subject) -> CheckResult | str:
     from .bundle import load, save
     from .model import Model
 
-    spec = {"name": f"check-{s.layer_type}", "input": {"shape": list(s.input_shape)}, "layers": [{"type": s.layer_type, **s.params}]}
+    # A qualified type ("dist:type") holds a ':', which a spec name may not.
+    spec = {"name": f"check-{s.layer_type.replace(':', '-')}", "input": {"shape": list(s.input_shape)}, "layers": [{"type": s.layer_type, **s.params}]}
     model = Model(spec)
     x = _random_input(s, np.float32)
     # One training step first, so the saved weights (running statistics included) are not their initial values.

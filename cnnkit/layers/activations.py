@@ -20,6 +20,12 @@ class ReLU(Layer):
 
         return y, backprop
 
+    def to_onnx(self, g, x, weights, input_shape):
+        return g.node("Relu", [x])
+
+    def to_torch(self, t, weights, input_shape):
+        return t.nn.ReLU()
+
 
 class Softmax(Layer):
     """Softmax over the feature axis of a flat (N, features) input, shifted by the row max."""
@@ -40,3 +46,9 @@ class Softmax(Layer):
             return y * (dy - (dy * y).sum(axis=1, keepdims=True)), {}
 
         return y, backprop
+
+    def to_onnx(self, g, x, weights, input_shape):
+        return g.node("Softmax", [x], axis=1)
+
+    def to_torch(self, t, weights, input_shape):
+        return t.nn.Softmax(dim=1)

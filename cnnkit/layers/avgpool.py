@@ -90,3 +90,12 @@ class AvgPool2D(Layer):
             return (np.ascontiguousarray(dx[:, :, p : p + h, p : p + w]) if p else dx), {}  # the layer below gets a plain array
 
         return y, backprop
+
+    # -- export hooks (cnnkit.export): ONNX AveragePool; torch AvgPool2d (floor mode, as here)
+
+    def to_onnx(self, g, x, weights, input_shape):
+        k, s, p = self.params.pool_size, self._stride, self.params.padding
+        return g.node("AveragePool", [x], kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, count_include_pad=int(self.params.count_include_pad))
+
+    def to_torch(self, t, weights, input_shape):
+        return t.nn.AvgPool2d(self.params.pool_size, self._stride, self.params.padding, count_include_pad=self.params.count_include_pad)

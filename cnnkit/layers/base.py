@@ -54,6 +54,21 @@ working: the model runs their training batches whole, in one thread. In inferenc
 must be per-sample anyway (``check_layer`` checks it), so inference batches always split.
 
 Arrays are batched: ``x`` is ``(N, *input_shape)``. Shapes passed to the methods exclude N.
+
+Optional export hooks (``cnnkit export --format onnx``, ``cnnkit.torch``). Each receives a helper
+object from the exporter, so a layer file never imports onnx or torch itself; a layer without a
+hook still trains and predicts, and exporting it fails with a one-line error naming the layer.
+
+- ``to_onnx(g, x, weights, input_shape) -> str``: add the layer's ONNX node(s) for inference.
+  ``x`` is the name of the input tensor (N, *input_shape); return the name of the output.
+  ``g.constant(array, "kernel")`` adds a weight, ``g.node("Conv", [x, k], kernel_shape=[3, 3])``
+  adds one node and returns its output's name (see ``cnnkit.export.onnx.OnnxGraph``; opset 17).
+- ``to_torch(t, weights, input_shape) -> torch.nn.Module``: an equivalent module holding copies
+  of the weights in torch's layouts (``t.nn`` is ``torch.nn``, ``t.set(param, array)`` copies an
+  array into a parameter or buffer; see ``cnnkit.export.torch.TorchHelper``).
+- ``from_torch(t, module, input_shape) -> {weight_name: array}``: the inverse, the weights of the
+  module ``to_torch`` built, in cnnkit's layouts (``t.array(tensor)`` copies a tensor out). Only
+  layers with weights need it.
 """
 
 from __future__ import annotations
@@ -82,6 +97,10 @@ class Layer:
     non_trainable: ClassVar[tuple[str, ...]] = ()
     per_sample_in_training: ClassVar[bool] = False
     per_part_in_training: ClassVar[bool] = False
+    # Optional export hooks (see the module docstring): None means "this layer cannot be exported".
+    to_onnx: ClassVar[Callable | None] = None
+    to_torch: ClassVar[Callable | None] = None
+    from_torch: ClassVar[Callable | None] = None
 
     def __init__(self, params: LayerParams | None = None, **fields):
         if params is None:

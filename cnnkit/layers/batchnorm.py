@@ -80,3 +80,19 @@ class BatchNorm2D(Layer):
             return dx, {"gamma": gamma_grad, "beta": beta_grad}
 
         return y, backprop
+
+    # -- export hooks (cnnkit.export): ONNX BatchNormalization (inference); torch BatchNorm2d
+
+    def to_onnx(self, g, x, weights, input_shape):
+        names = [g.constant(weights[k], k) for k in ("gamma", "beta", "running_mean", "running_var")]
+        return g.node("BatchNormalization", [x, *names], epsilon=self.params.eps)
+
+    def to_torch(self, t, weights, input_shape):
+        bn = t.nn.BatchNorm2d(input_shape[0], eps=self.params.eps, momentum=self.params.momentum)
+        for name, key in (("weight", "gamma"), ("bias", "beta"), ("running_mean", "running_mean"), ("running_var", "running_var")):
+            t.set(getattr(bn, name), weights[key])
+        return bn
+
+    def from_torch(self, t, module, input_shape):
+        return {"gamma": t.array(module.weight), "beta": t.array(module.bias),
+                "running_mean": t.array(module.running_mean), "running_var": t.array(module.running_var)}

@@ -228,3 +228,27 @@ class Conv2D(Layer):
             return dx[:, :, pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w], grads
 
         return y, backprop
+
+    # -- export hooks (cnnkit.export): ONNX Conv; torch Conv2d, behind ZeroPad2d when "same" pads unevenly
+
+    def to_onnx(self, g, x, weights, input_shape):
+        p = self.params
+        pad_h, pad_w, _, _ = self._geometry(input_shape)
+        inputs = [x, g.constant(weights["kernel"], "kernel")] + ([g.constant(weights["bias"], "bias")] if p.use_bias else [])
+        return g.node("Conv", inputs, kernel_shape=[p.kernel_size] * 2, strides=[p.stride] * 2, pads=[pad_h[0], pad_w[0], pad_h[1], pad_w[1]])
+
+    def to_torch(self, t, weights, input_shape):
+        p = self.params
+        pad_h, pad_w, _, _ = self._geometry(input_shape)
+        even = pad_h[0] == pad_h[1] and pad_w[0] == pad_w[1]
+        conv = t.nn.Conv2d(input_shape[0], p.filters, p.kernel_size, p.stride, padding=(pad_h[0], pad_w[0]) if even else 0, bias=p.use_bias)
+        t.set(conv.weight, weights["kernel"])  # (F, C, k, k) in both
+        if p.use_bias:
+            t.set(conv.bias, weights["bias"])
+        if even:
+            return conv
+        return t.sequential(pad=t.nn.ZeroPad2d((pad_w[0], pad_w[1], pad_h[0], pad_h[1])), conv=conv)
+
+    def from_torch(self, t, module, input_shape):
+        conv = getattr(module, "conv", module)
+        return {"kernel": t.array(conv.weight)} | ({"bias": t.array(conv.bias)} if self.params.use_bias else {})

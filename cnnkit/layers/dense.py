@@ -49,3 +49,17 @@ class Dense(Layer):
             return ((kernel @ dy.T).T if input_grad else None), grads
 
         return y, backprop
+
+    def to_onnx(self, g, x, weights, input_shape):
+        y = g.node("MatMul", [x, g.constant(weights["kernel"], "kernel")])  # kernel (in, out), as MatMul wants
+        return g.node("Add", [y, g.constant(weights["bias"], "bias")]) if self.params.use_bias else y
+
+    def to_torch(self, t, weights, input_shape):
+        linear = t.nn.Linear(input_shape[0], self.params.units, bias=self.params.use_bias)
+        t.set(linear.weight, weights["kernel"].T)  # torch keeps (out, in)
+        if self.params.use_bias:
+            t.set(linear.bias, weights["bias"])
+        return linear
+
+    def from_torch(self, t, module, input_shape):
+        return {"kernel": t.array(module.weight).T.copy()} | ({"bias": t.array(module.bias)} if self.params.use_bias else {})

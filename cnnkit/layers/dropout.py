@@ -34,3 +34,11 @@ class Dropout(Layer):
             return dy * scale, {}
 
         return y, backprop
+
+    # -- export hooks: identity in an inference graph; torch's Dropout (its own random stream) in a module
+
+    def to_onnx(self, g, x, weights, input_shape):
+        return g.node("Identity", [x])
+
+    def to_torch(self, t, weights, input_shape):
+        return t.nn.Dropout(self.params.rate)

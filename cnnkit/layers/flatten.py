@@ -20,3 +20,9 @@ class Flatten(Layer):
             return dy.reshape(shape), {}
 
         return x.reshape(shape[0], math.prod(shape[1:])), backprop  # not -1: that fails on an empty batch
+
+    def to_onnx(self, g, x, weights, input_shape):
+        return g.node("Flatten", [x], axis=1)
+
+    def to_torch(self, t, weights, input_shape):
+        return t.nn.Flatten()

@@ -26,3 +26,11 @@ class GlobalAvgPool2D(Layer):
             return np.broadcast_to(share[:, :, None, None], (n, c, h, w)).copy(), {}
 
         return y, backprop
+
+    # -- export hooks: the mean over H and W, flat (N, C) as forward gives it
+
+    def to_onnx(self, g, x, weights, input_shape):
+        return g.node("Flatten", [g.node("GlobalAveragePool", [x])], axis=1)
+
+    def to_torch(self, t, weights, input_shape):
+        return t.nn.Sequential(t.nn.AdaptiveAvgPool2d(1), t.nn.Flatten())

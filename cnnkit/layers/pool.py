@@ -72,3 +72,10 @@ class MaxPool2D(Layer):
             return dx, {}
 
         return y, backprop
+
+    def to_onnx(self, g, x, weights, input_shape):
+        k, s = self.params.pool_size, self._stride
+        return g.node("MaxPool", [x], kernel_shape=[k, k], strides=[s, s])
+
+    def to_torch(self, t, weights, input_shape):
+        return t.nn.MaxPool2d(self.params.pool_size, self._stride)

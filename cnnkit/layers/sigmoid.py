@@ -21,3 +21,9 @@ class Sigmoid(Layer):
             return dy * (y * (1 - y)), {}  # sigmoid' = s (1 - s), from the output
 
         return y, backprop
+
+    def to_onnx(self, g, x, weights, input_shape):
+        return g.node("Sigmoid", [x])
+
+    def to_torch(self, t, weights, input_shape):
+        return t.nn.Sigmoid()

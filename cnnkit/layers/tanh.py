@@ -17,3 +17,9 @@ class Tanh(Layer):
             return dy * (1 - y * y), {}  # tanh' = 1 - tanh^2, from the output: no second tanh
 
         return y, backprop
+
+    def to_onnx(self, g, x, weights, input_shape):
+        return g.node("Tanh", [x])
+
+    def to_torch(self, t, weights, input_shape):
+        return t.nn.Tanh()

@@ -25,3 +25,11 @@ class LeakyReLU(Layer):
             return dy * scale, {}
 
         return y, backprop
+
+    # Optional export hooks (cnnkit export --format onnx, cnnkit.torch): `g` and `t` are helpers
+    # cnnkit passes in, so this file imports neither onnx nor torch.
+    def to_onnx(self, g, x, weights, input_shape):
+        return g.node("LeakyRelu", [x], alpha=self.params.negative_slope)
+
+    def to_torch(self, t, weights, input_shape):
+        return t.nn.LeakyReLU(self.params.negative_slope)

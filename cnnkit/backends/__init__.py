@@ -1,0 +1,1 @@
+"""Training backends other than the NumPy runtime (imported only when asked for; their dependencies are extras)."""

@@ -1,0 +1,144 @@
+"""ONNX export: one self-contained graph from raw pixels to class probabilities (opset 17).
+
+The graph's input ``pixels`` has shape (N, *input_shape) — (N, C, H, W) for image models — with a
+dynamic batch N, and holds raw pixel values of one dtype chosen at export: uint8 (default) or
+float32. The graph casts to float32, applies the bundle's preprocessing (x / divide - subtract),
+runs every layer through its ``to_onnx`` hook (a final softmax layer is skipped, exactly as
+``Model.predict_proba`` skips it) and ends in ``Flatten`` + ``Softmax``: output ``probabilities``,
+(N, classes), equal to ``predict_proba``. The model's ``metadata_props`` carry the class names,
+the spec and the layer providers as JSON strings (keys ``cnnkit.*``).
+
+Requires the extra ``cnnkit[onnx]``; onnx is imported when an export starts, never before.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import CnnkitError
+from . import call_hook, layer_weights, require
+
+OPSET = 17
+IR_VERSION = 8  # the IR version of opset 17: runtimes from onnxruntime 1.13 on read the file
+INPUT_DTYPES = {"uint8": np.uint8, "float32": np.float32}
+PURPOSE = "export to ONNX"
+
+
+class OnnxGraph:
+    """The helper a layer's ``to_onnx(g, x, weights, input_shape)`` hook builds its nodes with.
+
+    Names are made unique and prefixed with the layer index (``"3.kernel"``), so hooks only give
+    short hints. ``opset`` is the opset the graph declares; use only ops it defines.
+    """
+
+    opset = OPSET
+
+    def __init__(self, onnx):
+        self._onnx = onnx
+        self.nodes: list = []
+        self.initializers: list = []
+        self._used: set[str] = set()
+        self.prefix = ""
+
+    def name(self, hint: str) -> str:
+        """A tensor name not used yet, from ``hint`` and the current layer prefix."""
+        base = f"{self.prefix}{hint}"
+        name, i = base, 1
+        while name in self._used:
+            i += 1
+            name = f"{base}_{i}"
+        self._used.add(name)
+        return name
+
+    def constant(self, array, hint: str = "const") -> str:
+        """Add ``array`` (float arrays are stored as float32) as an initializer; returns its name."""
+        array = np.asarray(array)
+        if array.dtype.kind == "f":
+            array = array.astype(np.float32)
+        name = self.name(hint)
+        self.initializers.append(self._onnx.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def node(self, op_type: str, inputs: list[str], hint: str | None = None, **attributes) -> str:
+        """Add one node with a single output; returns the output's name. ``attributes`` as in ONNX."""
+        output = self.name(hint or op_type.lower())
+        self.nodes.append(self._onnx.helper.make_node(op_type, list(inputs), [output], name=output, **attributes))
+        return output
+
+
+def to_onnx(model, input_dtype: str = "uint8"):
+    """The checked ``onnx.ModelProto`` of ``model`` (see the module docstring for the graph's contract)."""
+    (onnx,) = require("onnx", extra="onnx", purpose="ONNX export")
+    if input_dtype not in INPUT_DTYPES:
+        raise CnnkitError(f"input dtype must be one of {', '.join(INPUT_DTYPES)}. Received: {input_dtype!r}")
+    g = OnnxGraph(onnx)
+    elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(INPUT_DTYPES[input_dtype]))
+    pixels = onnx.helper.make_tensor_value_info("pixels", elem, ["N", *model.input_shape])
+    g._used.add("pixels")
+    pre = model.spec.input.preprocess
+    x = g.node("Cast", ["pixels"], "pixels_float", to=onnx.TensorProto.FLOAT)
+    x = g.node("Div", [x, g.constant(np.float32(pre.divide), "divide")], "scaled")
+    x = g.node("Sub", [x, g.constant(np.float32(pre.subtract), "subtract")], "preprocessed")
+    count = len(model.layers) - 1 if model.ends_with_softmax else len(model.layers)
+    for r in model.layers[:count]:
+        g.prefix = f"{r.index}."
+        x = call_hook(r, "to_onnx", PURPOSE, g, x, layer_weights(model, r), r.input_shape)
+        if not isinstance(x, str):
+            raise CnnkitError(f"cannot {PURPOSE}: the to_onnx hook of layer {r.index} ({r.type!r}, from {r.entry.provider}) returned {type(x).__name__}, not a tensor name")
+    g.prefix = ""
+    x = g.node("Flatten", [x], "logits", axis=1)
+    g.nodes.append(onnx.helper.make_node("Softmax", [x], ["probabilities"], name="probabilities", axis=1))
+    classes = len(model.classes)
+    probabilities = onnx.helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["N", classes])
+    graph = onnx.helper.make_graph(g.nodes, model.spec.name or "cnnkit", [pixels], [probabilities], g.initializers)
+    proto = onnx.helper.make_model(graph, producer_name="cnnkit", producer_version=__version__,
+                                   opset_imports=[onnx.helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    providers = {}
+    for r in model.layers:
+        providers.setdefault(r.type, {"dist": r.entry.dist, "version": r.entry.version})
+    onnx.helper.set_model_props(proto, {
+        "cnnkit.classes": json.dumps(list(model.classes)),
+        "cnnkit.spec": json.dumps(model.spec.to_dict()),
+        "cnnkit.providers": json.dumps(providers),
+        "cnnkit.input_dtype": input_dtype,
+    })
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:  # onnx raises ValidationError / InferenceError: a hook built a bad graph
+        raise CnnkitError(f"cannot {PURPOSE}: the graph fails onnx.checker ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'})") from exc
+    return proto
+
+
+def verify(model, proto, input_dtype: str = "uint8", samples: int = 4, tolerance: float = 1e-4) -> float:
+    """Run ``proto`` in onnxruntime on random pixels and compare with ``model.predict_proba``.
+
+    Returns the largest absolute difference; raises CnnkitError when it exceeds ``tolerance`` (a
+    layer's hook that does not match its forward), so a wrong graph is never written.
+    """
+    (ort,) = require("onnxruntime", extra="onnx", purpose="ONNX export")
+    rng = np.random.default_rng(0)
+    shape = (samples, *model.input_shape)
+    pixels = rng.integers(0, 256, shape).astype(INPUT_DTYPES[input_dtype])
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(["probabilities"], {"pixels": pixels})[0]
+    expected = model.predict_proba(pixels)
+    diff = float(np.abs(got - expected).max())
+    if not diff <= tolerance:
+        raise CnnkitError(f"cannot {PURPOSE}: onnxruntime's probabilities differ from cnnkit's by {diff:.3g} (> {tolerance:g}) on random input; a layer's to_onnx hook does not match its forward")
+    return diff
+
+
+def save_onnx(model, path: str | Path, input_dtype: str = "uint8") -> Path:
+    """Build, check, verify in onnxruntime, then write the ONNX file atomically (temp file + rename)."""
+    from ..bundle import write_atomic
+
+    proto = to_onnx(model, input_dtype)
+    verify(model, proto, input_dtype)
+    try:
+        return write_atomic(path, proto.SerializeToString())
+    except OSError as exc:
+        raise CnnkitError(f"cannot write {path}: {exc.strerror or exc}") from None
