@@ -36,7 +36,7 @@ def test_the_torch_twin_gives_cnnkits_logits(layers):
         model = cnnkit.build(spec)
         logits, _ = model.forward(x, train=False, logits=True)
         with torch.no_grad():
-            twin = bench.torch_net(model)(torch.from_numpy(x)).numpy()
+            twin = bench.torch_net(model).eval()(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(twin, logits, rtol=1e-4, atol=1e-5)
 
 

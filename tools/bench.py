@@ -33,6 +33,7 @@ TARGET_ACCURACY = 0.891
 # spec, see torch_net). Throughput uses each spec's layers only (not its training settings).
 ARCHITECTURES = {
     "seed": SEED_SPEC,
+    "best": ROOT / "specs" / "fashion_mnist_best.json",
 }
 
 
@@ -93,6 +94,13 @@ def _torch_dense(torch, layer, weights, input_shape):
     return linear
 
 
+def _torch_batchnorm2d(torch, layer, weights, input_shape):
+    bn = torch.nn.BatchNorm2d(input_shape[0], eps=layer.params.eps, momentum=layer.params.momentum)
+    for name, target in (("gamma", bn.weight), ("beta", bn.bias), ("running_mean", bn.running_mean), ("running_var", bn.running_var)):
+        target.copy_(torch.from_numpy(weights[name]))
+    return bn
+
+
 # cnnkit layer type -> PyTorch module from (torch, layer, its weights, input shape). Softmax is left
 # out: both frameworks train and infer from logits here.
 TORCH_LAYERS = {
@@ -101,6 +109,8 @@ TORCH_LAYERS = {
     "relu": lambda torch, layer, weights, shape: torch.nn.ReLU(),
     "maxpool2d": lambda torch, layer, weights, shape: torch.nn.MaxPool2d(layer.params.pool_size, layer.params.stride or layer.params.pool_size),
     "flatten": lambda torch, layer, weights, shape: torch.nn.Flatten(),
+    "batchnorm2d": _torch_batchnorm2d,
+    "dropout": lambda torch, layer, weights, shape: torch.nn.Dropout(layer.params.rate),
 }
 
 
@@ -132,6 +142,7 @@ class TorchRunner:
     def train(self, x, y, batch):
         torch = self.torch
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        self.net.train()  # batch statistics and dropout, as cnnkit's train=True
         for start in range(0, len(x), batch):
             self.optimizer.zero_grad(set_to_none=True)
             loss = torch.nn.functional.cross_entropy(self.net(xt[start : start + batch]), yt[start : start + batch])
@@ -141,6 +152,7 @@ class TorchRunner:
     def infer(self, x, batch):
         torch = self.torch
         xt = torch.from_numpy(x)
+        self.net.eval()  # running statistics, no dropout, as cnnkit's train=False
         with torch.inference_mode():
             for start in range(0, len(x), batch):
                 self.net(xt[start : start + batch])
