@@ -236,6 +236,7 @@ def machine() -> dict:
             break
     picks = tuning.picks()
     picks["split_min_macs"], picks["chunk"] = conv_blocks.SPLIT_MIN_MACS, conv_blocks.CHUNK
+    picks["spare_cores_now"] = parallel.spare_cores()  # False: load too high, convolutions do not split now
     picks["conv_strategies"] = {}
     for arch, spec in ARCHITECTURES.items():
         model = cnnkit.build(spec)
