@@ -24,6 +24,10 @@ TRAIN_KEY = (0, 0)
 MIN_PART = 16
 
 
+def _no_backprop(dy: np.ndarray) -> dict[str, np.ndarray]:
+    raise CnnkitError("backprop needs a forward pass with train=True (inference keeps no layer inputs)")
+
+
 def _check_key(key: Any) -> tuple[int, int]:
     if key is None:
         return TRAIN_KEY
@@ -122,6 +126,8 @@ class Model:
 
         With ``logits=True`` a final softmax layer is skipped, so a loss can work from logits.
         Returns ``(y, backprop)``; ``backprop(dy)`` returns the gradient of every weight by name.
+        With ``train=False`` there is no backprop (calling it raises): inference keeps no layer's
+        input once the next layer has run, so its memory does not grow with depth.
 
         ``key=(epoch, step)`` (non-negative ints) seeds the random layers in training: a layer whose
         forward takes ``rng`` gets ``np.random.default_rng([train.seed, epoch, step, layer_index,
@@ -148,6 +154,8 @@ class Model:
         part_backprops = [part_backprop for _, part_backprop, _ in results]  # not the parts' outputs: y holds them
         if train:
             self._apply_updates([part_updates for _, _, part_updates in results], [hi - lo for lo, hi in parts])
+        if not train:
+            return y, _no_backprop
         shape = y.shape
 
         def backprop(dy: np.ndarray) -> dict[str, np.ndarray]:
@@ -172,6 +180,8 @@ class Model:
 
     def _forward_part(self, x: np.ndarray, train: bool, count: int, key: tuple[int, int] | None, part: int):
         """One part through the layers: (y, backprop, {layer index: state updates it reported})."""
+        if not train:
+            return self._infer_part(x, count), _no_backprop, {}
         backprops, updates = [], {}
         for i, (r, w) in enumerate(zip(self.layers[:count], self._layer_weights)):
             kwargs: dict[str, Any] = {}
@@ -216,6 +226,14 @@ class Model:
                 for updates, n in zip(part_updates, sizes):
                     mean += (n / total) * np.asarray(updates[i][name], np.float64)
                 target[...] = mean
+
+    def _infer_part(self, x: np.ndarray, count: int) -> np.ndarray:
+        """Inference frees as it goes: each layer's backprop closure (which holds its input) is
+        dropped at once, so a layer's input is freed when the next layer has its output and peak
+        memory is about the two largest adjacent activations, whatever the depth."""
+        for r, w in zip(self.layers[:count], self._layer_weights):
+            x = r.layer.forward(w, x, False)[0]
+        return x
 
     def preprocess(self, images: np.ndarray, preprocessed: bool = False) -> np.ndarray:
         """Raw images -> float32 model input of shape (N, *input_shape).

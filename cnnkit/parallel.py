@@ -24,6 +24,7 @@ import functools
 import glob
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -182,6 +183,29 @@ def _run_marked(task: Callable[[], T]) -> T:
         return task()
     finally:
         _local.busy = False
+
+
+_load_checked = (-1.0, False)  # (monotonic time, answer)
+
+
+def spare_cores() -> bool:
+    """Whether this machine has cores to spare for a split that does not have to happen: the 1-minute
+    load average (which counts cnnkit's own threads) is below threads + 1. Checked at most once a
+    second; True where the OS reports no load average. Only for splits that cannot change results."""
+    global _load_checked
+    now = time.monotonic()
+    if now - _load_checked[0] >= 1.0:
+        try:
+            answer = os.getloadavg()[0] < num_threads() + 1
+        except (AttributeError, OSError):
+            answer = True
+        _load_checked = (now, answer)
+    return _load_checked[1]
+
+
+def in_task() -> bool:
+    """True inside one of cnnkit's parallel tasks, where run_all runs its tasks one after another."""
+    return getattr(_local, "busy", False)
 
 
 def run_all(tasks: list[Callable[[], T]]) -> list[T]:

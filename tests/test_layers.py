@@ -148,6 +148,7 @@ def _force_stride1_strategy(monkeypatch, full_im2col: bool, block_bytes: int | N
     monkeypatch.setattr(conv_blocks, "copies_kernel_rows", lambda *shape: full_im2col)
     if block_bytes:
         monkeypatch.setattr(conv_blocks, "BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(conv_blocks, "PIECE_BYTES", block_bytes)
 
 
 @pytest.mark.parametrize("block_bytes", [None, 700], ids=["whole-images", "tiny-blocks"])

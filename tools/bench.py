@@ -1,6 +1,6 @@
 """Benchmark cnnkit against PyTorch on CPU: the seed architecture, same data, batch, threads and float32.
 
-    python tools/bench.py                      # training img/s at batch 1, 32, 64; inference at 256; peak RSS
+    python tools/bench.py                      # training img/s at batch 1, 16, 32, 64; inference at 256; peak RSS
     python tools/bench.py --quick --json       # short smoke run, machine-readable
     python tools/bench.py --time-to-accuracy   # wall time until specs/fashion_mnist_fast.json reaches 0.891
 
@@ -29,6 +29,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED_SPEC = ROOT / "specs" / "fashion_mnist_seed.json"
 FAST_SPEC = ROOT / "specs" / "fashion_mnist_fast.json"
 TARGET_ACCURACY = 0.891
+# The architectures measured, by name: adding one is one line (its PyTorch twin is built from the
+# spec, see torch_net). Throughput uses each spec's layers only (not its training settings).
+ARCHITECTURES = {
+    "seed": SEED_SPEC,
+    "best": ROOT / "specs" / "fashion_mnist_best.json",
+}
 
 
 def load_images(limit: int | None = None):
@@ -42,12 +48,12 @@ def load_images(limit: int | None = None):
 
 
 class CnnkitRunner:
-    def __init__(self, lr: float = 0.005):
+    def __init__(self, spec: Path = SEED_SPEC, lr: float = 0.005):
         import cnnkit
         from cnnkit.losses import softmax_cross_entropy
         from cnnkit.optim import SGD
 
-        self.model = cnnkit.build(SEED_SPEC)
+        self.model = cnnkit.build(spec)
         self.optimizer = SGD(SGD.Params(lr=lr), self.model.weights)
         self.loss = softmax_cross_entropy
 
@@ -62,27 +68,81 @@ class CnnkitRunner:
             self.model.forward(x[start : start + batch], train=False, logits=True)
 
 
-class TorchRunner:
-    """The seed net in PyTorch, starting from cnnkit's initial weights."""
+def _torch_conv2d(torch, layer, weights, input_shape):
+    from cnnkit.layers.conv import conv_padding
 
-    def __init__(self, weights: dict[str, np.ndarray], lr: float = 0.005):
+    p = layer.params
+    pad_h = conv_padding(p.padding, input_shape[1], p.kernel_size, p.stride)
+    pad_w = conv_padding(p.padding, input_shape[2], p.kernel_size, p.stride)
+    conv = torch.nn.Conv2d(input_shape[0], p.filters, p.kernel_size, p.stride, bias=p.use_bias)
+    conv.weight.copy_(torch.from_numpy(weights["kernel"]))
+    if p.use_bias:
+        conv.bias.copy_(torch.from_numpy(weights["bias"]))
+    if pad_h == pad_w == (0, 0):
+        return conv
+    if pad_h[0] == pad_h[1] and pad_w[0] == pad_w[1]:
+        conv.padding = (pad_h[0], pad_w[0])
+        return conv
+    return torch.nn.Sequential(torch.nn.ZeroPad2d((pad_w[0], pad_w[1], pad_h[0], pad_h[1])), conv)
+
+
+def _torch_dense(torch, layer, weights, input_shape):
+    linear = torch.nn.Linear(input_shape[0], layer.params.units, bias=layer.params.use_bias)
+    linear.weight.copy_(torch.from_numpy(weights["kernel"].T.copy()))
+    if layer.params.use_bias:
+        linear.bias.copy_(torch.from_numpy(weights["bias"]))
+    return linear
+
+
+def _torch_batchnorm2d(torch, layer, weights, input_shape):
+    bn = torch.nn.BatchNorm2d(input_shape[0], eps=layer.params.eps, momentum=layer.params.momentum)
+    for name, target in (("gamma", bn.weight), ("beta", bn.bias), ("running_mean", bn.running_mean), ("running_var", bn.running_var)):
+        target.copy_(torch.from_numpy(weights[name]))
+    return bn
+
+
+# cnnkit layer type -> PyTorch module from (torch, layer, its weights, input shape). Softmax is left
+# out: both frameworks train and infer from logits here.
+TORCH_LAYERS = {
+    "conv2d": _torch_conv2d,
+    "dense": _torch_dense,
+    "relu": lambda torch, layer, weights, shape: torch.nn.ReLU(),
+    "maxpool2d": lambda torch, layer, weights, shape: torch.nn.MaxPool2d(layer.params.pool_size, layer.params.stride or layer.params.pool_size),
+    "flatten": lambda torch, layer, weights, shape: torch.nn.Flatten(),
+    "batchnorm2d": _torch_batchnorm2d,
+    "dropout": lambda torch, layer, weights, shape: torch.nn.Dropout(layer.params.rate),
+}
+
+
+def torch_net(model):
+    """The PyTorch twin of a cnnkit model, with the same weights (ValueError: a layer has no twin)."""
+    import torch
+
+    modules = []
+    with torch.no_grad():
+        for r, weights in zip(model.layers, model._layer_weights):
+            if r.entry.type == "softmax" and r is model.layers[-1]:
+                continue
+            if r.entry.type not in TORCH_LAYERS:
+                raise ValueError(f"no PyTorch equivalent for layer type {r.entry.type!r} (add it to TORCH_LAYERS)")
+            modules.append(TORCH_LAYERS[r.entry.type](torch, r.layer, weights, r.input_shape))
+    return torch.nn.Sequential(*modules)
+
+
+class TorchRunner:
+    """A cnnkit model's PyTorch twin, starting from the same initial weights."""
+
+    def __init__(self, model, lr: float = 0.005):
         import torch
 
-        nn = torch.nn
         self.torch = torch
-        self.net = nn.Sequential(
-            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.Conv2d(6, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1176, 10)
-        )
-        with torch.no_grad():
-            for index, (name, transpose) in {0: ("0", False), 2: ("2", False), 6: ("6", True)}.items():
-                kernel = weights[f"{name}.kernel"]
-                self.net[index].weight.copy_(torch.from_numpy(kernel.T.copy() if transpose else kernel))
-                self.net[index].bias.copy_(torch.from_numpy(weights[f"{name}.bias"]))
+        self.net = torch_net(model)
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=lr)
 
     def train(self, x, y, batch):
         torch = self.torch
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        self.net.train()  # batch statistics and dropout, as cnnkit's train=True
         for start in range(0, len(x), batch):
             self.optimizer.zero_grad(set_to_none=True)
             loss = torch.nn.functional.cross_entropy(self.net(xt[start : start + batch]), yt[start : start + batch])
@@ -92,6 +152,7 @@ class TorchRunner:
     def infer(self, x, batch):
         torch = self.torch
         xt = torch.from_numpy(x)
+        self.net.eval()  # running statistics, no dropout, as cnnkit's train=False
         with torch.inference_mode():
             for start in range(0, len(x), batch):
                 self.net(xt[start : start + batch])
@@ -103,35 +164,92 @@ def _rate(fn, images: int) -> float:
     return images / (time.perf_counter() - start)
 
 
-def throughput(quick: bool) -> list[dict]:
+def throughput(quick: bool, rounds: int = 5) -> list[dict]:
     import torch
 
+    import cnnkit
     from cnnkit.parallel import num_threads
 
     threads = num_threads()  # PyTorch gets as many threads as cnnkit splits batches over
     torch.set_num_threads(threads)
     x, y = load_images(20_000)
-    ours = CnnkitRunner()
-    theirs = TorchRunner(ours.model.weights)
-    rounds = 1 if quick else 5
+    rounds = 1 if quick else rounds
     # (mode, batch, images per round): enough images that a round lasts about a second or more
-    cases = [("train", 1, 300 if quick else 2000), ("train", 32, 1024 if quick else 8192), ("train", 64, 1024 if quick else 8192), ("infer", 256, 2048 if quick else 16384)]
+    cases = [("train", 1, 300 if quick else 2000), ("train", 16, 1024 if quick else 4096), ("train", 32, 1024 if quick else 8192),
+             ("train", 64, 1024 if quick else 8192), ("infer", 256, 2048 if quick else 16384)]
     results = []
-    for mode, batch, images in cases:
-        xs, ys = x[:images], y[:images]
-        # one untimed warm-up batch each (allocator, oneDNN kernel selection)
-        for runner in (ours, theirs):
-            runner.train(xs[:batch], ys[:batch], batch) if mode == "train" else runner.infer(xs[:batch], batch)
-        rates = {"cnnkit": [], "pytorch": []}
-        for _ in range(rounds):
-            for name, runner in (("cnnkit", ours), ("pytorch", theirs)):
-                work = (lambda r=runner: r.train(xs, ys, batch)) if mode == "train" else (lambda r=runner: r.infer(xs, batch))
-                rates[name].append(_rate(work, images))
-        ours_rate, theirs_rate = statistics.median(rates["cnnkit"]), statistics.median(rates["pytorch"])
-        results.append({"mode": mode, "batch": batch, "images": images, "rounds": rounds, "threads": threads,
-                        "cnnkit_images_per_s": round(ours_rate, 1), "pytorch_images_per_s": round(theirs_rate, 1),
-                        "ratio": round(ours_rate / theirs_rate, 3)})
+    for arch, spec in ARCHITECTURES.items():
+        ours = CnnkitRunner(spec)
+        if ours.model.input_shape != (1, 28, 28):
+            raise SystemExit(f"bench: architecture {arch!r} takes input {list(ours.model.input_shape)}, the benchmark feeds Fashion-MNIST (1, 28, 28)")
+        try:
+            theirs = TorchRunner(cnnkit.build(spec))
+        except ValueError as exc:
+            print(f"bench: {arch}: skipped, {exc}", file=sys.stderr)
+            continue
+        for mode, batch, images in cases:
+            xs, ys = x[:images], y[:images]
+            # one untimed warm-up batch each (allocator, oneDNN kernel selection)
+            for runner in (ours, theirs):
+                runner.train(xs[:batch], ys[:batch], batch) if mode == "train" else runner.infer(xs[:batch], batch)
+            rates = {"cnnkit": [], "pytorch": []}
+            for _ in range(rounds):
+                for name, runner in (("cnnkit", ours), ("pytorch", theirs)):
+                    work = (lambda r=runner: r.train(xs, ys, batch)) if mode == "train" else (lambda r=runner: r.infer(xs, batch))
+                    rates[name].append(_rate(work, images))
+            ours_rate, theirs_rate = statistics.median(rates["cnnkit"]), statistics.median(rates["pytorch"])
+            results.append({"architecture": arch, "mode": mode, "batch": batch, "images": images, "rounds": rounds, "threads": threads,
+                            "cnnkit_images_per_s": round(ours_rate, 1), "pytorch_images_per_s": round(theirs_rate, 1),
+                            "ratio": round(ours_rate / theirs_rate, 3), "load_average": [round(v, 2) for v in os.getloadavg()]})
     return results
+
+
+def machine() -> dict:
+    """What the figures depend on: CPU model and caches, numpy and its BLAS, cnnkit's tuner picks."""
+    import ctypes
+
+    import cnnkit
+    from cnnkit import parallel, tuning
+    from cnnkit.layers import conv_blocks
+
+    info: dict = {"cpu_model": tuning.cpu_model(), "caches": tuning.cache_sizes(), "cores": os.cpu_count(),
+                  "threads": parallel.num_threads(), "numpy": np.__version__}
+    try:  # lscpu's "Model name" (the same text as /proc/cpuinfo, where lscpu exists)
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.SubprocessError, StopIteration):
+        pass
+    blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    info["blas"] = {"name": blas.get("name"), "version": blas.get("version")}
+    for path in parallel._openblas_paths():  # the OpenBLAS loaded now: its kernel choice for this CPU
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas_", "64_"), ("scipy_openblas_", ""), ("openblas_", "64_"), ("openblas_", "")):
+            config = getattr(lib, f"{prefix}get_config{suffix}", None)
+            if config is not None:
+                config.restype = ctypes.c_char_p
+                info["blas"]["config"] = config().decode()
+                break
+        if "config" in info["blas"]:
+            break
+    picks = tuning.picks()
+    picks["split_min_macs"], picks["chunk"] = conv_blocks.SPLIT_MIN_MACS, conv_blocks.CHUNK
+    picks["spare_cores_now"] = parallel.spare_cores()  # False: load too high, convolutions do not split now
+    picks["conv_strategies"] = {}
+    for arch, spec in ARCHITECTURES.items():
+        model = cnnkit.build(spec)
+        for r in model.layers:
+            if r.entry.type == "conv2d" and r.layer.params.stride == 1:
+                c, f, k = r.input_shape[0], r.layer.params.filters, r.layer.params.kernel_size
+                strategy = "full im2col" if conv_blocks.copies_kernel_rows(c, k, f) else "shared kernel rows"
+                _, pad_w, out_h, _ = r.layer._geometry(r.input_shape)
+                macs = out_h * (r.input_shape[2] + sum(pad_w)) * f * c * k * k  # as Conv2D computes it
+                splits = ", ".join(f"batch {b}: {len(conv_blocks.image_ranges(b, macs))} ranges" for b in (8, 16))
+                picks["conv_strategies"][f"{arch}.{r.index}"] = f"{strategy}; images split over threads at {splits}"
+    info["tuning"] = picks
+    return info
 
 
 def rss_child(framework: str, steps: int) -> None:
@@ -147,7 +265,7 @@ def rss_child(framework: str, steps: int) -> None:
 
         torch.set_num_threads(num_threads())
 
-        runner = TorchRunner(cnnkit.build(SEED_SPEC).weights)
+        runner = TorchRunner(cnnkit.build(SEED_SPEC))
     after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     runner.train(x[: 64 * steps], y[: 64 * steps], 64)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -198,6 +316,7 @@ def time_to_accuracy(spec_path: Path, target: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run (fewer images, one round)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per figure (median reported; default 5)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     parser.add_argument("--time-to-accuracy", action="store_true", help=f"time {FAST_SPEC.name} until test accuracy >= {TARGET_ACCURACY}")
     parser.add_argument("--spec", type=Path, default=FAST_SPEC, help="spec for --time-to-accuracy")
@@ -207,19 +326,23 @@ def main() -> None:
     if args.rss_child:
         rss_child(args.rss_child, args.rss_steps)
         return
-    report = {"load_average": os.getloadavg()}
+    report = {"load_average": os.getloadavg(), "machine": machine()}
     if args.time_to_accuracy:
         report["time_to_accuracy"] = time_to_accuracy(args.spec.resolve(), TARGET_ACCURACY)
     else:
-        report["throughput"] = throughput(args.quick)
+        report["throughput"] = throughput(args.quick, args.rounds)
         report["peak_rss_mib_train_batch64"] = peak_rss(args.quick)
     if args.json:
         print(json.dumps(report, indent=2))
         return
+    m = report["machine"]
+    print(f"CPU: {m['cpu_model']}, {m['cores']} cores, caches {', '.join(f'{k} {v // 1024} KiB' for k, v in m['caches'].items()) or 'not reported'}")
+    print(f"numpy {m['numpy']}, BLAS {m['blas'].get('name')} {m['blas'].get('version')} ({m['blas'].get('config', 'config unknown')})")
+    print(f"tuning: {json.dumps(m['tuning'])}")
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in report['load_average'])}")
     for row in report.get("throughput", []):
-        print(f"{row['mode']:5} batch {row['batch']:3}: cnnkit {row['cnnkit_images_per_s']:9,.0f} img/s   "
-              f"pytorch {row['pytorch_images_per_s']:9,.0f} img/s   ratio {row['ratio']:.2f}   ({row['threads']} threads)")
+        print(f"{row['architecture']:>6} {row['mode']:5} batch {row['batch']:3}: cnnkit {row['cnnkit_images_per_s']:9,.0f} img/s   "
+              f"pytorch {row['pytorch_images_per_s']:9,.0f} img/s   ratio {row['ratio']:.2f}   ({row['threads']} threads, load {row['load_average'][0]:.2f})")
     if "peak_rss_mib_train_batch64" in report:
         rss = report["peak_rss_mib_train_batch64"]
         for name, r in rss.items():

@@ -133,9 +133,15 @@ class Conv2D(Layer):
         y_rows = np.empty((n, f, window), x.dtype)  # output rows at padded width
         shared = not blocks.copies_kernel_rows(c, k, f)  # for the kernel gradient of a first layer too
         w_groups = blocks.grouped(w_rows, shared, p.use_bias)
-        scratch = []
-        for m0, m1, lo, hi, cols in blocks.im2col_blocks(x_flat, n, c, plane, 0, window, k, wp, f, shared, ones=p.use_bias):
-            blocks.multiply(w_groups, cols, y_rows[m0:m1, :, lo:hi], scratch)
+        # Images [a, b) of a batch too small for the model to split run on threads of their own.
+        ranges = blocks.image_ranges(n, window * f * c * k * k)
+
+        def forward_images(a, b):
+            scratch = []
+            for m0, m1, lo, hi, cols in blocks.im2col_blocks(x_flat[a * c * plane :], b - a, c, plane, 0, window, k, wp, f, shared, ones=p.use_bias):
+                blocks.multiply(w_groups, cols, y_rows[a + m0 : a + m1, :, lo:hi], scratch)
+
+        blocks.run_ranges(forward_images, ranges)
         y = y_rows.reshape(n, f, out_h, wp)[..., :out_w]  # (N, F, Ho, Wo) view
 
         def backprop(dy):
@@ -148,11 +154,15 @@ class Conv2D(Layer):
                 dy_rows = np.zeros((n, f, out_h, wp), dy.dtype)
                 dy_rows[..., :out_w] = dy
                 dy_rows = dy_rows.reshape(n, f, window)
-                dkernel = np.zeros((k * c * k, f), dy.dtype)  # rows (i, c, j)
-                for m0, m1, lo, hi, cols in blocks.im2col_blocks(x_flat, n, c, plane, 0, window, k, wp, f, shared):
-                    # cols @ dy.T, not dy @ cols.T: numpy hands the latter to a much slower path.
-                    products = np.matmul(cols, dy_rows[m0:m1, None, :, lo:hi].transpose(0, 1, 3, 2))  # (images, G, R, F)
-                    dkernel += products.sum(axis=0).reshape(k * c * k, f)
+
+                def kernel_grad_images(a, b):
+                    sums = blocks.ChunkSums(a, b, (k * c * k, f), dy.dtype)  # rows (i, c, j)
+                    for m0, m1, lo, hi, cols in blocks.im2col_blocks(x_flat[a * c * plane :], b - a, c, plane, 0, window, k, wp, f, shared):
+                        # cols @ dy.T, not dy @ cols.T: numpy hands the latter to a much slower path.
+                        sums.add(a + m0, np.matmul(cols, dy_rows[a + m0 : a + m1, None, :, lo:hi].transpose(0, 1, 3, 2)))  # (images, G, R, F)
+                    return sums
+
+                dkernel = blocks.total(blocks.run_ranges(kernel_grad_images, ranges))
                 grads["kernel"] = np.ascontiguousarray(dkernel.reshape(k, c, k, f).transpose(3, 1, 0, 2))
                 return None, grads
             # The input gradient is the full convolution of dy with the flipped kernel: the same
@@ -169,12 +179,16 @@ class Conv2D(Layer):
             x_window = h * wp  # the rows of x, at padded width
             x_rows = x_flat[: n * c * plane].reshape(n, c, hp, wp)[:, :, pad_h[0] : pad_h[0] + h].reshape(n, c, x_window)  # a view
             dx_rows = np.empty((n, c, x_window), dy.dtype)
-            dflipped = np.zeros((k * f * k, c), dy.dtype)  # rows (a, f, b): gradient of flipped[f, c, a, b]
-            scratch = []
-            for m0, m1, lo, hi, cols in blocks.im2col_blocks(dy_flat, n, f, plane, pad_h[0] * wp, x_window, k, wp, c, dy_shared):
-                blocks.multiply(flip_groups, cols, dx_rows[m0:m1, :, lo:hi], scratch)
-                products = np.matmul(cols, x_rows[m0:m1, None, :, lo:hi].transpose(0, 1, 3, 2))  # (images, G, R, C)
-                dflipped += products.sum(axis=0).reshape(k * f * k, c)
+
+            def input_grad_images(a, b):
+                sums = blocks.ChunkSums(a, b, (k * f * k, c), dy.dtype)  # rows (a, f, b): gradient of flipped[f, c, a, b]
+                scratch = []
+                for m0, m1, lo, hi, cols in blocks.im2col_blocks(dy_flat[a * f * plane :], b - a, f, plane, pad_h[0] * wp, x_window, k, wp, c, dy_shared):
+                    blocks.multiply(flip_groups, cols, dx_rows[a + m0 : a + m1, :, lo:hi], scratch)
+                    sums.add(a + m0, np.matmul(cols, x_rows[a + m0 : a + m1, None, :, lo:hi].transpose(0, 1, 3, 2)))  # (images, G, R, C)
+                return sums
+
+            dflipped = blocks.total(blocks.run_ranges(input_grad_images, ranges))
             dflipped = dflipped.reshape(k, f, k, c).transpose(1, 3, 0, 2)  # (F, C, a, b)
             grads["kernel"] = np.ascontiguousarray(dflipped[:, :, ::-1, ::-1])
             dx = dx_rows.reshape(n, c, h, wp)[..., pad_w[0] : pad_w[0] + w]

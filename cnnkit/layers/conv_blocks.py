@@ -11,12 +11,23 @@ from numpy.lib.stride_tricks import as_strided
 
 
 # Stride-1 convolution works one block of images at a time, sized so that its working set (the
-# copied input rows and the partial outputs) is about this many bytes and stays in a core's L2
-# cache (2 MiB here), with few enough blocks that the per-block Python work (which holds the GIL
-# while the other thread waits for it) stays small. Measured on the seed net, 2 threads, inference
-# at batch 256: 512 KiB 29.3k img/s, 768 KiB to 2 MiB 31-32k. Tests shrink it to exercise the block
-# boundaries.
-BLOCK_BYTES = 1024 * 1024
+# copied input rows and the partial outputs) stays in a core's L2 cache, with few enough blocks
+# that the per-block Python work (which holds the GIL while the other thread waits for it) stays
+# small. The size comes from the machine (``cnnkit.tuning.block_bytes``: a share of the L2 the OS
+# reports); set BLOCK_BYTES to override it (tests shrink it to exercise the block boundaries).
+BLOCK_BYTES: int | None = None
+# An image whose working set exceeds PIECE_BYTES is cut into pieces of its positions. This is fixed,
+# not tuned: the kernel gradient sums over positions piece by piece, so the cuts set the order of
+# that sum, and results must not depend on the machine.
+PIECE_BYTES = 1024 * 1024
+
+
+def block_bytes() -> int:
+    if BLOCK_BYTES is not None:
+        return BLOCK_BYTES
+    from .. import tuning
+
+    return tuning.block_bytes()
 
 
 def flat_padded(x: np.ndarray, pad_h: tuple[int, int], pad_w: tuple[int, int], tail: int = 0) -> np.ndarray:
@@ -56,19 +67,20 @@ def im2col_blocks(flat: np.ndarray, n: int, c: int, plane: int, start: int, wind
     group i is that copy shifted by i*row: G = k, R = C*k (``shared``; see ``copies_kernel_rows``). With
     ``ones`` each group has one more row, of ones, so a product with it also adds a bias column.
 
-    A block holds whole windows of several images when they fit in BLOCK_BYTES (``out_rows``: rows
-    of each partial output the caller keeps per position), else part of one image's window. The
-    first block is the largest. One buffer is reused: use each block before asking for the next.
+    A block holds whole windows of as many images as fit in ``block_bytes()`` (``out_rows``: rows
+    of each partial output the caller keeps per position), or part of one image's window when an
+    image's working set exceeds PIECE_BYTES. The first block is the largest. One buffer is reused:
+    use each block before asking for the next.
     """
     groups, rows = (k, c * k) if shared else (1, k * c * k)
     reach = (k - 1) * row if shared else 0  # extra positions copied so the shifted views stay inside
     itemsize = flat.itemsize
     per_image = ((rows + ones) * (window + reach) + groups * out_rows * window) * itemsize
-    if per_image <= BLOCK_BYTES:  # whole windows, several images per block
-        per = BLOCK_BYTES // per_image
+    if per_image <= PIECE_BYTES:  # whole windows, as many images per block as fit (at least one)
+        per = max(1, block_bytes() // per_image)
         pieces = [(m, min(m + per, n), 0, window) for m in range(0, n, per)]
     else:  # each image's window in near-equal parts, the longer ones first
-        count = -(-per_image // BLOCK_BYTES)
+        count = -(-per_image // PIECE_BYTES)
         bounds = [-(-window * i // count) for i in range(count + 1)]
         pieces = [(m, m + 1, lo, hi) for m in range(n) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
     if not pieces:
@@ -120,3 +132,86 @@ def multiply(weights: np.ndarray, cols: np.ndarray, out: np.ndarray, scratch: li
         np.matmul(np.ones((1, groups), cols.dtype), products.reshape(images, groups, f * span), out=out.reshape(images, 1, f * span))
     else:
         np.add.reduce(products, axis=1, out=out)
+
+
+# -- splitting one convolution over threads (small batches) -----------------------------------------
+
+# A batch too small for the model to split over threads (see ``Model._parts``) still uses every core
+# in its convolutions: their images are split into ranges, one per thread. The kernel gradient is
+# summed in chunks of CHUNK images (each chunk image by image, then the chunks in order), and ranges
+# hold whole chunks, so that sum is the same however the images are split and whichever images
+# share a block: splitting and block sizes change speed, never results. CHUNK is fixed for that
+# reason, not tuned.
+CHUNK = 4
+# A busy machine (load average at or above threads + 1) gets no split: the second thread would wait
+# for a core while the first waits for it (measured at load 6-8 on 2 cores: batch 16 trained 21%
+# slower split than whole). That check may change its answer at any time, which is safe only
+# because splitting cannot change results.
+# Fewest multiply-adds per range worth a thread: below it the hand-over costs more than it saves.
+# (Measured on the seed net, see README "Speed": conv1 at batch 8 is about 1 M per half.)
+SPLIT_MIN_MACS = 500_000
+
+
+def image_ranges(n: int, macs_per_image: int) -> list[tuple[int, int]]:
+    """Ranges [lo, hi) of whole CHUNKs of the n images, one per thread when the work pays for it."""
+    from .. import parallel
+
+    if n <= CHUNK or parallel.in_task() or not parallel.spare_cores():
+        return [(0, n)]
+    chunks = -(-n // CHUNK)
+    parts = min(parallel.num_threads(), chunks, n * macs_per_image // SPLIT_MIN_MACS)
+    if parts < 2:
+        return [(0, n)]
+    bounds = [min(n, chunks * i // parts * CHUNK) for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def run_ranges(task, ranges: list[tuple[int, int]]) -> list:
+    """task(lo, hi) for each range, on separate threads when there are several; results in order."""
+    from .. import parallel
+
+    if len(ranges) == 1:
+        return [task(*ranges[0])]
+    return parallel.run_all([lambda lo=lo, hi=hi: task(lo, hi) for lo, hi in ranges])
+
+
+class ChunkSums:
+    """Per-CHUNK sums of per-image (G, R, X) products of the images [lo, hi), as (G*R, X) arrays."""
+
+    def __init__(self, lo: int, hi: int, shape: tuple[int, int], dtype):
+        self.first, self.shape, self.dtype = lo // CHUNK, shape, dtype
+        self.sums: list[np.ndarray | None] = [None] * max(-(-hi // CHUNK) - self.first, 1)  # one for no images
+
+    def add(self, image: int, products: np.ndarray) -> None:
+        """Add (images, G, R, X) products of the images from ``image`` on, image by image: a chunk's
+        sum is always ((p0 + p1) + p2) + p3, whether its images came in one block or several."""
+        done = 0
+        while done < len(products):
+            chunk = (image + done) // CHUNK
+            end = min(len(products), (chunk + 1) * CHUNK - image)
+            index = chunk - self.first
+            if self.sums[index] is None:  # the chunk starts here: numpy sums along a non-inner axis in order
+                whole = (len(products) - done) // CHUNK  # whole chunks from here on: one call for all of them
+                if whole > 1:
+                    stacked = products[done : done + whole * CHUNK].reshape(whole, CHUNK, *products.shape[1:])
+                    for j, chunk_sum in enumerate(np.add.reduce(stacked, axis=1)):
+                        self.sums[index + j] = chunk_sum.reshape(self.shape)
+                    done += whole * CHUNK
+                    continue
+                self.sums[index] = np.add.reduce(products[done:end], axis=0).reshape(self.shape)
+            else:
+                total = self.sums[index]
+                for product in products[done:end]:
+                    np.add(total, product.reshape(self.shape), out=total)
+            done = end
+
+
+def total(parts: list[ChunkSums]) -> np.ndarray:
+    """The sum of all chunks, in order (a fixed order, whatever the ranges were)."""
+    chunks = [s for part in parts for s in part.sums if s is not None]
+    if not chunks:  # no images
+        return np.zeros(parts[0].shape, parts[0].dtype)
+    result = chunks[0]
+    for s in chunks[1:]:
+        result += s
+    return result
