@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data run fast test bench layers-doc clean
+.PHONY: setup data run fast test tv-venv bench layers-doc clean
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) tools/package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ run: setup data
 fast: setup data
 	$(BIN)/cnnkit run specs/fashion_mnist_fast.json --out fast.cnnkit
 
-test: setup data
+test: setup data tv-venv
 	$(BIN)/python -m pytest -q
 
 # The torchvision dataset source's tests need torchvision 0.29.1, built for torch 2.14.1 (a CUDA build,
@@ -49,4 +49,4 @@ layers-doc: setup
 	$(BIN)/cnnkit layers --markdown > docs/LAYERS.md
 
 clean:
-	rm -rf $(VENV) *.cnnkit
+	rm -rf $(VENV) $(TV_VENV) *.cnnkit
