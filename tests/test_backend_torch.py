@@ -15,13 +15,14 @@ import pytest
 import cnnkit
 from cnnkit.data.fashion_mnist import Dataset
 from cnnkit.errors import CnnkitError
+from cnnkit.train.health import TrainingDiverged, TrainingWarning
 
 from conftest import REAL_DATA, TINY_SPEC, synthetic_images
 from fakeplugins import CNNKIT, subprocess_env
 
 torch = pytest.importorskip("torch")
 
-from cnnkit.backends.torch import fit_torch  # noqa: E402
+from cnnkit.backends.torch import fit_torch, train_torch  # noqa: E402
 from cnnkit.data import load_fashion_mnist  # noqa: E402
 from cnnkit.torch import to_module  # noqa: E402
 
@@ -54,6 +55,92 @@ def test_torch_training_equals_the_numpy_loop(optimizer, extra):
         assert ours.train_loss == pytest.approx(theirs["train_loss"], abs=1e-4)
         assert ours.lr == pytest.approx(theirs["lr"], rel=1e-6)
     assert len(torch_history) == 2
+
+
+# Batch norm, dropout at rate 0 (torch draws its own masks), and all three augmentations.
+EXTRAS_LAYERS = [
+    {"type": "conv2d", "filters": 4, "kernel_size": 3, "stride": 2, "padding": "valid", "use_bias": False},
+    {"type": "batchnorm2d"}, {"type": "relu"}, {"type": "maxpool2d", "pool_size": 2}, {"type": "flatten"},
+    {"type": "dropout", "rate": 0.0}, {"type": "dense", "units": 10}, {"type": "softmax"},
+]
+AUGMENT = {"crop_padding": 2, "hflip": True, "erasing": {"p": 0.5}}
+
+
+@pytest.mark.filterwarnings("ignore::cnnkit.train.health.TrainingWarning")  # epoch 1 of the stopped run is near chance, in both
+@pytest.mark.parametrize("stopping, epochs, kept", [
+    # min_delta 10: epoch 2 cannot improve on epoch 1, so patience 1 stops there and epoch 1's weights come back.
+    ({"patience": 1, "monitor": "val_loss", "min_delta": 10.0}, 3, 1),
+    ({"patience": 5, "monitor": "val_accuracy"}, 2, None),
+])
+def test_augmentation_validation_and_early_stopping_equal_the_numpy_loop(stopping, epochs, kept, monkeypatch):
+    # One thread: the NumPy runtime normalises batch norm per thread part of a batch, torch over the whole batch.
+    monkeypatch.setenv("CNNKIT_NUM_THREADS", "1")
+    spec = copy.deepcopy(TINY_SPEC)
+    spec["layers"] = EXTRAS_LAYERS
+    spec["data"].update(augment=AUGMENT, validation=0.2)
+    spec["train"].update(epochs=epochs, batch_size=32, optimizer={"type": "adam", "lr": 0.01}, early_stopping=stopping, restore_best=True)
+    data = tiny_data()
+    numpy_model = cnnkit.train(spec, data)
+    torch_model = train_torch(spec, data)
+    ours, theirs = torch_model.metadata, numpy_model.metadata
+    # Same split (the shared stratified_split: same size, and the same first-epoch validation loss),
+    # same shape of history, same validation block, same weights kept.
+    assert ours["validation"] == theirs["validation"] and ours["train_examples"] == theirs["train_examples"] == 192
+    assert [sorted(r) for r in ours["history"]] == [sorted(r) for r in theirs["history"]]
+    assert sorted(set(ours) - {"backend"}) == sorted(theirs)  # warnings included, when there are any
+    assert ours.get("warnings") == theirs.get("warnings")
+    assert ours["validation"]["weights_from_epoch"] == (kept or epochs)
+    assert ours["validation"]["stopped_early"] == (kept is not None)
+    for mine, other in zip(ours["history"], theirs["history"]):
+        for key in ("train_loss", "val_loss"):
+            assert mine[key] == pytest.approx(other[key], abs=1e-5), key
+        for key in ("val_accuracy", "val_macro_f1"):  # 48 validation images: a flipped near-tie would be 0.021
+            assert mine[key] == pytest.approx(other[key], abs=0.03), key
+    assert ours["metrics"]["test_accuracy"] == pytest.approx(theirs["metrics"]["test_accuracy"], abs=0.02)
+    # Measured: at most 5e-7 apart (float summation order); the tolerance is 20x that.
+    for name in numpy_model.weights:  # batch norm's running statistics included
+        np.testing.assert_allclose(torch_model.weights[name], numpy_model.weights[name], rtol=0, atol=1e-5, err_msg=name)
+
+
+def test_without_augmentation_the_batches_differ():
+    """The test above can fail: the same spec without augmentation ends with other weights."""
+    spec = copy.deepcopy(TINY_SPEC)
+    spec["layers"] = EXTRAS_LAYERS
+    spec["data"].update(augment=AUGMENT, validation=0.2)
+    spec["train"].update(epochs=1, batch_size=32, optimizer={"type": "adam", "lr": 0.003})
+    data = tiny_data()
+    augmented = cnnkit.train(spec, data)
+    spec["data"].pop("augment")
+    plain = train_torch(spec, data)
+    assert max(float(np.abs(plain.weights[n] - augmented.weights[n]).max()) for n in plain.weights) > 1e-2
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_non_finite_loss_stops_at_the_same_step_as_the_numpy_loop():
+    spec = copy.deepcopy(TINY_SPEC)
+    spec["train"].update(epochs=2, batch_size=4, optimizer={"type": "sgd", "lr": 1000.0})
+    data = tiny_data()
+    with pytest.raises(TrainingDiverged) as numpy_error:
+        cnnkit.train(spec, data)
+    with pytest.raises(TrainingDiverged) as torch_error:
+        fit_torch(cnnkit.build(spec), data)
+    assert str(numpy_error.value).startswith("training diverged at epoch 1, step ")
+    assert str(torch_error.value) == str(numpy_error.value)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_training_health_warnings_are_recorded_as_the_numpy_loop_does():
+    spec = copy.deepcopy(TINY_SPEC)
+    spec["train"].update(epochs=2, batch_size=16, optimizer={"type": "sgd", "lr": 1000.0})
+    data = tiny_data()
+    with pytest.warns(TrainingWarning):
+        numpy_model = cnnkit.train(spec, data)
+    with pytest.warns(TrainingWarning) as caught:
+        torch_model = train_torch(spec, data)
+    found = torch_model.metadata["warnings"]
+    assert [str(w.message) for w in caught if w.category is TrainingWarning] == found
+    assert len(found) == len(numpy_model.metadata["warnings"]) == 2
+    assert found[0].startswith("the training loss grew from 2.3") and "at chance level" in found[1]
 
 
 def test_devices_that_are_not_there_and_bad_settings_fail_in_one_line(tmp_path):

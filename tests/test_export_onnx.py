@@ -50,7 +50,7 @@ def real_data():
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize("spec_file", ["fashion_mnist_seed.json", "fashion_mnist_fast.json", "fashion_mnist_extra.json"])
+@pytest.mark.parametrize("spec_file", ["fashion_mnist_seed.json", "fashion_mnist_fast.json", "fashion_mnist_extra.json", "fashion_mnist_best.json"])
 def test_onnxruntime_equals_predict_proba_on_real_images(spec_file, real_data, tmp_path):
     spec = json.loads((SPECS / spec_file).read_text())
     spec["train"]["epochs"] = 1
