@@ -17,7 +17,7 @@ from cnnkit.data.fashion_mnist import Dataset
 from cnnkit.errors import CnnkitError
 from cnnkit.train.health import TrainingDiverged, TrainingWarning
 
-from conftest import REAL_DATA, TINY_SPEC, synthetic_images
+from conftest import REAL_DATA, TINY_SPEC, synthetic_images, write_dataset
 from fakeplugins import CNNKIT, subprocess_env
 
 torch = pytest.importorskip("torch")
@@ -102,6 +102,7 @@ def test_augmentation_validation_and_early_stopping_equal_the_numpy_loop(stoppin
         np.testing.assert_allclose(torch_model.weights[name], numpy_model.weights[name], rtol=0, atol=1e-5, err_msg=name)
 
 
+@pytest.mark.filterwarnings("ignore::cnnkit.train.health.TrainingWarning")  # one epoch: near chance, in both
 def test_without_augmentation_the_batches_differ():
     """The test above can fail: the same spec without augmentation ends with other weights."""
     spec = copy.deepcopy(TINY_SPEC)
@@ -158,6 +159,38 @@ def test_devices_that_are_not_there_and_bad_settings_fail_in_one_line(tmp_path):
         assert result.stderr.startswith(message) and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
 
+
+
+def test_cli_reports_validation_epochs_and_warnings_and_strict_fails(tmp_path):
+    spec = copy.deepcopy(TINY_SPEC)
+    spec["data"].update(dir=str(write_dataset(tmp_path / "data")), validation=48, augment={"hflip": True})
+    spec["train"].update(epochs=2, batch_size=32, early_stopping={"patience": 3})
+    spec_path = tmp_path / "s.json"
+    spec_path.write_text(json.dumps(spec))
+    env = subprocess_env()
+    good = subprocess.run([*CNNKIT, "run", str(spec_path), "--backend", "torch", "--out", str(tmp_path / "m.cnnkit")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert good.returncode == 0, good.stderr
+    lines = good.stdout.splitlines()
+    assert "(48 held out for validation)" in lines[0]
+    assert lines[1].startswith("epoch 1: train loss ") and ", val loss " in lines[1] and "test" not in lines[1]
+    assert lines[3].startswith("test accuracy ") and "with the weights of epoch " in lines[3]
+    meta = cnnkit.load(tmp_path / "m.cnnkit").metadata
+    assert meta["validation"]["examples"] == 48 and meta["train_examples"] == 192 and len(meta["history"]) == 2
+    def bad_run(*settings):
+        return subprocess.run([*CNNKIT, "run", str(spec_path), "--backend", "torch", "--out", str(tmp_path / "bad.cnnkit"), "--quiet",
+                               "--set", 'train.optimizer={"type": "sgd", "lr": 1000}', *settings], env=env, capture_output=True, text=True, timeout=300)
+    diverged = bad_run()  # a NaN loss stops at its step
+    assert diverged.returncode == 1 and diverged.stdout == ""
+    assert diverged.stderr.startswith("error: training diverged at epoch ") and len(diverged.stderr.strip().splitlines()) == 1, diverged.stderr
+    # The NumPy CLI test's case: loss growth and chance level, two warnings, then --strict refuses to write.
+    plain = ("--set", "data.validation=null", "--set", "train.early_stopping=null", "--set", "data.augment=null", "--set", "train.batch_size=16")
+    strict = bad_run(*plain, "--strict")
+    errors = strict.stderr.strip().splitlines()
+    assert strict.returncode == 1 and strict.stdout == "" and len(errors) == 3, strict.stderr
+    assert errors[0].startswith("warning: the training loss grew from 2.3") and "at chance level" in errors[1]
+    assert errors[2] == "error: --strict: training ended with 2 warnings; no bundle written"
+    assert not (tmp_path / "bad.cnnkit").exists()
 
 
 def test_global_batch_smaller_than_the_process_count_is_refused(monkeypatch):
