@@ -213,7 +213,8 @@ def torchrun(nproc: int, spec_path, out, tmp_path) -> subprocess.CompletedProces
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_torchrun_two_processes_match_one_process_on_real_fashion_mnist(tmp_path):
     spec = json.loads((SPECS / "fashion_mnist_fast.json").read_text())
-    spec["data"].update(dir=str(REAL_DATA), train_limit=3000, test_limit=2000)
+    # Augmented and validated: every rank augments the whole batch the same way, then takes its share.
+    spec["data"].update(dir=str(REAL_DATA), train_limit=3000, test_limit=2000, validation=300, augment={"crop_padding": 2, "hflip": True})
     spec["train"].update(epochs=1, batch_size=31, optimizer={"type": "adam", "lr": 0.003})  # odd: ranks take 15 and 16
     spec_path = tmp_path / "fast.json"
     spec_path.write_text(json.dumps(spec))
@@ -225,6 +226,7 @@ def test_torchrun_two_processes_match_one_process_on_real_fashion_mnist(tmp_path
         assert result.stdout.count("wrote ") == 1  # rank 0 alone reports and writes
         model = cnnkit.load(out)  # the NumPy runtime loads what torch trained
         assert model.metadata["backend"]["processes"] == nproc
+        assert model.metadata["validation"]["examples"] == 300 and model.metadata["train_examples"] == 2700
         data = load_fashion_mnist(REAL_DATA, train_limit=1, test_limit=2000)
         proba = model.predict_proba(data.test_images)
         module = to_module(model)
