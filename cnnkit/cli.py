@@ -218,7 +218,8 @@ def run(
     if backend == "torch":
         from .backends.torch import run_spec
 
-        return run_spec(model_spec, target, device, say=(lambda msg: None) if quiet else typer.echo, force=force)
+        return run_spec(model_spec, target, device, say=(lambda msg: None) if quiet else typer.echo, force=force,
+                        warn=lambda msg: typer.echo(msg, err=True), strict=strict)
     d = model_spec.data
     data = load_dataset(d, tuple(model_spec.input.shape))
     if resume is None:

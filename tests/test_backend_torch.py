@@ -15,13 +15,14 @@ import pytest
 import cnnkit
 from cnnkit.data.fashion_mnist import Dataset
 from cnnkit.errors import CnnkitError
+from cnnkit.train.health import TrainingDiverged, TrainingWarning
 
-from conftest import REAL_DATA, TINY_SPEC, synthetic_images
+from conftest import REAL_DATA, TINY_SPEC, synthetic_images, write_dataset
 from fakeplugins import CNNKIT, subprocess_env
 
 torch = pytest.importorskip("torch")
 
-from cnnkit.backends.torch import fit_torch  # noqa: E402
+from cnnkit.backends.torch import fit_torch, train_torch  # noqa: E402
 from cnnkit.data import load_fashion_mnist  # noqa: E402
 from cnnkit.torch import to_module  # noqa: E402
 
@@ -56,6 +57,93 @@ def test_torch_training_equals_the_numpy_loop(optimizer, extra):
     assert len(torch_history) == 2
 
 
+# Batch norm, dropout at rate 0 (torch draws its own masks), and all three augmentations.
+EXTRAS_LAYERS = [
+    {"type": "conv2d", "filters": 4, "kernel_size": 3, "stride": 2, "padding": "valid", "use_bias": False},
+    {"type": "batchnorm2d"}, {"type": "relu"}, {"type": "maxpool2d", "pool_size": 2}, {"type": "flatten"},
+    {"type": "dropout", "rate": 0.0}, {"type": "dense", "units": 10}, {"type": "softmax"},
+]
+AUGMENT = {"crop_padding": 2, "hflip": True, "erasing": {"p": 0.5}}
+
+
+@pytest.mark.filterwarnings("ignore::cnnkit.train.health.TrainingWarning")  # epoch 1 of the stopped run is near chance, in both
+@pytest.mark.parametrize("stopping, epochs, kept", [
+    # min_delta 10: epoch 2 cannot improve on epoch 1, so patience 1 stops there and epoch 1's weights come back.
+    ({"patience": 1, "monitor": "val_loss", "min_delta": 10.0}, 3, 1),
+    ({"patience": 5, "monitor": "val_accuracy"}, 2, None),
+])
+def test_augmentation_validation_and_early_stopping_equal_the_numpy_loop(stopping, epochs, kept, monkeypatch):
+    # One thread: the NumPy runtime normalises batch norm per thread part of a batch, torch over the whole batch.
+    monkeypatch.setenv("CNNKIT_NUM_THREADS", "1")
+    spec = copy.deepcopy(TINY_SPEC)
+    spec["layers"] = EXTRAS_LAYERS
+    spec["data"].update(augment=AUGMENT, validation=0.2)
+    spec["train"].update(epochs=epochs, batch_size=32, optimizer={"type": "adam", "lr": 0.01}, early_stopping=stopping, restore_best=True)
+    data = tiny_data()
+    numpy_model = cnnkit.train(spec, data)
+    torch_model = train_torch(spec, data)
+    ours, theirs = torch_model.metadata, numpy_model.metadata
+    # Same split (the shared stratified_split: same size, and the same first-epoch validation loss),
+    # same shape of history, same validation block, same weights kept.
+    assert ours["validation"] == theirs["validation"] and ours["train_examples"] == theirs["train_examples"] == 192
+    assert [sorted(r) for r in ours["history"]] == [sorted(r) for r in theirs["history"]]
+    assert sorted(set(ours) - {"backend"}) == sorted(theirs)  # warnings included, when there are any
+    assert ours.get("warnings") == theirs.get("warnings")
+    assert ours["validation"]["weights_from_epoch"] == (kept or epochs)
+    assert ours["validation"]["stopped_early"] == (kept is not None)
+    for mine, other in zip(ours["history"], theirs["history"]):
+        for key in ("train_loss", "val_loss"):
+            assert mine[key] == pytest.approx(other[key], abs=1e-5), key
+        for key in ("val_accuracy", "val_macro_f1"):  # 48 validation images: a flipped near-tie would be 0.021
+            assert mine[key] == pytest.approx(other[key], abs=0.03), key
+    assert ours["metrics"]["test_accuracy"] == pytest.approx(theirs["metrics"]["test_accuracy"], abs=0.02)
+    # Measured: at most 5e-7 apart (float summation order); the tolerance is 20x that.
+    for name in numpy_model.weights:  # batch norm's running statistics included
+        np.testing.assert_allclose(torch_model.weights[name], numpy_model.weights[name], rtol=0, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.filterwarnings("ignore::cnnkit.train.health.TrainingWarning")  # one epoch: near chance, in both
+def test_without_augmentation_the_batches_differ():
+    """The test above can fail: the same spec without augmentation ends with other weights."""
+    spec = copy.deepcopy(TINY_SPEC)
+    spec["layers"] = EXTRAS_LAYERS
+    spec["data"].update(augment=AUGMENT, validation=0.2)
+    spec["train"].update(epochs=1, batch_size=32, optimizer={"type": "adam", "lr": 0.003})
+    data = tiny_data()
+    augmented = cnnkit.train(spec, data)
+    spec["data"].pop("augment")
+    plain = train_torch(spec, data)
+    assert max(float(np.abs(plain.weights[n] - augmented.weights[n]).max()) for n in plain.weights) > 1e-2
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_non_finite_loss_stops_at_the_same_step_as_the_numpy_loop():
+    spec = copy.deepcopy(TINY_SPEC)
+    spec["train"].update(epochs=2, batch_size=4, optimizer={"type": "sgd", "lr": 1000.0})
+    data = tiny_data()
+    with pytest.raises(TrainingDiverged) as numpy_error:
+        cnnkit.train(spec, data)
+    with pytest.raises(TrainingDiverged) as torch_error:
+        fit_torch(cnnkit.build(spec), data)
+    assert str(numpy_error.value).startswith("training diverged at epoch 1, step ")
+    assert str(torch_error.value) == str(numpy_error.value)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_training_health_warnings_are_recorded_as_the_numpy_loop_does():
+    spec = copy.deepcopy(TINY_SPEC)
+    spec["train"].update(epochs=2, batch_size=16, optimizer={"type": "sgd", "lr": 1000.0})
+    data = tiny_data()
+    with pytest.warns(TrainingWarning):
+        numpy_model = cnnkit.train(spec, data)
+    with pytest.warns(TrainingWarning) as caught:
+        torch_model = train_torch(spec, data)
+    found = torch_model.metadata["warnings"]
+    assert [str(w.message) for w in caught if w.category is TrainingWarning] == found
+    assert len(found) == len(numpy_model.metadata["warnings"]) == 2
+    assert found[0].startswith("the training loss grew from 2.3") and "at chance level" in found[1]
+
+
 def test_devices_that_are_not_there_and_bad_settings_fail_in_one_line(tmp_path):
     spec_path = tmp_path / "s.json"
     spec_path.write_text(json.dumps(TINY_SPEC))
@@ -71,6 +159,38 @@ def test_devices_that_are_not_there_and_bad_settings_fail_in_one_line(tmp_path):
         assert result.stderr.startswith(message) and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
 
+
+
+def test_cli_reports_validation_epochs_and_warnings_and_strict_fails(tmp_path):
+    spec = copy.deepcopy(TINY_SPEC)
+    spec["data"].update(dir=str(write_dataset(tmp_path / "data")), validation=48, augment={"hflip": True})
+    spec["train"].update(epochs=2, batch_size=32, early_stopping={"patience": 3})
+    spec_path = tmp_path / "s.json"
+    spec_path.write_text(json.dumps(spec))
+    env = subprocess_env()
+    good = subprocess.run([*CNNKIT, "run", str(spec_path), "--backend", "torch", "--out", str(tmp_path / "m.cnnkit")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert good.returncode == 0, good.stderr
+    lines = good.stdout.splitlines()
+    assert "(48 held out for validation)" in lines[0]
+    assert lines[1].startswith("epoch 1: train loss ") and ", val loss " in lines[1] and "test" not in lines[1]
+    assert lines[3].startswith("test accuracy ") and "with the weights of epoch " in lines[3]
+    meta = cnnkit.load(tmp_path / "m.cnnkit").metadata
+    assert meta["validation"]["examples"] == 48 and meta["train_examples"] == 192 and len(meta["history"]) == 2
+    def bad_run(*settings):
+        return subprocess.run([*CNNKIT, "run", str(spec_path), "--backend", "torch", "--out", str(tmp_path / "bad.cnnkit"), "--quiet",
+                               "--set", 'train.optimizer={"type": "sgd", "lr": 1000}', *settings], env=env, capture_output=True, text=True, timeout=300)
+    diverged = bad_run()  # a NaN loss stops at its step
+    assert diverged.returncode == 1 and diverged.stdout == ""
+    assert diverged.stderr.startswith("error: training diverged at epoch ") and len(diverged.stderr.strip().splitlines()) == 1, diverged.stderr
+    # The NumPy CLI test's case: loss growth and chance level, two warnings, then --strict refuses to write.
+    plain = ("--set", "data.validation=null", "--set", "train.early_stopping=null", "--set", "data.augment=null", "--set", "train.batch_size=16")
+    strict = bad_run(*plain, "--strict")
+    errors = strict.stderr.strip().splitlines()
+    assert strict.returncode == 1 and strict.stdout == "" and len(errors) == 3, strict.stderr
+    assert errors[0].startswith("warning: the training loss grew from 2.3") and "at chance level" in errors[1]
+    assert errors[2] == "error: --strict: training ended with 2 warnings; no bundle written"
+    assert not (tmp_path / "bad.cnnkit").exists()
 
 
 def test_global_batch_smaller_than_the_process_count_is_refused(monkeypatch):
@@ -93,7 +213,8 @@ def torchrun(nproc: int, spec_path, out, tmp_path) -> subprocess.CompletedProces
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_torchrun_two_processes_match_one_process_on_real_fashion_mnist(tmp_path):
     spec = json.loads((SPECS / "fashion_mnist_fast.json").read_text())
-    spec["data"].update(dir=str(REAL_DATA), train_limit=3000, test_limit=2000)
+    # Augmented and validated: every rank augments the whole batch the same way, then takes its share.
+    spec["data"].update(dir=str(REAL_DATA), train_limit=3000, test_limit=2000, validation=300, augment={"crop_padding": 2, "hflip": True})
     spec["train"].update(epochs=1, batch_size=31, optimizer={"type": "adam", "lr": 0.003})  # odd: ranks take 15 and 16
     spec_path = tmp_path / "fast.json"
     spec_path.write_text(json.dumps(spec))
@@ -105,6 +226,7 @@ def test_torchrun_two_processes_match_one_process_on_real_fashion_mnist(tmp_path
         assert result.stdout.count("wrote ") == 1  # rank 0 alone reports and writes
         model = cnnkit.load(out)  # the NumPy runtime loads what torch trained
         assert model.metadata["backend"]["processes"] == nproc
+        assert model.metadata["validation"]["examples"] == 300 and model.metadata["train_examples"] == 2700
         data = load_fashion_mnist(REAL_DATA, train_limit=1, test_limit=2000)
         proba = model.predict_proba(data.test_images)
         module = to_module(model)
@@ -118,6 +240,6 @@ def test_torchrun_two_processes_match_one_process_on_real_fashion_mnist(tmp_path
     # summation order (a 3-step run agrees within 5e-8), which ~100 Adam steps amplify to ~1e-3 in
     # the weights. Tolerances: 0.01 test accuracy, 5e-3 per weight.
     assert abs(results[2][0] - results[1][0]) <= 0.01, results
-    assert results[1][0] > 0.7
+    assert results[1][0] > 0.65  # one augmented epoch on 2,700 images: measured 0.700 (2 processes: 0.699)
     for name, w in results[1][1].items():
         np.testing.assert_allclose(results[2][1][name], w, rtol=0, atol=5e-3, err_msg=name)

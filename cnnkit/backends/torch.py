@@ -5,15 +5,21 @@ converts it), the same data and preprocessing (cnnkit's data source and ``Model.
 same per-epoch seeded order, optimizer (torch.optim.SGD/Adam/AdamW with the spec's settings),
 schedule (cnnkit's own schedule object, stepped per batch, its rate and momentum copied into the
 torch optimizer), label smoothing and gradient clipping as the NumPy loop in ``cnnkit.train``.
-After each epoch the weights come back into the cnnkit Model (``from_module``) and the test set is
-evaluated by cnnkit's NumPy runtime, so the history and the bundle are what that runtime gives.
+The rest is the NumPy loop's own code, not a copy: the stratified validation split and the
+augmenter (``training_arrays``, ``augmenter``: each NumPy batch is augmented, seeded by (seed, epoch,
+step), before it becomes a tensor), the per-epoch scoring, best-epoch monitor and early stopping
+(``score_epoch``, ``new_monitor``), and the end of a run (``finish``: best weights restored, test
+scored once with validation, health warnings). A non-finite loss stops training at its step.
+After each epoch the weights come back into the cnnkit Model (``from_module``) and cnnkit's NumPy
+runtime scores them, so the history and the bundle are what that runtime gives.
 
 Under torchrun (WORLD_SIZE > 1) it trains with DistributedDataParallel: ``train.batch_size`` is the
-global batch; each rank takes its contiguous share of every batch of the seeded order, and each
-rank's loss is weighted by its share, so the averaged gradient is the whole batch's mean gradient
-(as one process would compute it, up to float summation order). Rank 0 alone evaluates and keeps
-the model; gloo on CPU, nccl on CUDA. Known difference: batch norm normalises with each rank's own
-share of the batch (no SyncBatchNorm).
+global batch; every rank augments the whole batch of the seeded order (the same draws as one
+process) and takes its contiguous share of it, and each rank's loss is weighted by its share, so
+the averaged gradient is the whole batch's mean gradient (as one process would compute it, up to
+float summation order). Rank 0 alone evaluates, keeps the model and decides early stopping (it
+broadcasts the decision); gloo on CPU, nccl on CUDA. Known differences: batch norm normalises with
+each rank's own share of the batch (no SyncBatchNorm); dropout draws torch's masks, not cnnkit's.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 
 import numpy as np
 
-from ..errors import CnnkitError, DataError
+from ..errors import CnnkitError
 from ..export import require
 from ..model import Model
 from ..optim import OPTIMIZERS, build_schedule
@@ -75,26 +82,30 @@ def _apply_knobs(optimizer, knobs: _Knobs) -> None:
 
 
 def fit_torch(model: Model, data, device: str = "cpu", on_epoch=None):
-    """Train ``model`` (a fresh cnnkit Model) with PyTorch in place; returns cnnkit's EpochRecords.
+    """Train ``model`` (a fresh cnnkit Model) with PyTorch in place; returns cnnkit's History of EpochRecords.
 
     Under torchrun every rank calls this; only rank 0's model ends up trained and evaluated (the
-    others return an empty history). See the module docstring for the semantics.
+    others return an empty History). See the module docstring for the semantics.
     """
     (torch,) = require("torch", extra="torch", purpose="--backend torch")
     from ..export.torch import from_module, to_module
-    from ..train import EpochRecord, evaluate
+    from ..train.health import TrainingDiverged, TrainingWarning, divergence_message
+    from ..train.loop import History, augmenter, check_classes, finish, new_monitor, score_epoch, training_arrays
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     target = resolve_device(torch, device, local_rank)
-    _check_labels(model, data)
+    check_classes(model, data)  # before any training time is spent
     settings = model.spec.train
-    missing = [path for path, value in (("data.augment", getattr(model.spec.data, "augment", None)), ("data.validation", getattr(model.spec.data, "validation", None)),
-                                        ("train.early_stopping", getattr(settings, "early_stopping", None))) if value is not None]
-    if missing:
-        raise CnnkitError(f"--backend torch does not support {', '.join(missing)} yet; train this spec with the NumPy backend (the default)")
     if world > 1 and settings.batch_size < world:
         raise CnnkitError(f"train.batch_size {settings.batch_size} is the global batch: it must be at least the number of processes ({world})")
+    # The NumPy loop's arrays, split, augmenter and monitor: one implementation for both backends.
+    x, y, held_out, rows = training_arrays(model, data)
+    if rows is not None:  # a set too big to convert at once (the NumPy loop converts it per batch): converted here in full
+        x = model.preprocess(x[rows])
+    augment, monitor = augmenter(model), new_monitor(model)
+    x_test = model.preprocess(data.test_images)
+    restore = held_out is not None and settings.restore_best is not False
     distributed = world > 1
     if distributed and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if target.type == "cuda" else "gloo")
@@ -103,80 +114,82 @@ def fit_torch(model: Model, data, device: str = "cpu", on_epoch=None):
         module = to_module(model, logits=True).to(target).train()
         trained = torch.nn.parallel.DistributedDataParallel(module) if distributed else module
         optimizer, knobs = torch_optimizer(torch, settings.optimizer, module.parameters())
-        x = torch.from_numpy(model.preprocess(data.train_images))
-        y = torch.from_numpy(np.asarray(data.train_labels, dtype=np.int64))
-        x_test = model.preprocess(data.test_images)
         rng = np.random.default_rng(settings.seed)  # the NumPy loop's order, drawn the same way
         n, batch = len(x), settings.batch_size
-        schedule = build_schedule(settings.schedule, knobs.lr, total_steps=settings.epochs * math.ceil(n / batch))
-        step, history = 0, []
+        steps = math.ceil(n / batch)
+        schedule = build_schedule(settings.schedule, knobs.lr, total_steps=settings.epochs * steps)
+        done, history, best_weights, first_loss = 0, History(), None, None
         for epoch in range(1, settings.epochs + 1):
             order = rng.permutation(n) if settings.shuffle else np.arange(n)
-            started, total_loss = time.perf_counter(), torch.zeros((), dtype=torch.float64)
-            for start in range(0, n, batch):
-                idx = order[start : start + batch]
-                share = idx[len(idx) * rank // world : len(idx) * (rank + 1) // world]
-                xb, yb = x[share].to(target), y[share].to(target)
-                out = trained(xb)
-                if len(share):  # the mean over the whole batch, once DDP averages the ranks' gradients
-                    loss = torch.nn.functional.cross_entropy(out, yb, label_smoothing=settings.label_smoothing)
-                    scaled = loss * (len(share) * world / len(idx))
+            started, loss_sum = time.perf_counter(), 0.0
+            for step in range(steps):
+                idx = order[step * batch : (step + 1) * batch]
+                # The whole (global) batch is augmented as the NumPy loop does, then each rank takes its share.
+                xb = x[idx] if augment is None else augment(x[idx], epoch, step)
+                lo, hi = len(idx) * rank // world, len(idx) * (rank + 1) // world
+                xs = torch.from_numpy(np.ascontiguousarray(xb[lo:hi])).to(target)
+                ys = torch.from_numpy(y[idx[lo:hi]]).to(target)
+                out = trained(xs)
+                if hi > lo:  # the mean over the whole batch, once DDP averages the ranks' gradients
+                    loss = torch.nn.functional.cross_entropy(out, ys, label_smoothing=settings.label_smoothing)
+                    scaled = loss * ((hi - lo) * world / len(idx))
                 else:  # an empty share still joins the gradient all-reduce
                     loss = scaled = out.sum() * 0.0
+                batch_loss = loss.detach().double() * (hi - lo)
+                if distributed:  # every rank sees the whole batch's loss, so all stop together on a non-finite one
+                    torch.distributed.all_reduce(batch_loss)
+                batch_loss = float(batch_loss) / len(idx)
+                if not math.isfinite(batch_loss):  # at its step, before the update, as the NumPy loop does
+                    raise TrainingDiverged(divergence_message(epoch, step + 1, steps, batch_loss, knobs.lr if done else None))
+                first_loss = batch_loss if first_loss is None else first_loss
                 optimizer.zero_grad(set_to_none=False)
                 scaled.backward()
                 if settings.clip_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(module.parameters(), settings.clip_grad_norm)
-                schedule.apply(knobs, step)
+                schedule.apply(knobs, done)
                 _apply_knobs(optimizer, knobs)
                 optimizer.step()
-                step += 1
-                total_loss += loss.detach().double().cpu() * len(share)
-            if distributed:
-                reduced = total_loss.to(target)
-                torch.distributed.all_reduce(reduced)
-                total_loss = reduced.cpu()
+                done += 1
+                loss_sum += batch_loss * len(idx)
             seconds = time.perf_counter() - started
-            if not math.isfinite(float(total_loss)):
-                raise DataError(f"training diverged in epoch {epoch} (loss is {float(total_loss)}); lower train.optimizer.lr")
+            stop = torch.zeros(1, dtype=torch.int64)
             if rank == 0:
                 from_module(module, model)
-                scores = _evaluate_both(torch, module, model, x_test, data.test_labels, target, evaluate)
-                record = EpochRecord(epoch, float(total_loss) / n, scores["accuracy"], scores["macro_f1"], knobs.lr, seconds)
+                _cross_check(torch, module, model, x_test if held_out is None else held_out[0], target)
+                record, improved = score_epoch(model, epoch, loss_sum / n, knobs.lr, seconds, x_test, data.test_labels, held_out, monitor)
+                if improved and restore:
+                    best_weights = {name: w.copy() for name, w in model.weights.items()}
                 history.append(record)
                 if on_epoch is not None:
                     on_epoch(record)
+                stop[0] = int(monitor is not None and monitor.should_stop)
+            if distributed:  # rank 0's early-stopping decision, for every rank
+                stop = stop.to(target)
+                torch.distributed.broadcast(stop, 0)
+            if int(stop[0]):
+                break
+        if rank == 0:
+            finish(model, history, monitor, best_weights, first_loss, x_test, data.test_labels, held_out)
+            for message in history.warnings:
+                warnings.warn(message, TrainingWarning, stacklevel=2)
         return history
     finally:
         if distributed and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 
-def _check_labels(model: Model, data) -> None:
-    """The NumPy loop's checks, before any training time is spent."""
-    classes = model.output_shape[-1]
-    if len(data.classes) != classes:
-        raise DataError(f"the model has {classes} outputs but the dataset has {len(data.classes)} classes; "
-                        f"make the last layer produce {len(data.classes)} outputs (e.g. dense units={len(data.classes)})")
-    for split, labels in (("train", data.train_labels), ("test", data.test_labels)):
-        if len(labels) and (labels.min() < 0 or labels.max() >= classes):
-            raise DataError(f"{split} labels range over {labels.min()}..{labels.max()}, but the model has {classes} outputs")
-
-
-def _evaluate_both(torch, module, model, x_test, labels, target, evaluate) -> dict[str, float]:
-    """cnnkit's NumPy scores; the torch module must predict the same classes (else the export is wrong)."""
-    if not len(x_test):
-        return {"accuracy": float("nan"), "macro_f1": float("nan")}
+def _cross_check(torch, module, model, x, target) -> None:
+    """The torch module must predict the classes cnnkit's NumPy runtime predicts on ``x`` (else the conversion is wrong)."""
+    if not len(x):
+        return
     module.eval()
     with torch.no_grad():
-        torch_pred = np.concatenate([module(torch.from_numpy(x_test[i : i + 1024]).to(target)).argmax(1).cpu().numpy() for i in range(0, len(x_test), 1024)])
+        torch_pred = np.concatenate([module(torch.from_numpy(x[i : i + 1024]).to(target)).argmax(1).cpu().numpy() for i in range(0, len(x), 1024)])
     module.train()
-    numpy_pred = model.predict(x_test, preprocessed=True)
-    mismatches = int((torch_pred != numpy_pred).sum())
+    mismatches = int((torch_pred != model.predict(x, preprocessed=True)).sum())
     # Near-ties may flip in the last float bit; more than a handful means the two models differ.
-    if mismatches > max(2, len(x_test) // 1000):
-        raise CnnkitError(f"the torch model and the NumPy runtime disagree on {mismatches} of {len(x_test)} test predictions")
-    return evaluate(model, x_test, labels, preprocessed=True)
+    if mismatches > max(2, len(x) // 1000):
+        raise CnnkitError(f"the torch model and the NumPy runtime disagree on {mismatches} of {len(x)} predictions")
 
 
 def is_main_process() -> bool:
@@ -200,20 +213,36 @@ def train_torch(spec, data, device: str = "cpu", on_epoch=None) -> Model | None:
     return model
 
 
-def run_spec(spec, target, device: str = "cpu", say=print, force: bool = False) -> None:
-    """What ``cnnkit run --backend torch`` does: check the device, load the data, train, write the bundle (rank 0)."""
+def run_spec(spec, target, device: str = "cpu", say=print, force: bool = False, warn=print, strict: bool = False) -> None:
+    """What ``cnnkit run --backend torch`` does: check the device, load the data, train, write the bundle (rank 0).
+
+    Training warnings go to ``warn`` (one line each); with ``strict`` they fail the run before the bundle is written.
+    """
     from ..bundle import save
     from ..data import load_dataset
+    from ..train import TrainingWarning, final_summary
 
     (torch,) = require("torch", extra="torch", purpose="--backend torch")
     resolve_device(torch, device, 0)  # a device the machine lacks fails before any data is read
     if not is_main_process():
         say = lambda msg: None  # noqa: E731
-    data = load_dataset(spec.data, tuple(spec.input.shape))
-    say(f"training {spec.name} with PyTorch on {device} on {len(data.train_labels):,} images from {data.source}")
+    d = spec.data
+    data = load_dataset(d, tuple(spec.input.shape))
+    held = "" if d.validation is None else f" ({d.validation if isinstance(d.validation, int) else f'{d.validation:.0%}'} held out for validation)"
+    say(f"training {spec.name} with PyTorch on {device} on {len(data.train_labels):,} images from {data.source}{held}")
     started = time.perf_counter()
-    model = train_torch(spec, data, device, on_epoch=lambda r: say(
-        f"epoch {r.epoch}: train loss {r.train_loss:.4f}, test accuracy {r.test_accuracy:.4f}, macro-F1 {r.test_macro_f1:.4f} ({r.seconds:.1f}s)"))
-    if model is not None:  # rank 0 (or the only process) writes the bundle
-        save(model, target, force=force)
-        say(f"wrote {target} in {time.perf_counter() - started:.1f}s total")
+    with warnings.catch_warnings():  # printed below, once, like the NumPy backend's
+        warnings.simplefilter("ignore", TrainingWarning)
+        model = train_torch(spec, data, device, on_epoch=lambda r: say(r.summary()))
+    if model is None:  # the other ranks under torchrun: rank 0 reports and writes
+        return
+    summary = final_summary(model.metadata)  # with a validation split: the test scores, scored once
+    if summary:
+        say(summary)
+    found = model.metadata.get("warnings", [])
+    for message in found:
+        warn(f"warning: {message}")
+    if strict and found:
+        raise CnnkitError(f"--strict: training ended with {len(found)} warning{'s' if len(found) > 1 else ''}; no bundle written")
+    save(model, target, force=force)
+    say(f"wrote {target} in {time.perf_counter() - started:.1f}s total")

@@ -114,11 +114,15 @@ def new_state(model: Model) -> TrainState:
     settings = model.spec.train
     optimizer_cls = OPTIMIZERS[settings.optimizer["type"]]
     optimizer = optimizer_cls(optimizer_cls.Params.model_validate(settings.optimizer), model.weights)
-    monitor = None
-    if model.spec.data.validation is not None:
-        stopping = settings.early_stopping
-        monitor = Monitor(stopping.monitor, stopping.min_delta, stopping.patience) if stopping else Monitor()
-    return TrainState(optimizer, np.random.default_rng(settings.seed).bit_generator.state, monitor)
+    return TrainState(optimizer, np.random.default_rng(settings.seed).bit_generator.state, new_monitor(model))
+
+
+def new_monitor(model: Model) -> Monitor | None:
+    """The best-epoch monitor of a spec with a validation split (early stopping's settings, else val_loss), or None."""
+    if model.spec.data.validation is None:
+        return None
+    stopping = model.spec.train.early_stopping
+    return Monitor(stopping.monitor, stopping.min_delta, stopping.patience) if stopping else Monitor()
 
 
 class Hooks:
@@ -161,11 +165,11 @@ def fit(
     run gives with the same thread count; ``hooks`` see every step and epoch end.
     """
     settings = model.spec.train
-    _check_classes(model, data)
-    x, y, held_out, rows = _training_arrays(model, data)
+    check_classes(model, data)
+    x, y, held_out, rows = training_arrays(model, data)
     test_eager = _eager(model, data.test_images)
     x_test = model.preprocess(data.test_images) if test_eager else data.test_images
-    augment = _augmenter(model)
+    augment = augmenter(model)
     state = new_state(model) if state is None else state
     optimizer, monitor, history = state.optimizer, state.monitor, state.history
     restore = held_out is not None and settings.restore_best is not False
@@ -203,14 +207,9 @@ def fit(
             if hooks is not None and hooks.after_step(state):
                 raise Interrupted(f"training stopped at epoch {epoch}, step {step + 1} of {steps}", state)
         train_loss, seconds = state.loss_sum / n, state.seconds
-        if held_out is None:
-            scores = _test_scores(model, x_test, data.test_labels, test_eager)
-            record = EpochRecord(epoch, train_loss, scores["accuracy"], scores["macro_f1"], optimizer.lr, seconds)
-        else:
-            v = score(model, *held_out)
-            record = EpochRecord(epoch, train_loss, None, None, optimizer.lr, seconds, v["loss"], v["accuracy"], v["macro_f1"])
-            if monitor.update(epoch, getattr(record, monitor.monitor)) and restore:
-                state.best_weights = {name: w.copy() for name, w in model.weights.items()}
+        record, improved = score_epoch(model, epoch, train_loss, optimizer.lr, seconds, x_test, data.test_labels, held_out, monitor, test_eager)
+        if improved and restore:
+            state.best_weights = {name: w.copy() for name, w in model.weights.items()}
         history.append(record)
         state.epoch, state.step, state.loss_sum, state.seconds = epoch + 1, 0, 0.0, 0.0
         state.shuffle_state = shuffler.bit_generator.state
@@ -219,23 +218,13 @@ def fit(
             on_epoch(record)
         if hooks is not None:
             hooks.after_epoch(state, record)
-    best_weights, first_loss = state.best_weights, state.first_loss
-    if held_out is not None:
-        last = history[-1].epoch
-        kept = monitor.best_epoch if restore and monitor.best_epoch is not None else last
-        if kept != last:
-            for name, w in best_weights.items():
-                model.weights[name][...] = w  # in place: the layers hold views of these arrays
-        history.test = _test_scores(model, x_test, data.test_labels, test_eager)  # once, with the weights the model keeps
-        history.validation = {"examples": len(held_out[1]), "monitor": monitor.monitor, "best_epoch": monitor.best_epoch,
-                              "weights_from_epoch": kept, "stopped_early": last < settings.epochs}
-    history.warnings = _health(history, first_loss, model.output_shape[-1], data.test_labels, held_out)
+    finish(model, history, monitor, state.best_weights, state.first_loss, x_test, data.test_labels, held_out, test_eager)
     for message in history.warnings:
         warnings.warn(message, TrainingWarning, stacklevel=2)
     return history
 
 
-def _check_classes(model: Model, data: Dataset) -> None:
+def check_classes(model: Model, data: Dataset) -> None:
     classes = model.output_shape[-1]
     # Checked before any training time is spent: a bundle pairs each output with a class name, and
     # a model whose outputs do not match the dataset's classes would save a bundle no one can load.
@@ -247,11 +236,40 @@ def _check_classes(model: Model, data: Dataset) -> None:
             raise DataError(f"{split} labels range over {labels.min()}..{labels.max()}, but the model has {classes} outputs")
 
 
+def score_epoch(model: Model, epoch: int, train_loss: float, lr: float, seconds: float, x_test: np.ndarray, test_labels: np.ndarray,
+                held_out: tuple[np.ndarray, np.ndarray] | None, monitor: Monitor | None, test_preprocessed: bool = True) -> tuple[EpochRecord, bool]:
+    """An epoch's record, scored on the validation split when there is one (else the test set), and
+    whether it is the best epoch so far (``monitor`` updated; always False without validation)."""
+    if held_out is None:
+        scores = _test_scores(model, x_test, test_labels, test_preprocessed)
+        return EpochRecord(epoch, train_loss, scores["accuracy"], scores["macro_f1"], lr, seconds), False
+    v = score(model, *held_out)
+    record = EpochRecord(epoch, train_loss, None, None, lr, seconds, v["loss"], v["accuracy"], v["macro_f1"])
+    return record, monitor.update(epoch, getattr(record, monitor.monitor))
+
+
+def finish(model: Model, history: History, monitor: Monitor | None, best_weights: dict[str, np.ndarray] | None, first_loss: float | None,
+           x_test: np.ndarray, test_labels: np.ndarray, held_out: tuple[np.ndarray, np.ndarray] | None, test_preprocessed: bool = True) -> None:
+    """The end of a run: with validation, keep the best epoch's weights (``best_weights``, when
+    restore_best) and score the test set once; then the health warnings, in ``history.warnings``."""
+    if held_out is not None:
+        last = history[-1].epoch
+        restore = model.spec.train.restore_best is not False
+        kept = monitor.best_epoch if restore and monitor.best_epoch is not None else last
+        if kept != last:
+            for name, w in best_weights.items():
+                model.weights[name][...] = w  # in place: the layers hold views of these arrays
+        history.test = _test_scores(model, x_test, test_labels, test_preprocessed)  # once, with the weights the model keeps
+        history.validation = {"examples": len(held_out[1]), "monitor": monitor.monitor, "best_epoch": monitor.best_epoch,
+                              "weights_from_epoch": kept, "stopped_early": last < model.spec.train.epochs}
+    history.warnings = _health(history, first_loss, model.output_shape[-1], test_labels, held_out)
+
+
 def _eager(model: Model, images: np.ndarray) -> bool:
     return len(images) * int(np.prod(model.input_shape)) * 4 <= EAGER_BYTES
 
 
-def _training_arrays(model: Model, data: Dataset) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None, np.ndarray | None]:
+def training_arrays(model: Model, data: Dataset) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None, np.ndarray | None]:
     """Training images and labels, the preprocessed held-out (images, labels) when the spec asks for a split, and ``rows``.
 
     ``rows`` is None when the images are model input (N, C, H, W) float32, converted at once; for a
@@ -270,7 +288,7 @@ def _training_arrays(model: Model, data: Dataset) -> tuple[np.ndarray, np.ndarra
     return x, y[keep], (model.preprocess(x[held]), y[held]), keep
 
 
-def _augmenter(model: Model) -> Augmenter | None:
+def augmenter(model: Model) -> Augmenter | None:
     spec = model.spec.data.augment
     if spec is None:
         return None
