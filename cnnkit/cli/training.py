@@ -30,7 +30,7 @@ def run(
 ):
     """Train the model a spec describes on its dataset; write a bundle and a run folder (spec, history.csv, checkpoints)."""
     from ..train.loop import Interrupted
-    from ..train.session import check_backend, train_session
+    from ..train.session import StrictFailure, check_backend, train_session
 
     check_backend(backend, device, resume)
     if (spec is None) == (resume is None):
@@ -42,6 +42,8 @@ def run(
                                warn=lambda message: typer.echo(f"warning: {message}", err=True))
     except Interrupted as exc:
         _fail(str(exc), 130)
+    except StrictFailure as exc:  # one line even with --debug, as the command always said it
+        _fail(str(exc))
     if result is not None:
         say(f"wrote {result.target} and {result.folder}/ in {result.seconds:.1f}s total "
             f"(checkpoint {result.checkpoint_bytes:,} bytes, {result.checkpoint_seconds:.3f}s to write)")

@@ -24,6 +24,10 @@ from .progress import Progress
 from .runfolder import resume_run, save_final, start_run, stop_on_signals, train_in_folder
 
 
+class StrictFailure(CnnkitError):
+    """``strict`` and training ended with warnings: no bundle was written."""
+
+
 @dataclass
 class SessionResult:
     """What a finished NumPy session wrote, for the caller's last line."""
@@ -62,9 +66,9 @@ def train_session(
 ) -> SessionResult | None:
     """Train ``spec`` (or go on with the run folder ``resume``) and write the bundle ``out``.
 
-    Returns None for the torch backend (it writes no run folder). Raises CnnkitError on bad input, on
-    ``strict`` with training warnings (no bundle is written), and ``loop.Interrupted`` when Ctrl-C or
-    SIGTERM stopped training (the run folder's last checkpoint is then up to date).
+    Returns None for the torch backend (it writes no run folder). Raises CnnkitError on bad input,
+    StrictFailure on ``strict`` with training warnings (no bundle is written), and ``loop.Interrupted``
+    when Ctrl-C or SIGTERM stopped training (the run folder's last checkpoint is then up to date).
     """
     from .. import build, memory
     from ..bundle import check_output, estimated_size
@@ -117,7 +121,7 @@ def train_session(
     for message in found:
         warn(message)
     if strict and found:
-        raise CnnkitError(f"--strict: training ended with {len(found)} warning{'s' if len(found) > 1 else ''}; no bundle written")
+        raise StrictFailure(f"--strict: training ended with {len(found)} warning{'s' if len(found) > 1 else ''}; no bundle written")
     save_final(model, target, folder, force=force)
     problem = _write_run_report(model, data, folder, target)
     if problem:
