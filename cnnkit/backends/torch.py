@@ -216,7 +216,8 @@ def train_torch(spec, data, device: str = "cpu", on_epoch=None) -> Model | None:
 def run_spec(spec, target, device: str = "cpu", say=print, force: bool = False, warn=print, strict: bool = False) -> None:
     """What ``cnnkit run --backend torch`` does: check the device, load the data, train, write the bundle (rank 0).
 
-    Training warnings go to ``warn`` (one line each); with ``strict`` they fail the run before the bundle is written.
+    Training warnings go to ``warn`` (one line each, without a "warning: " prefix); with ``strict`` they
+    raise StrictFailure before the bundle is written.
     """
     from ..bundle import save
     from ..data import load_dataset
@@ -241,8 +242,10 @@ def run_spec(spec, target, device: str = "cpu", say=print, force: bool = False, 
         say(summary)
     found = model.metadata.get("warnings", [])
     for message in found:
-        warn(f"warning: {message}")
+        warn(message)
     if strict and found:
-        raise CnnkitError(f"--strict: training ended with {len(found)} warning{'s' if len(found) > 1 else ''}; no bundle written")
+        from ..train.session import StrictFailure
+
+        raise StrictFailure(f"--strict: training ended with {len(found)} warning{'s' if len(found) > 1 else ''}; no bundle written")
     save(model, target, force=force)
     say(f"wrote {target} in {time.perf_counter() - started:.1f}s total")

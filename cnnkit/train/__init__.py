@@ -1,5 +1,6 @@
 """Training: the loop (loop.py), augmentation (augment.py), validation and early stopping (validation.py),
-and the run's health checks (health.py). ``fit`` trains a Model in place; ``training_metadata`` is what
+the run's health checks (health.py), the run folder and its checkpoints (runfolder.py, checkpoint.py) and
+one whole `cnnkit run` session (session.py). ``fit`` trains a Model in place; ``training_metadata`` is what
 a bundle records about it.
 """
 

@@ -1,0 +1,123 @@
+"""The Typer ``app`` of the `cnnkit` command, the ``command`` decorator every command is registered with
+(cnnkit errors, signals and warnings become one line on stderr), the option types several commands
+share, and ``main``. The command modules import from here; ``cnnkit/cli/__init__.py`` imports them.
+
+Every cnnkit error becomes one line on stderr and exit code 1; usage errors exit 2 (Click's rule).
+``--debug`` shows the traceback instead.
+"""
+
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+import threading
+import warnings
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import CnnkitError, CnnkitWarning
+
+app = typer.Typer(
+    help="cnnkit: convolutional networks from JSON specs, trained with NumPy, shipped as one bundle.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+_state = {"debug": False}
+
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a spec value: dotted.path=JSON, e.g. train.epochs=1 (repeatable).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+AllowMismatchOption = Annotated[
+    bool, typer.Option("--allow-provider-mismatch", help="Load even if another distribution than the bundle recorded provides a layer type (a warning says which).")
+]
+ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing file that is not ours, or is read-only.")]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that temp files are removed on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _fail(message: str, code: int = 1):
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def command(*args, **kwargs):
+    """app.command() that maps CnnkitError (and stray bugs) to one line on stderr and exit 1."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*a, **kw):
+            previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("always", CnnkitWarning)
+                    warnings.showwarning = _show_warning
+                    return fn(*a, **kw)
+            except (typer.Exit, typer.Abort, SystemExit):
+                raise
+            except KeyboardInterrupt as exc:
+                from ..bundle import InterruptedAfterWrite
+
+                code = 143 if isinstance(getattr(exc, "signal_exception", exc), Terminated) else 130
+                what = "terminated (SIGTERM)" if code == 143 else "interrupted"
+                if isinstance(exc, InterruptedAfterWrite):
+                    _fail(f"{what} just after {exc.path} was written completely; it is a whole, valid file", code)
+                _fail(what, code)
+            except BrokenPipeError:
+                # The reader went away (`cnnkit layers --json | head`): stop quietly, as Unix tools do.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise typer.Exit(1) from None
+            except CnnkitError as exc:
+                if _state["debug"]:
+                    raise
+                _fail(str(exc))
+            except Exception as exc:
+                if _state["debug"]:
+                    raise
+                _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
+
+        return app.command(*args, **kwargs)(wrapper)
+
+    return decorate
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """cnnkit's own warnings as one line on stderr ("warning: ..."); others as Python shows them."""
+    if issubclass(category, CnnkitWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False):
+    _state["debug"] = debug
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def main():
+    try:
+        app()
+    except KeyboardInterrupt:  # between commands' own handlers, e.g. while Click parses arguments
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,129 @@
+"""`cnnkit layers`, `cnnkit check-layer`, `cnnkit new-layer` and `cnnkit datasets`: the plugins.
+
+The work is done in cnnkit.registry, cnnkit.layerdoc, cnnkit.testing and cnnkit.scaffold; these
+commands parse and print.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .app import JsonOption, _console, _fail, command
+
+
+@command()
+def layers(
+    json_: JsonOption = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown reference of every installed layer type (docs/LAYERS.md).")] = False,
+):
+    """List every layer type: provider distribution and version, and its params (or why it cannot load)."""
+    from ..layerdoc import layer_rows, layers_markdown
+    from ..registry import load_all
+
+    statuses = load_all()
+    if markdown:
+        typer.echo(layers_markdown(statuses), nl=False)
+        return
+    rows = layer_rows(statuses)
+    if json_:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    _print_plugins("cnnkit layer types", "type", rows)
+
+
+@command()
+def datasets(json_: JsonOption = False):
+    """List every dataset source: provider distribution and version, and its params (or why it cannot load)."""
+    from ..data import DATASETS
+    from ..layerdoc import layer_rows
+
+    rows = layer_rows(DATASETS.load_all())
+    for row in rows:
+        row["dataset"] = row.pop("type")
+    if json_:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    _print_plugins("cnnkit dataset sources", "dataset", rows)
+
+
+def _print_plugins(title: str, first: str, rows: list[dict]) -> None:
+    """The table of `cnnkit layers` and `cnnkit datasets`: name, provider, params (or the error, the conflict)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in (first, "provider", "params"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        if "error" in row:
+            params = f"[red]cannot be used: {escape(row['error'])}[/red]"
+        else:
+            params = "\n".join(_describe_param(p) for p in row["params"]) or "-"
+        if "conflict" in row:
+            params = f"[yellow]conflict: {escape(row['conflict'])}[/yellow]\n{params}"
+        table.add_row(row[first], f"{row['dist']} {row['version']}", params)
+    _console().print(table)
+
+
+def _describe_param(p: dict) -> str:
+    from rich.markup import escape
+
+    default = "required" if p["required"] else f"default {json.dumps(p.get('default'))}"
+    return escape(f"{p['name']}: {p['type']} ({default})")
+
+
+@command("check-layer")
+def check_layer(
+    layer_type: Annotated[str, typer.Argument(metavar="TYPE", help="A registered layer type (cnnkit layers lists them).")],
+    params: Annotated[Optional[str], typer.Option("--params", help='Layer params as a JSON object, e.g. \'{"filters": 4, "kernel_size": 3}\'.')] = None,
+    input_shape: Annotated[Optional[str], typer.Option("--input-shape", help="Per-sample input shape C,H,W (or F for flat layers). Default: 3,8,8, else 12.")] = None,
+):
+    """Run the conformance checks on a layer type; exit 1 if any fails."""
+    from ..testing import run_checks
+
+    from ..errors import SpecError
+
+    # Bad --params or --input-shape are usage errors: exit 2.
+    try:
+        fields = json.loads(params) if params is not None else {}
+    except json.JSONDecodeError as exc:
+        _fail(f"--params is not valid JSON ({exc.msg} at column {exc.colno}). Received: {params}", 2)
+    if not isinstance(fields, dict):
+        _fail(f"--params must be a JSON object. Received: {params}", 2)
+    shape = None
+    if input_shape is not None:
+        try:
+            shape = tuple(int(d) for d in input_shape.split(","))
+        except ValueError:
+            shape = ()
+        if not shape or any(d < 1 for d in shape):
+            _fail(f"--input-shape must be positive integers separated by commas, like 3,8,8. Received: {input_shape}", 2)
+    try:
+        used, results = run_checks(layer_type, fields, shape)
+    except SpecError as exc:  # params the layer rejects, or an input shape it cannot take
+        _fail(str(exc), 2)
+    typer.echo(f"check-layer {layer_type} params={json.dumps(fields)} input_shape={list(used)}")
+    for r in results:
+        typer.echo(f"  {r.status.upper():4}  {r.name}: {r.detail}")
+    failed = [r.name for r in results if r.status == "fail"]
+    if failed:
+        typer.echo(f"error: {layer_type}: {len(failed)} check(s) failed: {', '.join(failed)}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"ok: {layer_type} passed {sum(r.status == 'pass' for r in results)} checks")
+
+
+@command("new-layer")
+def new_layer(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The layer type, e.g. my_gain (a spec writes it as \"type\").")],
+    dist: Annotated[Optional[str], typer.Option("--dist", help="Distribution (pip) name. Default: cnnkit-NAME.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create the package in.")] = Path("."),
+):
+    """Write a ready layer plugin package: pyproject with the entry point, one layer file, README, a test."""
+    from ..scaffold import new_layer as write_plugin
+
+    root = write_plugin(name, dist, out)
+    typer.echo(f"wrote {root}: pip install -e {root} && cnnkit check-layer {root.name}:{name}")

@@ -1,0 +1,56 @@
+"""`cnnkit report` and `cnnkit show`: pictures of a trained model and of a spec's data (need cnnkit[plots]).
+
+The work is done in cnnkit.report (which imports matplotlib); these commands parse and print. The
+report `cnnkit run` writes into its run folder comes from cnnkit.train.session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .app import SetOption, command
+
+
+@command()
+def report(
+    source: Annotated[Path, typer.Argument(metavar="BUNDLE_OR_RUN", help="A bundle, or a run folder (its last.cnnkit).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the PNGs and index.html (default: <bundle>-report/, or <run>/report/).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Where the data is: the source's data.dir (fashion-mnist) or data.path (the others) in place of the bundle spec's.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Use the first N test images.")] = None,
+):
+    """Pictures of a trained model: training curves, confusion matrix, surest mistakes, and an index.html (needs the plots extra: pip install "cnnkit\\[plots]")."""
+    from ..data import load_test_set
+    from ..report import report_source, require_plots, write_report
+
+    require_plots()
+    model, described, default_out = report_source(source)
+    data = load_test_set(model.spec.data, model.input_shape, data_dir, limit)
+    written = write_report(model, data.test_images, data.test_labels, out or default_out, described)
+    typer.echo(f"wrote {', '.join(p.name for p in written.values())} in {written['index'].parent}")
+
+
+@command()
+def show(
+    spec: Path,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="PNG to write (default: <spec name>-samples.png).")] = None,
+    count: Annotated[int, typer.Option(min=1, max=100, help="How many training images.")] = 9,
+    set_: SetOption = None,
+):
+    """A grid of the first training images with their class names: the first look at the data (needs the plots extra: pip install "cnnkit\\[plots]")."""
+    import math
+
+    from ..data import load_dataset
+    from ..report import require_plots, write_samples
+    from ..spec import load_spec
+
+    require_plots()
+    model_spec = load_spec(spec, set_ or [])
+    target = out or Path(f"{Path(model_spec.name).name or 'model'}-samples.png")
+    data = load_dataset(model_spec.data.model_copy(update={"train_limit": count, "test_limit": 1}), tuple(model_spec.input.shape))
+    columns = math.ceil(math.sqrt(len(data.train_labels)))
+    write_samples(data.train_images, data.train_labels, list(data.classes), target,
+                  f"{model_spec.name}: {len(data.train_labels)} training images", columns=columns)
+    typer.echo(f"wrote {target}")

@@ -1,0 +1,49 @@
+"""`cnnkit run`: train a spec (or go on with a run folder) and write the bundle.
+
+The session itself — run folder, resume, progress, checkpoints, final bundle, report — is
+cnnkit.train.session.train_session; this command parses the options, calls it and prints the result.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .app import ForceOption, SetOption, _fail, command
+
+
+@command()
+def run(
+    spec: Annotated[Optional[Path], typer.Argument(help="The spec to train (not with --resume).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Bundle to write (default: <spec name>.cnnkit).")] = None,
+    set_: SetOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-epoch lines (warnings are still shown).")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail (exit 1, no bundle written) when training ends with a warning.")] = False,
+    run_dir: Annotated[Path, typer.Option("--run-dir", envvar="CNNKIT_RUN_DIR", help="Where run folders go: DIR/<name>, DIR/<name>-2, ...")] = Path("runs"),
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Go on from a run folder's last checkpoint (e.g. runs/<name>).")] = None,
+    force: ForceOption = False,
+    backend: Annotated[str, typer.Option("--backend", help="numpy (default) or torch (PyTorch; DistributedDataParallel under torchrun).")] = "numpy",
+    device: Annotated[str, typer.Option("--device", help="With --backend torch: cpu, cuda or mps.")] = "cpu",
+):
+    """Train the model a spec describes on its dataset; write a bundle and a run folder (spec, history.csv, checkpoints)."""
+    from ..train.loop import Interrupted
+    from ..train.session import StrictFailure, check_backend, train_session
+
+    check_backend(backend, device, resume)
+    if (spec is None) == (resume is None):
+        _fail("give a spec to train, or --resume RUN_FOLDER to go on with a run (not both)", 2)
+    say = (lambda msg: None) if quiet else typer.echo
+    try:
+        result = train_session(spec, set_ or [], resume=resume, out=out, run_dir=run_dir, force=force, strict=strict,
+                               backend=backend, device=device, say=say, bar=not quiet and sys.stderr.isatty(),
+                               warn=lambda message: typer.echo(f"warning: {message}", err=True))
+    except Interrupted as exc:
+        _fail(str(exc), 130)
+    except StrictFailure as exc:  # one line even with --debug, as the command always said it
+        _fail(str(exc))
+    if result is not None:
+        say(f"wrote {result.target} and {result.folder}/ in {result.seconds:.1f}s total "
+            f"(checkpoint {result.checkpoint_bytes:,} bytes, {result.checkpoint_seconds:.3f}s to write)")

@@ -1,0 +1,50 @@
+"""cnnkit.train.session.train_session: the library side of `cnnkit run`, called without the CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from cnnkit.cli import app
+from cnnkit.errors import CnnkitError
+from cnnkit.train.session import check_backend, train_session
+from conftest import TINY_SPEC
+
+
+@pytest.fixture
+def spec_file(tmp_path, synthetic_dir):
+    spec = copy.deepcopy(TINY_SPEC)
+    spec["data"]["dir"] = str(synthetic_dir)
+    (tmp_path / "tiny.json").write_text(json.dumps(spec))
+    return tmp_path / "tiny.json"
+
+
+def test_a_session_writes_what_the_command_writes_and_speaks_only_through_its_callbacks(spec_file, tmp_path, capsys):
+    said, warned = [], []
+    result = train_session(spec_file, [], out=str(tmp_path / "lib.cnnkit"), run_dir=tmp_path / "runs", say=said.append, warn=warned.append)
+    assert capsys.readouterr().out == ""
+    assert result.target == tmp_path / "lib.cnnkit" and result.folder == tmp_path / "runs" / "tiny"
+    assert (result.folder / "last.cnnkit").is_file() and result.checkpoint_bytes > 0
+    assert said[0].startswith("training tiny on ") and said[0].endswith(f"run folder {result.folder}")
+    assert warned == []
+    command = CliRunner().invoke(app, ["run", str(spec_file), "-q", "--out", str(tmp_path / "cli.cnnkit"), "--run-dir", str(tmp_path / "runs")])
+    assert command.exit_code == 0, command.output
+    assert (tmp_path / "cli.cnnkit").read_bytes() == result.target.read_bytes()
+    # resuming the finished run writes the same bundle again
+    again = train_session(None, resume=result.folder, out=str(tmp_path / "again.cnnkit"), say=said.append, warn=warned.append)
+    assert again.folder == result.folder and again.target.read_bytes() == result.target.read_bytes()
+    assert any(s.startswith("training tiny") and f"resuming {result.folder} at epoch" in s for s in said)
+
+
+@pytest.mark.parametrize("backend, device, resume, message", [
+    ("jax", "cpu", None, "--backend must be numpy or torch. Received: 'jax'"),
+    ("numpy", "cuda", None, "--device cuda needs --backend torch"),
+    ("torch", "cpu", "runs/x", "--resume works with the NumPy backend only"),
+])
+def test_bad_backend_options_are_one_clear_error(backend, device, resume, message):
+    with pytest.raises(CnnkitError, match=re.escape(message)):
+        check_backend(backend, device, resume)
