@@ -323,7 +323,7 @@ def evaluate(
 
 
 # `cnnkit report` and `cnnkit show` live in cli_report.py (pictures need the plots extra).
-register_report_commands(command, SetOption)
+register_report_commands(command, SetOption, ForceOption)
 
 
 @command()
