@@ -212,7 +212,8 @@ def run(
     resolved = model.layers if resume is not None else resolve_layers(model_spec)
     # Checked before training, so a bad --out or a batch that cannot fit costs no training time.
     target = check_output(out or f"{model_spec.name}.cnnkit", force=force, size_hint=estimated_size(sum(parameter_count(resolved))))
-    too_big = memory.batch_fits(memory.estimate(resolved), model_spec.train.batch_size)
+    # A batch never holds more than the training set: train_limit caps it (batch 100000 of 200 images is 200).
+    too_big = memory.batch_fits(memory.estimate(resolved), min(model_spec.train.batch_size, model_spec.data.train_limit or model_spec.train.batch_size))
     if too_big:
         raise CnnkitError(too_big)
     if backend == "torch":

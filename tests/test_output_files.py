@@ -173,6 +173,15 @@ def test_batch_that_cannot_fit_in_memory_is_refused_before_training(work, monkey
     assert not trained(result)
 
 
+def test_memory_check_counts_no_more_images_than_train_limit(work, monkeypatch):
+    """A batch_size above data.train_limit trains batches of train_limit images: no refusal for images that do not exist."""
+    monkeypatch.setattr("cnnkit.memory.available_memory", lambda: 50_000_000)  # far below 100000 images, far above 64
+    result = run(work, work / "out" / "m.cnnkit", "--set", "train.batch_size=100000", "--set", "data.train_limit=64", "-q")
+    assert result.exit_code == 0, result.output
+    result = run(work, work / "out" / "m.cnnkit", "--set", "train.batch_size=100000", "-q")
+    one_line_error(result, "a training batch of 100000 needs about")
+
+
 # -- what is written can be read back --------------------------------------------------------------
 
 
