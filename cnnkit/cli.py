@@ -241,7 +241,7 @@ def run(
         with progress, stop_on_signals() as stop_requested, np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", TrainingWarning)
             hooks = train_in_folder(model, data, folder, state=state, stop_requested=stop_requested,
-                                    on_step=progress.on_step, on_epoch=progress.on_epoch)
+                                    on_step=progress.on_step, on_epoch=progress.on_epoch, out=target)
     except Interrupted as exc:
         _fail(str(exc), 130)
     summary = final_summary(model.metadata)  # with a validation split: the test scores, scored once

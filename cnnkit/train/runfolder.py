@@ -14,6 +14,7 @@ import contextlib
 import csv
 import io
 import json
+import shlex
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -100,20 +101,23 @@ class RunHooks(Hooks):
 
 
 def train_in_folder(model: Model, data: Dataset, folder: Path, *, state: TrainState | None = None,
-                    stop_requested: Callable[[TrainState], bool] | None = None, on_step=None, on_epoch=None) -> RunHooks:
+                    stop_requested: Callable[[TrainState], bool] | None = None, on_step=None, on_epoch=None,
+                    out: Path | None = None) -> RunHooks:
     """Train ``model`` (from ``state`` when resuming) with checkpoints in ``folder``; sets the model's final metadata.
 
     Raises Interrupted (after writing last.cnnkit) when ``stop_requested`` says so, and TrainingDiverged
-    with a message naming the last good checkpoint and how to resume with a lower rate.
+    with a message naming the last good checkpoint and how to resume with a lower rate. ``out``, the
+    bundle the run was asked to write, goes into the resume command so that it writes the same file.
     """
     hooks = RunHooks(folder, model, data, stop_requested)
+    command = f"cnnkit run --resume {shlex.quote(str(folder))}" + (f" --out {shlex.quote(str(out))}" if out is not None else "")
     try:
         history = fit(model, data, on_step=on_step, on_epoch=on_epoch, state=state, hooks=hooks)
     except Interrupted as exc:
-        raise Interrupted(f"{exc}; checkpoint {folder / LAST}; go on with: cnnkit run --resume {folder}", exc.state) from None
+        raise Interrupted(f"{exc}; checkpoint {folder / LAST}; go on with: {command}", exc.state) from None
     except TrainingDiverged as exc:
         last = folder / LAST
-        where = (f"the last good checkpoint {last} stays; resume with a lower rate: cnnkit run --resume {folder} "
+        where = (f"the last good checkpoint {last} stays; resume with a lower rate: {command} "
                  f"--set train.optimizer.lr=<lower>" if last.is_file() else "no epoch finished, so there is no checkpoint; lower train.optimizer.lr")
         raise TrainingDiverged(f"{exc}; {where}") from None
     model.metadata = training_metadata(model, data, history)
