@@ -230,7 +230,12 @@ def run(
         folder = resume
     say = (lambda msg: None) if quiet else typer.echo
     held = d.validation if d.validation is None or isinstance(d.validation, int) else f"{d.validation:.0%}"
-    where = f"resuming {folder} at epoch {state.epoch}, step {state.step}" if state else f"run folder {folder}"
+    if state is None:
+        where = f"run folder {folder}"
+    elif state.stopped or state.epoch > model_spec.train.epochs:  # nothing left to train: only the bundle is written
+        where = f"{folder} finished {'early, at epoch ' + str(state.epoch - 1) if state.stopped else 'all its epochs'}; writing its bundle"
+    else:
+        where = f"resuming {folder} at epoch {state.epoch}, step {state.step}"
     say(f"training {model_spec.name} on {len(data.train_labels):,} images from {data.source}{'' if held is None else f' ({held} held out for validation)'} "
         f"({model_spec.train.epochs} epoch{'s' if model_spec.train.epochs != 1 else ''}, batch {model_spec.train.batch_size}); {where}")
     started = time.perf_counter()
@@ -256,8 +261,8 @@ def run(
     problem = run_report(model, data, folder, target)
     if problem:
         typer.echo(f"warning: {problem}", err=True)
-    say(f"wrote {target} and {folder}/ in {time.perf_counter() - started:.1f}s total "
-        f"(checkpoint {hooks.checkpoint_bytes:,} bytes, {hooks.checkpoint_seconds:.3f}s to write)")
+    written = f" (checkpoint {hooks.checkpoint_bytes:,} bytes, {hooks.checkpoint_seconds:.3f}s to write)" if hooks.checkpoint_bytes else ""
+    say(f"wrote {target} and {folder}/ in {time.perf_counter() - started:.1f}s total{written}")
 
 
 # --------------------------------------------------------------------------------------------------

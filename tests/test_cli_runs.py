@@ -47,7 +47,10 @@ def test_run_writes_a_numbered_run_folder_and_resume_finishes_it(spec_file, tmp_
     # resuming a finished run only writes the bundle again, to the same bytes
     again = cli("run", "--resume", runs / "tiny", "--out", tmp_path / "c.cnnkit")
     assert again.exit_code == 0, again.output
-    assert "resuming" in again.stdout and "epoch 1:" not in again.stdout
+    assert "epoch 1:" not in again.stdout
+    # it says so, instead of "resuming at epoch <past the last>, step 0" and "checkpoint 0 bytes"
+    assert f"{runs / 'tiny'} finished all its epochs; writing its bundle" in again.stdout and "resuming" not in again.stdout
+    assert "checkpoint" not in again.stdout.splitlines()[-1], again.stdout
     assert (tmp_path / "c.cnnkit").read_bytes() == (tmp_path / "a.cnnkit").read_bytes()
     # a checkpoint is a bundle for predict and evaluate
     assert cli("evaluate", runs / "tiny" / "last.cnnkit", "--json").exit_code == 0
