@@ -347,3 +347,11 @@ def test_a_link_to_stdout_is_not_replaced(work):
         assert proc.returncode == 1 and proc.stdout == b"", proc.stderr
         assert proc.stderr.decode().startswith(f"error: cannot write {link} (a symlink to /proc/"), proc.stderr
         assert link.is_symlink() and os.readlink(link) == "/proc/self/fd/1"
+
+
+def test_library_refusal_names_the_python_keyword(tmp_path, tiny_spec):
+    """cnnkit.save over a non-bundle told a Python caller only about the CLI's --force."""
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(cnnkit.BundleError, match=r"--force replaces it; in Python: force=True"):
+        cnnkit.build(tiny_spec).save(tmp_path / "notes.txt")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
