@@ -200,6 +200,8 @@ def run(
         raise CnnkitError(f"--backend must be numpy or torch. Received: {backend!r}")
     if backend == "numpy" and device != "cpu":
         raise CnnkitError(f"--device {device} needs --backend torch (the NumPy backend runs on the CPU)")
+    if backend == "torch" and strict:  # the torch backend does not check training health: --strict would pass anything
+        raise CnnkitError("--strict works with the NumPy backend only; the torch backend does not check training health yet")
     if backend == "torch" and resume is not None:
         raise CnnkitError("--resume works with the NumPy backend only; the torch backend writes no run folder")
     if (spec is None) == (resume is None):

@@ -65,6 +65,7 @@ def test_devices_that_are_not_there_and_bad_settings_fail_in_one_line(tmp_path):
         (("--backend", "torch", "--device", "tpu"), "error: --device must be one of cpu, cuda, mps. Received: 'tpu'"),
         (("--backend", "jax"), "error: --backend must be numpy or torch. Received: 'jax'"),
         (("--device", "cuda"), "error: --device cuda needs --backend torch"),
+        (("--backend", "torch", "--strict"), "error: --strict works with the NumPy backend only"),  # was ignored: a useless model was written
     ):
         result = subprocess.run([*CNNKIT, "run", str(spec_path), "--out", str(tmp_path / "m.cnnkit"), *args], env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 1, result.stderr
