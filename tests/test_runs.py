@@ -184,3 +184,10 @@ def test_resume_refuses_an_optimizer_that_does_not_fit(synthetic_dir, tmp_path):
         run_in_folder(spec, data, tmp_path / "runs", stop_at=3)
     with pytest.raises(BundleError, match=r"checkpoint\.optimizer\.type is 'sgd', but the spec's optimizer is 'adam'"):
         resume_run(tmp_path / "runs" / "tiny", ['train.optimizer={"type": "adam"}'])
+
+
+def test_a_run_dir_that_is_a_file_is_named_as_such(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(CnnkitError, match=r"notes\.txt: it is a file, not a folder \(--run-dir, CNNKIT_RUN_DIR\)"):
+        start_run(tmp_path / "notes.txt", "tiny", {})
+    assert (tmp_path / "notes.txt").read_text() == "mine"
