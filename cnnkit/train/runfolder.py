@@ -120,7 +120,7 @@ def train_in_folder(model: Model, data: Dataset, folder: Path, *, state: TrainSt
     except TrainingDiverged as exc:
         last = folder / LAST
         where = (f"the last good checkpoint {last} stays; resume with a lower rate: {command} "
-                 f"--set train.optimizer.lr=<lower>" if last.is_file() else "no epoch finished, so there is no checkpoint; lower train.optimizer.lr")
+                 f"--set train.optimizer.lr=<lower>" if last.is_file() else "no epoch finished, so there is no checkpoint")  # the advice is already in exc
         raise TrainingDiverged(f"{exc}; {where}") from None
     model.metadata = training_metadata(model, data, history)
     return hooks
@@ -139,7 +139,12 @@ def resume_run(folder: str | Path, overrides: list[str] | None = None) -> tuple[
         if {k: v for k, v in spec.to_dict().items() if k != "train"} != {k: v for k, v in model.spec.to_dict().items() if k != "train"}:
             raise CnnkitError(f"cannot resume {folder} with --set outside train.*: the model and its data must stay as they were")
         model = Model(spec, model.weights, classes=model.classes, metadata=model.metadata)
-    return model, restore_state(model, saved, str(folder / LAST))
+    state = restore_state(model, saved, str(folder / LAST))
+    begun = state.epoch if state.step else state.epoch - 1  # epochs the weights have trained in (the last maybe partly)
+    if model.spec.train.epochs < begun:  # the bundle's spec would then disagree with its history
+        raise CnnkitError(f"cannot resume {folder} with train.epochs={model.spec.train.epochs}: the run has trained into "
+                          f"epoch {begun} already; give train.epochs={begun} or more")
+    return model, state
 
 
 def save_final(model: Model, target: Path, folder: Path, force: bool = False) -> None:
