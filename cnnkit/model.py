@@ -252,7 +252,9 @@ class Model:
         if len(shape) == 3 and shape[0] == 1 and x.ndim == 3:
             x = x[:, None]
         if x.shape[1:] != shape:
-            raise DataError(f"images must have shape (N, {', '.join(map(str, shape))}) or (N, {', '.join(map(str, shape[1:]))}). Received: {received}")
+            full = f"(N, {', '.join(map(str, shape))})"
+            also = f" or (N, {', '.join(map(str, shape[1:]))})" if len(shape) == 3 and shape[0] == 1 else ""  # what is accepted above
+            raise DataError(f"images must have shape {full}{also} for input.shape {list(shape)}. Received: {received}")
         if x.dtype.kind in "fc" and not np.isfinite(x).all():  # NaN in, NaN probabilities out, silently
             raise DataError(f"images must hold finite values. Received: NaN or infinity in an array of shape {received}")
         x = x.astype(np.float32)

@@ -19,6 +19,13 @@ _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _DIST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?")
 
 
+def shadows_builtin(name: str) -> bool:
+    """Whether cnnkit itself provides layer type ``name``: the plain name then stays cnnkit's, a plugin's is usable only qualified."""
+    from .registry import providers_of
+
+    return any(entry.builtin for entry in providers_of(name))
+
+
 def new_layer(name: str, dist: str | None = None, out: str | Path = ".") -> Path:
     """Write the plugin package for layer type ``name`` into ``out/<dist>``; returns that folder.
 
@@ -39,7 +46,8 @@ def new_layer(name: str, dist: str | None = None, out: str | Path = ".") -> Path
     }
     out = Path(out)
     if not out.is_dir():
-        raise CnnkitError(f"cannot write the plugin: folder {out} does not exist")
+        what = "is not a folder" if out.exists() else "does not exist"
+        raise CnnkitError(f"cannot write the plugin: {out} {what}; --out names the folder to create the package in")
     root = out / dist
     if root.exists():
         raise CnnkitError(f"{root} already exists; refusing to overwrite it (choose another --out or --dist)")

@@ -47,7 +47,10 @@ def test_run_writes_a_numbered_run_folder_and_resume_finishes_it(spec_file, tmp_
     # resuming a finished run only writes the bundle again, to the same bytes
     again = cli("run", "--resume", runs / "tiny", "--out", tmp_path / "c.cnnkit")
     assert again.exit_code == 0, again.output
-    assert "resuming" in again.stdout and "epoch 1:" not in again.stdout
+    assert "epoch 1:" not in again.stdout
+    # it says so, instead of "resuming at epoch <past the last>, step 0" and "checkpoint 0 bytes"
+    assert f"{runs / 'tiny'} finished all its epochs; writing its bundle" in again.stdout and "resuming" not in again.stdout
+    assert "checkpoint" not in again.stdout.splitlines()[-1], again.stdout
     assert (tmp_path / "c.cnnkit").read_bytes() == (tmp_path / "a.cnnkit").read_bytes()
     # a checkpoint is a bundle for predict and evaluate
     assert cli("evaluate", runs / "tiny" / "last.cnnkit", "--json").exit_code == 0
@@ -75,7 +78,8 @@ def test_a_signal_stops_at_a_step_with_a_loadable_checkpoint_and_resume_finishes
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, (stdout, stderr)
     match = re.fullmatch(r"error: training stopped at epoch (\d+), step (\d+) of 15; checkpoint (.+); go on with: cnnkit run --resume (.+)\n", stderr)
-    assert match and match[3] == str(last) and match[4] == str(runs / "tiny"), stderr
+    # the command writes the bundle this run was asked for (without --out it wrote tiny.cnnkit, maybe over another)
+    assert match and match[3] == str(last) and match[4] == f"{runs / 'tiny'} --out {out}", stderr
     assert not out.exists()
     model, saved = read_checkpoint(last)
     assert (saved["epoch"], saved["step"]) == (int(match[1]), int(match[2]))

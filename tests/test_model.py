@@ -127,3 +127,14 @@ def test_preprocessing_is_declared_stored_and_applied(tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(images), loaded.predict_proba(images.astype(np.float32), preprocessed=True))
     seed_like = cnnkit.build(TINY_SPEC)
     np.testing.assert_array_equal(seed_like.predict_proba(images), seed_like.predict_proba(images / np.float32(255) - np.float32(0.5), preprocessed=True))
+
+
+def test_wrong_image_shape_message_names_only_shapes_that_are_accepted():
+    """A flat [784] input said 'must have shape (N, 784) or (N, )'."""
+    flat = cnnkit.build({"input": {"shape": [784]}, "layers": [{"type": "dense", "units": 10}]})
+    with pytest.raises(cnnkit.DataError) as caught:
+        flat.predict(np.zeros((2, 28, 28), np.uint8))
+    assert str(caught.value) == "images must have shape (N, 784) for input.shape [784]. Received: [2, 28, 28]"
+    image = cnnkit.build({"input": {"shape": [1, 28, 28]}, "layers": [{"type": "flatten"}, {"type": "dense", "units": 10}]})
+    with pytest.raises(cnnkit.DataError, match=r"must have shape \(N, 1, 28, 28\) or \(N, 28, 28\) for input.shape \[1, 28, 28\]\. Received: \[2, 27, 28\]"):
+        image.predict(np.zeros((2, 27, 28), np.uint8))

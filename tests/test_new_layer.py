@@ -37,6 +37,19 @@ def test_new_layer_writes_the_package_and_never_overwrites(tmp_path):
     assert custom.exit_code == 0 and (tmp_path / "acme-gates" / "acme_gates" / "gate.py").is_file()
 
 
+def test_new_layer_says_what_is_wrong_with_out_and_warns_about_a_builtin_name(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    onto_file = runner.invoke(app, ["new-layer", "gain", "--out", str(tmp_path / "notes.txt")])
+    assert onto_file.exit_code == 1 and "notes.txt is not a folder" in onto_file.output  # it was "does not exist"
+    missing = runner.invoke(app, ["new-layer", "gain", "--out", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 1 and "nowhere does not exist" in missing.output
+    plain = runner.invoke(app, ["new-layer", "gain", "--out", str(tmp_path)])
+    assert plain.exit_code == 0 and "warning" not in plain.output
+    builtin = runner.invoke(app, ["new-layer", "relu", "--out", str(tmp_path)])
+    assert builtin.exit_code == 0, builtin.output
+    assert "warning: 'relu' is a built-in cnnkit layer type" in builtin.output and '"cnnkit-relu:relu"' in builtin.output
+
+
 def _run(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
     result = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{args}: {result.stdout[-3000:]}{result.stderr[-3000:]}"

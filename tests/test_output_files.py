@@ -173,6 +173,15 @@ def test_batch_that_cannot_fit_in_memory_is_refused_before_training(work, monkey
     assert not trained(result)
 
 
+def test_memory_check_counts_no_more_images_than_train_limit(work, monkeypatch):
+    """A batch_size above data.train_limit trains batches of train_limit images: no refusal for images that do not exist."""
+    monkeypatch.setattr("cnnkit.memory.available_memory", lambda: 50_000_000)  # far below 100000 images, far above 64
+    result = run(work, work / "out" / "m.cnnkit", "--set", "train.batch_size=100000", "--set", "data.train_limit=64", "-q")
+    assert result.exit_code == 0, result.output
+    result = run(work, work / "out" / "m.cnnkit", "--set", "train.batch_size=100000", "-q")
+    one_line_error(result, "a training batch of 100000 needs about")
+
+
 # -- what is written can be read back --------------------------------------------------------------
 
 
@@ -338,3 +347,11 @@ def test_a_link_to_stdout_is_not_replaced(work):
         assert proc.returncode == 1 and proc.stdout == b"", proc.stderr
         assert proc.stderr.decode().startswith(f"error: cannot write {link} (a symlink to /proc/"), proc.stderr
         assert link.is_symlink() and os.readlink(link) == "/proc/self/fd/1"
+
+
+def test_library_refusal_names_the_python_keyword(tmp_path, tiny_spec):
+    """cnnkit.save over a non-bundle told a Python caller only about the CLI's --force."""
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(cnnkit.BundleError, match=r"--force replaces it; in Python: force=True"):
+        cnnkit.build(tiny_spec).save(tmp_path / "notes.txt")
+    assert (tmp_path / "notes.txt").read_text() == "mine"

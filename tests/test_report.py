@@ -112,3 +112,30 @@ def test_report_on_a_real_trained_bundle(tmp_path):
     assert result.exit_code == 0, result.output
     html = assert_report(tmp_path / "report")
     assert "Ankle boot" in html and "500 images" in html
+
+
+def test_show_and_report_never_clobber_a_file_that_is_not_theirs(spec_file, tmp_path):
+    """`cnnkit show --out spec.json` once replaced the spec with a PNG; like bundles, only --force may."""
+    spec_text = spec_file.read_text()
+    result = cli("show", spec_file, "--out", spec_file)
+    assert result.exit_code == 1, result.output
+    assert "refusing to overwrite" in result.output and "--force" in result.output
+    assert spec_file.read_text() == spec_text
+    assert cli("show", spec_file, "--out", tmp_path / "grid.png").exit_code == 0
+    assert cli("show", spec_file, "--out", tmp_path / "grid.png").exit_code == 0  # an earlier PNG is replaced
+    (tmp_path / "notes.txt").write_text("mine")
+    assert cli("show", spec_file, "--out", tmp_path / "notes.txt", "--force").exit_code == 0
+    assert_png(tmp_path / "notes.txt", (660, 710))
+
+    model = cnnkit.train(str(spec_file))
+    cnnkit.save(model, tmp_path / "m.cnnkit")
+    mine = tmp_path / "site"
+    mine.mkdir()
+    (mine / "index.html").write_text("<html>my own page</html>")
+    result = cli("report", tmp_path / "m.cnnkit", "--out", mine)
+    assert result.exit_code == 1, result.output
+    assert (mine / "index.html").read_text() == "<html>my own page</html>"
+    assert not (mine / "curves.png").exists()
+    assert cli("report", tmp_path / "m.cnnkit", "--out", mine, "--force").exit_code == 0
+    assert cli("report", tmp_path / "m.cnnkit", "--out", mine).exit_code == 0  # its own report is replaced
+    assert_report(mine)

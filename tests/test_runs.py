@@ -184,3 +184,41 @@ def test_resume_refuses_an_optimizer_that_does_not_fit(synthetic_dir, tmp_path):
         run_in_folder(spec, data, tmp_path / "runs", stop_at=3)
     with pytest.raises(BundleError, match=r"checkpoint\.optimizer\.type is 'sgd', but the spec's optimizer is 'adam'"):
         resume_run(tmp_path / "runs" / "tiny", ['train.optimizer={"type": "adam"}'])
+
+
+def test_a_run_dir_that_is_a_file_is_named_as_such(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(CnnkitError, match=r"notes\.txt: it is a file, not a folder \(--run-dir, CNNKIT_RUN_DIR\)"):
+        start_run(tmp_path / "notes.txt", "tiny", {})
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_divergence_without_a_checkpoint_gives_its_advice_once(synthetic_dir, tmp_path, monkeypatch):
+    """At the first step the loss is not the rate's fault; the run folder's suffix added 'lower train.optimizer.lr' anyway."""
+    from cnnkit.train import loop
+
+    spec, data = sgd_spec(synthetic_dir), load_fashion_mnist(synthetic_dir)
+    original = loop.softmax_cross_entropy
+
+    def poisoned(logits, labels, smoothing=0.0):
+        loss, grad = original(logits, labels, smoothing)
+        return float("nan"), grad
+
+    monkeypatch.setattr(loop, "softmax_cross_entropy", poisoned)
+    with pytest.raises(TrainingDiverged) as caught:
+        run_in_folder(spec, data, tmp_path / "runs")
+    message = str(caught.value)
+    assert "before any weight update; check input.preprocess" in message
+    assert message.endswith("no epoch finished, so there is no checkpoint") and "lower train.optimizer.lr" not in message, message
+
+
+def test_resume_refuses_fewer_epochs_than_the_run_has_trained(synthetic_dir, tmp_path):
+    """train.epochs=1 on a run with 2 finished epochs wrote a bundle whose spec says 1 epoch and whose history has 2."""
+    spec, data = sgd_spec(synthetic_dir), load_fashion_mnist(synthetic_dir)
+    with pytest.raises(Interrupted):
+        run_in_folder(spec, data, tmp_path / "runs", stop_at=20)  # 15 steps an epoch: stopped 5 steps into epoch 2
+    folder = tmp_path / "runs" / "tiny"
+    with pytest.raises(CnnkitError, match=r"train\.epochs=1: the run has trained into epoch 2 already"):
+        resume_run(folder, ["train.epochs=1"])
+    model, state = resume_run(folder, ["train.epochs=2"])
+    assert state.epoch == 2

@@ -37,7 +37,7 @@ def test_a_session_writes_what_the_command_writes_and_speaks_only_through_its_ca
     # resuming the finished run writes the same bundle again
     again = train_session(None, resume=result.folder, out=str(tmp_path / "again.cnnkit"), say=said.append, warn=warned.append)
     assert again.folder == result.folder and again.target.read_bytes() == result.target.read_bytes()
-    assert any(s.startswith("training tiny") and f"resuming {result.folder} at epoch" in s for s in said)
+    assert any(s.startswith("training tiny") and f"{result.folder} finished all its epochs; writing its bundle" in s for s in said)
 
 
 @pytest.mark.parametrize("backend, device, resume, message", [

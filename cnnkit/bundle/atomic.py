@@ -81,9 +81,9 @@ def check_target(
         if not stat.S_ISREG(st.st_mode):
             raise OutputError(f"cannot write {shown}: it is a {file_kind(st.st_mode)}, not a regular file; refusing to replace it")
         if not force and recognise is not None and not recognise(target):
-            raise OutputError(f"refusing to overwrite {shown}: it exists and is not a {what} (--force replaces it)")
+            raise OutputError(f"refusing to overwrite {shown}: it exists and is not a {what} (--force replaces it; in Python: force=True)")
         if not force and not st.st_mode & 0o222:
-            raise OutputError(f"refusing to overwrite {shown}: it is read-only (--force replaces it)")
+            raise OutputError(f"refusing to overwrite {shown}: it is read-only (--force replaces it; in Python: force=True)")
     if not folder.is_dir():
         raise OutputError(f"cannot write {shown}: folder {folder} does not exist")
     probe = _temp_name(target)

@@ -124,6 +124,10 @@ def new_layer(
 ):
     """Write a ready layer plugin package: pyproject with the entry point, one layer file, README, a test."""
     from ..scaffold import new_layer as write_plugin
+    from ..scaffold import shadows_builtin
 
     root = write_plugin(name, dist, out)
     typer.echo(f"wrote {root}: pip install -e {root} && cnnkit check-layer {root.name}:{name}")
+    if shadows_builtin(name):
+        typer.echo(f"warning: {name!r} is a built-in cnnkit layer type: a spec writing \"{name}\" gets cnnkit's; "
+                   f"yours is usable only qualified, \"{root.name}:{name}\"", err=True)

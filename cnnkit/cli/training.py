@@ -45,5 +45,5 @@ def run(
     except StrictFailure as exc:  # one line even with --debug, as the command always said it
         _fail(str(exc))
     if result is not None:
-        say(f"wrote {result.target} and {result.folder}/ in {result.seconds:.1f}s total "
-            f"(checkpoint {result.checkpoint_bytes:,} bytes, {result.checkpoint_seconds:.3f}s to write)")
+        written = f" (checkpoint {result.checkpoint_bytes:,} bytes, {result.checkpoint_seconds:.3f}s to write)" if result.checkpoint_bytes else ""
+        say(f"wrote {result.target} and {result.folder}/ in {result.seconds:.1f}s total{written}")

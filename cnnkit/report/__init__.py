@@ -16,6 +16,8 @@ import numpy as np
 from ..errors import CnnkitError
 
 CURVES, CONFUSION, WORST, INDEX = "curves.png", "confusion.png", "worst.png", "index.html"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PAGE_MARKER = b"<title>cnnkit report:"
 
 
 def require_plots() -> None:
@@ -36,6 +38,31 @@ def _folder(out: Path) -> Path:
     return out
 
 
+def _starts_with(path: Path, marker: bytes, within: int) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return marker in fh.read(within)
+    except OSError:
+        return False
+
+
+def is_png_file(path: Path) -> bool:
+    """Whether ``path`` is a PNG image (its signature), which a picture may replace without --force."""
+    return _starts_with(path, PNG_SIGNATURE, len(PNG_SIGNATURE))
+
+
+def is_report_page(path: Path) -> bool:
+    """Whether ``path`` is an index.html an earlier report wrote."""
+    return _starts_with(path, PAGE_MARKER, 200)
+
+
+def check_picture(path: str | Path, force: bool = False) -> Path:
+    """The path a picture may be written to: nothing there, or a PNG; anything else only with ``force`` (OutputError)."""
+    from ..bundle.atomic import check_target
+
+    return check_target(path, force=force, recognise=is_png_file, what="PNG image")
+
+
 def worst_mistakes(proba: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
     """Indices of the misclassified examples the model was surest about (highest probability on its wrong answer)."""
     predicted = proba.argmax(axis=1)
@@ -44,14 +71,22 @@ def worst_mistakes(proba: np.ndarray, labels: np.ndarray, count: int) -> np.ndar
     return wrong[np.argsort(-confidence, kind="stable")[:count]]
 
 
-def write_report(model, images: np.ndarray, labels: np.ndarray, out: str | Path, source: str, worst: int = 16) -> dict[str, Path]:
-    """Score ``model`` on the labelled test ``images`` and write the pictures and index.html into ``out``."""
+def write_report(model, images: np.ndarray, labels: np.ndarray, out: str | Path, source: str, worst: int = 16,
+                 force: bool = False) -> dict[str, Path]:
+    """Score ``model`` on the labelled test ``images`` and write the pictures and index.html into ``out``.
+
+    Files of an earlier report are replaced; other files of the same names only with ``force``.
+    """
     from ..bundle import write_atomic
+    from ..bundle.atomic import check_target
     from ..evaluation import classification_report
     from . import page, plots
 
     require_plots()
     out = _folder(Path(out))
+    for name in (CURVES, CONFUSION, WORST):  # before any work, as for bundles: never clobber what is not ours
+        check_picture(out / name, force)
+    check_target(out / INDEX, force=force, recognise=is_report_page, what="cnnkit report page")
     labels = np.asarray(labels, dtype=np.int64)
     proba = model.predict_proba(images)
     predicted = proba.argmax(axis=1)
@@ -81,14 +116,19 @@ def write_report(model, images: np.ndarray, labels: np.ndarray, out: str | Path,
     return written
 
 
-def write_samples(images: np.ndarray, labels: np.ndarray, class_names: list[str], path: str | Path, title: str, columns: int = 3) -> Path:
-    """A grid of images with their class names (``len(images)`` of them, ``columns`` per row)."""
+def write_samples(images: np.ndarray, labels: np.ndarray, class_names: list[str], path: str | Path, title: str, columns: int = 3,
+                  force: bool = False) -> Path:
+    """A grid of images with their class names (``len(images)`` of them, ``columns`` per row).
+
+    ``path`` must be a PNG or nothing; another file is replaced only with ``force``.
+    """
     from . import plots
 
     require_plots()
     path = Path(path)
     if path.is_dir():
         raise CnnkitError(f"cannot write {path}: it is a directory; give a file name such as {path / 'samples.png'}")
+    path = check_picture(path, force)
     captions = [f"{class_names[int(k)]} ({int(k)})" for k in labels]
     return plots.image_grid(images, captions, path, title, columns=columns)
 

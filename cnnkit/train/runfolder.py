@@ -14,6 +14,7 @@ import contextlib
 import csv
 import io
 import json
+import shlex
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,8 @@ def start_run(base: str | Path, name: str, spec_dict: dict[str, Any]) -> Path:
     """Create ``base/<name>`` (or the first free ``base/<name>-N``) holding the resolved spec; returns it."""
     base = Path(base)
     stem = Path(name).name or "run"
+    if base.exists() and not base.is_dir():  # mkdir would say only "File exists"
+        raise CnnkitError(f"cannot create a run folder in {base}: it is a file, not a folder (--run-dir, CNNKIT_RUN_DIR)")
     try:
         base.mkdir(parents=True, exist_ok=True)
         for n in range(1, 10_000):
@@ -100,21 +103,24 @@ class RunHooks(Hooks):
 
 
 def train_in_folder(model: Model, data: Dataset, folder: Path, *, state: TrainState | None = None,
-                    stop_requested: Callable[[TrainState], bool] | None = None, on_step=None, on_epoch=None) -> RunHooks:
+                    stop_requested: Callable[[TrainState], bool] | None = None, on_step=None, on_epoch=None,
+                    out: Path | None = None) -> RunHooks:
     """Train ``model`` (from ``state`` when resuming) with checkpoints in ``folder``; sets the model's final metadata.
 
     Raises Interrupted (after writing last.cnnkit) when ``stop_requested`` says so, and TrainingDiverged
-    with a message naming the last good checkpoint and how to resume with a lower rate.
+    with a message naming the last good checkpoint and how to resume with a lower rate. ``out``, the
+    bundle the run was asked to write, goes into the resume command so that it writes the same file.
     """
     hooks = RunHooks(folder, model, data, stop_requested)
+    command = f"cnnkit run --resume {shlex.quote(str(folder))}" + (f" --out {shlex.quote(str(out))}" if out is not None else "")
     try:
         history = fit(model, data, on_step=on_step, on_epoch=on_epoch, state=state, hooks=hooks)
     except Interrupted as exc:
-        raise Interrupted(f"{exc}; checkpoint {folder / LAST}; go on with: cnnkit run --resume {folder}", exc.state) from None
+        raise Interrupted(f"{exc}; checkpoint {folder / LAST}; go on with: {command}", exc.state) from None
     except TrainingDiverged as exc:
         last = folder / LAST
-        where = (f"the last good checkpoint {last} stays; resume with a lower rate: cnnkit run --resume {folder} "
-                 f"--set train.optimizer.lr=<lower>" if last.is_file() else "no epoch finished, so there is no checkpoint; lower train.optimizer.lr")
+        where = (f"the last good checkpoint {last} stays; resume with a lower rate: {command} "
+                 f"--set train.optimizer.lr=<lower>" if last.is_file() else "no epoch finished, so there is no checkpoint")  # the advice is already in exc
         raise TrainingDiverged(f"{exc}; {where}") from None
     model.metadata = training_metadata(model, data, history)
     return hooks
@@ -133,7 +139,12 @@ def resume_run(folder: str | Path, overrides: list[str] | None = None) -> tuple[
         if {k: v for k, v in spec.to_dict().items() if k != "train"} != {k: v for k, v in model.spec.to_dict().items() if k != "train"}:
             raise CnnkitError(f"cannot resume {folder} with --set outside train.*: the model and its data must stay as they were")
         model = Model(spec, model.weights, classes=model.classes, metadata=model.metadata)
-    return model, restore_state(model, saved, str(folder / LAST))
+    state = restore_state(model, saved, str(folder / LAST))
+    begun = state.epoch if state.step else state.epoch - 1  # epochs the weights have trained in (the last maybe partly)
+    if model.spec.train.epochs < begun:  # the bundle's spec would then disagree with its history
+        raise CnnkitError(f"cannot resume {folder} with train.epochs={model.spec.train.epochs}: the run has trained into "
+                          f"epoch {begun} already; give train.epochs={begun} or more")
+    return model, state
 
 
 def save_final(model: Model, target: Path, folder: Path, force: bool = False) -> None:

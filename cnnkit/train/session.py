@@ -86,7 +86,7 @@ def train_session(
     resolved = model.layers if resume is not None else resolve_layers(model_spec)
     # Checked before training, so a bad --out or a batch that cannot fit costs no training time.
     target = check_output(out or f"{model_spec.name}.cnnkit", force=force, size_hint=estimated_size(sum(parameter_count(resolved))))
-    too_big = memory.batch_fits(memory.estimate(resolved), model_spec.train.batch_size)
+    too_big = memory.batch_fits(memory.estimate(resolved), min(model_spec.train.batch_size, model_spec.data.train_limit or model_spec.train.batch_size))
     if too_big:
         raise CnnkitError(too_big)
     if backend == "torch":
@@ -103,7 +103,12 @@ def train_session(
     else:
         folder = Path(resume)
     held = d.validation if d.validation is None or isinstance(d.validation, int) else f"{d.validation:.0%}"
-    where = f"resuming {folder} at epoch {state.epoch}, step {state.step}" if state else f"run folder {folder}"
+    if state is None:
+        where = f"run folder {folder}"
+    elif state.stopped or state.epoch > model_spec.train.epochs:  # nothing left to train: only the bundle is written
+        where = f"{folder} finished {'early, at epoch ' + str(state.epoch - 1) if state.stopped else 'all its epochs'}; writing its bundle"
+    else:
+        where = f"resuming {folder} at epoch {state.epoch}, step {state.step}"
     say(f"training {model_spec.name} on {len(data.train_labels):,} images from {data.source}{'' if held is None else f' ({held} held out for validation)'} "
         f"({model_spec.train.epochs} epoch{'s' if model_spec.train.epochs != 1 else ''}, batch {model_spec.train.batch_size}); {where}")
     started = time.perf_counter()
@@ -113,7 +118,7 @@ def train_session(
     with progress, stop_on_signals() as stop_requested, np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", TrainingWarning)
         hooks = train_in_folder(model, data, folder, state=state, stop_requested=stop_requested,
-                                on_step=progress.on_step, on_epoch=progress.on_epoch)
+                                on_step=progress.on_step, on_epoch=progress.on_epoch, out=target)
     summary = final_summary(model.metadata)  # with a validation split: the test scores, scored once
     if summary:
         say(summary)
