@@ -70,14 +70,13 @@ def match(layer_type: str, info: dict[str, str]) -> Match:
         return Match(layer_type, dist, version, entry)
     if (registry.normalize_dist(dist), plain) in MOVED_TO_CORE:
         return Match(layer_type, dist, version, registry.find(plain))
-    others = registry.providers_of(plain)
+    # A built-in never stands in for a plugin's type: the plugin chose that name for other math, and
+    # cnnkit's own layer would only fail on the plugin's params (or, worse, accept them).
+    others = [e for e in registry.providers_of(plain) if not e.builtin]
     if not others:
         problem = f"layer type {plain!r} comes from {dist} {version}, which is not installed: pip install {dist}"
         return Match(layer_type, dist, version, None, problem)
-    try:
-        substitute: LayerEntry | None = registry.find(plain)
-    except RegistryError:  # several plugins provide it: the caller cannot be given one
-        substitute = None
+    substitute: LayerEntry | None = others[0] if len(others) == 1 else None  # several: the caller cannot be given one
     who = " and ".join(e.provider for e in others)
     problem = (
         f"layer type {plain!r} was recorded from {dist} {version}, which is not installed, and {who} provides {plain!r} instead: "

@@ -79,6 +79,19 @@ def test_another_distribution_standing_in_is_an_error_naming_both(site, tmp_path
     assert model.layers[1].entry.dist == "fake-other"
 
 
+def test_a_builtin_never_stands_in_for_a_plugin_type_of_the_same_name(site, tmp_path):
+    # Found by trying `cnnkit new-layer relu`: after uninstalling the plugin, its bundle offered
+    # cnnkit's own relu as a stand-in (and --allow-provider-mismatch then failed on the plugin's params).
+    write_dist(site, "fake-relu", "0.1.0", {"relu": "fake_relu_mod:Scale"}, {"fake_relu_mod": SCALE_MODULE})
+    spec = json.loads(json.dumps(FLAT))
+    spec["layers"][1]["type"] = "fake-relu:relu"
+    path = cnnkit.save(cnnkit.build(spec), tmp_path / "plugin-relu.cnnkit")
+    uninstall(site, "fake-relu")
+    for allow in (False, True):
+        with pytest.raises(cnnkit.BundleError, match=r"layer type 'relu' comes from fake-relu 0\.1\.0, which is not installed: pip install fake-relu$"):
+            cnnkit.load(path, allow_provider_mismatch=allow)
+
+
 def test_another_version_of_the_recorded_distribution_loads_with_a_warning(site, tmp_path):
     path = saved_with_hidden(site, tmp_path)
     uninstall(site, "fake-hidden")
