@@ -7,6 +7,8 @@ import json
 import re
 
 import pytest
+
+import cnnkit
 from typer.testing import CliRunner
 
 from cnnkit.cli import app
@@ -48,3 +50,14 @@ def test_a_session_writes_what_the_command_writes_and_speaks_only_through_its_ca
 def test_bad_backend_options_are_one_clear_error(backend, device, resume, message):
     with pytest.raises(CnnkitError, match=re.escape(message)):
         check_backend(backend, device, resume)
+
+
+def test_images_the_input_shape_cannot_take_fail_before_a_run_folder_exists(tmp_path):
+    # A flat [784] input validates, but Fashion-MNIST's (28, 28) images do not fit it: the dataset check
+    # says so before a run folder is made (a review found the run failing in the loop, before the data merge).
+    spec = {"name": "flat", "input": {"shape": [784]}, "layers": [{"type": "dense", "units": 10}, {"type": "softmax"}],
+            "data": {"train_limit": 50, "test_limit": 10}, "train": {"epochs": 1}}
+    (tmp_path / "flat.json").write_text(json.dumps(spec))
+    with pytest.raises(cnnkit.DataError, match=r"train images are \[28, 28\] each, but the spec.s input.shape is \[784\]"):
+        train_session(tmp_path / "flat.json", [], out=str(tmp_path / "flat.cnnkit"), run_dir=tmp_path / "runs", say=lambda m: None, warn=lambda m: None)
+    assert not (tmp_path / "runs").exists()
