@@ -221,7 +221,7 @@ def run_spec(spec, target, device: str = "cpu", say=print, force: bool = False, 
     """
     from ..bundle import save
     from ..data import load_dataset
-    from ..train import TrainingWarning, final_summary
+    from ..train import TrainingWarning
 
     (torch,) = require("torch", extra="torch", purpose="--backend torch")
     resolve_device(torch, device, 0)  # a device the machine lacks fails before any data is read
@@ -237,15 +237,8 @@ def run_spec(spec, target, device: str = "cpu", say=print, force: bool = False, 
         model = train_torch(spec, data, device, on_epoch=lambda r: say(r.summary()))
     if model is None:  # the other ranks under torchrun: rank 0 reports and writes
         return
-    summary = final_summary(model.metadata)  # with a validation split: the test scores, scored once
-    if summary:
-        say(summary)
-    found = model.metadata.get("warnings", [])
-    for message in found:
-        warn(message)
-    if strict and found:
-        from ..train.session import StrictFailure
+    from ..train.session import report_training_end
 
-        raise StrictFailure(f"--strict: training ended with {len(found)} warning{'s' if len(found) > 1 else ''}; no bundle written")
+    report_training_end(model, say, warn, strict)
     save(model, target, force=force)
     say(f"wrote {target} in {time.perf_counter() - started:.1f}s total")

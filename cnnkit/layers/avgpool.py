@@ -8,29 +8,18 @@ included; false divides each window by the number of real input positions it cov
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt
 
-from .base import Layer, LayerParams
+from .base import Layer
+from .pool import PoolParams
 
 
 class AvgPool2D(Layer):
     per_sample_in_training = True
 
-    class Params(LayerParams):
-        pool_size: PositiveInt = 2
-        stride: PositiveInt | None = Field(None, description="default (or null): pool_size, non-overlapping windows")
+    class Params(PoolParams):
         padding: NonNegativeInt = Field(0, description="zeros on each side, at most pool_size // 2")
         count_include_pad: bool = Field(True, description="padded zeros count in each window's mean (PyTorch's default)")
-
-        @model_validator(mode="before")
-        @classmethod
-        def _fill_stride(cls, data):
-            # Filled in so a validated spec (and a bundle) stores the stride used, as maxpool2d does.
-            if isinstance(data, dict) and data.get("stride") is None:
-                pool = data.get("pool_size", 2)
-                if type(pool) is int and pool > 0:
-                    return {**data, "stride": pool}
-            return data
 
     @property
     def _stride(self) -> int:

@@ -8,23 +8,29 @@ from pydantic import Field, PositiveInt, model_validator
 from .base import Layer, LayerParams
 
 
+class PoolParams(LayerParams):
+    """A square window and its stride: the params every 2-D pooling layer shares."""
+
+    pool_size: PositiveInt = 2
+    stride: PositiveInt | None = Field(None, description="default (or null): pool_size, non-overlapping windows")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_stride(cls, data):
+        # Filled in here so a validated spec (and a bundle) stores the stride used; null is still
+        # accepted, as format 1.0 bundles stored it.
+        if isinstance(data, dict) and data.get("stride") is None:
+            pool = data.get("pool_size", 2)
+            if type(pool) is int and pool > 0:
+                return {**data, "stride": pool}
+        return data
+
+
 class MaxPool2D(Layer):
     per_sample_in_training = True
 
-    class Params(LayerParams):
-        pool_size: PositiveInt = 2
-        stride: PositiveInt | None = Field(None, description="default (or null): pool_size, non-overlapping windows")
-
-        @model_validator(mode="before")
-        @classmethod
-        def _fill_stride(cls, data):
-            # Filled in here so a validated spec (and a bundle) stores the stride used; null is still
-            # accepted, as format 1.0 bundles stored it.
-            if isinstance(data, dict) and data.get("stride") is None:
-                pool = data.get("pool_size", 2)
-                if type(pool) is int and pool > 0:
-                    return {**data, "stride": pool}
-            return data
+    class Params(PoolParams):
+        pass
 
     @property
     def _stride(self) -> int:

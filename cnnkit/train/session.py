@@ -49,6 +49,19 @@ def check_backend(backend: str, device: str, resume: str | Path | None) -> None:
         raise CnnkitError("--resume works with the NumPy backend only; the torch backend writes no run folder")
 
 
+def report_training_end(model, say: Callable[[str], None], warn: Callable[[str], None], strict: bool) -> None:
+    """After training, before the bundle is written (both backends): the final test line, each training
+    warning, and with ``strict`` a StrictFailure when there were any."""
+    summary = final_summary(model.metadata)  # with a validation split: the test scores, scored once
+    if summary:
+        say(summary)
+    found = model.metadata.get("warnings", [])
+    for message in found:
+        warn(message)
+    if strict and found:
+        raise StrictFailure(f"--strict: training ended with {len(found)} warning{'s' if len(found) > 1 else ''}; no bundle written")
+
+
 def train_session(
     spec: str | Path | None,
     overrides: list[str] | None = None,
@@ -119,14 +132,7 @@ def train_session(
         warnings.simplefilter("ignore", TrainingWarning)
         hooks = train_in_folder(model, data, folder, state=state, stop_requested=stop_requested,
                                 on_step=progress.on_step, on_epoch=progress.on_epoch, out=target)
-    summary = final_summary(model.metadata)  # with a validation split: the test scores, scored once
-    if summary:
-        say(summary)
-    found = model.metadata.get("warnings", [])
-    for message in found:
-        warn(message)
-    if strict and found:
-        raise StrictFailure(f"--strict: training ended with {len(found)} warning{'s' if len(found) > 1 else ''}; no bundle written")
+    report_training_end(model, say, warn, strict)
     save_final(model, target, folder, force=force)
     problem = _write_run_report(model, data, folder, target)
     if problem:
