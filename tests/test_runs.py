@@ -5,6 +5,9 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -222,3 +225,13 @@ def test_resume_refuses_fewer_epochs_than_the_run_has_trained(synthetic_dir, tmp
         resume_run(folder, ["train.epochs=1"])
     model, state = resume_run(folder, ["train.epochs=2"])
     assert state.epoch == 2
+
+
+def test_reading_a_fifo_as_checkpoint_is_one_error_not_a_hang(tmp_path):
+    # read_checkpoint read with a plain read_bytes(); a FIFO blocked it forever. It now reads like
+    # bundle.read (files.read_regular). In a subprocess, so the old behaviour fails by timeout, not a hang.
+    fifo = tmp_path / "last.cnnkit"
+    os.mkfifo(fifo)
+    code = f"from cnnkit.train.checkpoint import read_checkpoint\ntry:\n    read_checkpoint({str(fifo)!r})\nexcept Exception as e:\n    print(type(e).__name__, e)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.startswith("BundleError") and "FIFO" in result.stdout, result

@@ -19,8 +19,9 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from ..bundle import FORMAT, DTYPES, decode, encode, model_from_bundle, weight_entry
+from ..bundle import DTYPES, FORMAT, MAX_FILE_BYTES, decode, encode, model_from_bundle, weight_entry
 from ..errors import BundleError
+from ..files import read_regular
 from ..model import Model
 from .loop import EpochRecord, History, TrainState, new_state
 
@@ -92,12 +93,8 @@ def save_checkpoint(model: Model, state: TrainState, path: str | Path) -> int:
 def read_checkpoint(path: str | Path) -> tuple[Model, dict[str, Any]]:
     """The model stored in a checkpoint and its raw ``checkpoint`` map (checked by :func:`restore_state`)."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise BundleError(f"checkpoint not found: {path}") from None
-    except OSError as exc:
-        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
+    # Like bundle.read: a regular file under the bundle size cap (a FIFO or /dev/zero would never end).
+    data = read_regular(path, "checkpoint", BundleError, MAX_FILE_BYTES)
     bundle = decode(data, str(path))  # every bundle check: checksum, keys, weights
     body = msgpack.unpackb(msgpack.unpackb(data, raw=False)["payload"], raw=False)
     saved = body.get("checkpoint")
