@@ -13,7 +13,7 @@ import pytest
 
 import cnnkit
 from cnnkit.layers.activations import ReLU, Softmax
-from cnnkit.layers import conv_blocks
+from cnnkit.layers import conv_blocks, conv_gemm
 from cnnkit.layers.conv import Conv2D
 from cnnkit.layers.dense import Dense
 from cnnkit.layers.flatten import Flatten
@@ -142,24 +142,30 @@ def test_conv2d_without_input_grad_gives_the_same_weight_gradients():
         np.testing.assert_allclose(grads_lean[name], grads[name], rtol=1e-5, atol=1e-6)
 
 
-def _force_stride1_strategy(monkeypatch, full_im2col: bool, block_bytes: int | None) -> None:
-    """Make every stride-1 convolution copy the full im2col (or share one kernel row's shifted
-    rows), and shrink the blocks to ``block_bytes`` if given."""
-    monkeypatch.setattr(conv_blocks, "copies_kernel_rows", lambda *shape: full_im2col)
+STRATEGIES = ["full-im2col", "shared-rows", "batched"]
+
+
+def _force_stride1_strategy(monkeypatch, strategy: str, block_bytes: int | None) -> None:
+    """Make every stride-1 convolution copy the full im2col image by image, share one kernel row's
+    shifted rows, or put a block's images side by side in one product (``conv_gemm``), and shrink
+    the blocks to ``block_bytes`` if given."""
+    monkeypatch.setattr(conv_blocks, "copies_kernel_rows", lambda *shape: strategy != "shared-rows")
+    monkeypatch.setattr(conv_gemm, "MAX_WINDOW", 10**9 if strategy == "batched" else 0)
     if block_bytes:
         monkeypatch.setattr(conv_blocks, "BLOCK_BYTES", block_bytes)
         monkeypatch.setattr(conv_blocks, "PIECE_BYTES", block_bytes)
 
 
 @pytest.mark.parametrize("block_bytes", [None, 700], ids=["whole-images", "tiny-blocks"])
-@pytest.mark.parametrize("full_im2col", [True, False], ids=["full-im2col", "shared-rows"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("c,h,w,filters,k,stride,padding,use_bias", [case for case in CONV_CASES if case[5] == 1])
-def test_conv2d_stride1_strategies_and_blocks(monkeypatch, full_im2col, block_bytes, c, h, w, filters, k, stride, padding, use_bias):
+def test_conv2d_stride1_strategies_and_blocks(monkeypatch, strategy, block_bytes, c, h, w, filters, k, stride, padding, use_bias):
     """Stride-1 convolution copies either the full im2col or only one kernel row's shifted input
-    rows (``copies_kernel_rows`` picks by shape), a block of images at a time. Both strategies,
+    rows (``copies_kernel_rows`` picks by shape), a block of images at a time, image by image or
+    (small images, ``conv_gemm``) side by side in one product. Every strategy,
     with whole images per block and with tiny blocks that cut through rows, must match the
     reference, finite differences, and the first-layer path that skips the input gradient."""
-    _force_stride1_strategy(monkeypatch, full_im2col, block_bytes)
+    _force_stride1_strategy(monkeypatch, strategy, block_bytes)
     layer = Conv2D(filters=filters, kernel_size=k, stride=stride, padding=padding, use_bias=use_bias)
     weights = _weights(layer, (c, h, w))
     x = _input((3, c, h, w))
@@ -174,6 +180,28 @@ def test_conv2d_stride1_strategies_and_blocks(monkeypatch, full_im2col, block_by
         np.testing.assert_allclose(grads_lean[name], grads[name], rtol=1e-5, atol=1e-5)
 
 
+def test_conv2d_batched_blocks_match_image_by_image_and_never_change_results(monkeypatch):
+    """Side by side in one product (``conv_gemm``), 13 images (three whole chunks and a partial
+    one): the same values as image by image, and the same bits whatever the block size."""
+    layer = Conv2D(filters=4, kernel_size=3, padding="same")
+    weights = _weights(layer, (3, 6, 5))
+    x, dy = _input((13, 3, 6, 5)), _input((13, 4, 6, 5), seed=5)
+
+    def run(strategy, block_bytes, input_grad=True):
+        _force_stride1_strategy(monkeypatch, strategy, block_bytes)
+        y, backprop = layer.forward(weights, x, train=True, input_grad=input_grad)
+        dx, grads = backprop(dy)
+        return {"y": y, **({"dx": dx} if input_grad else {}), **grads}
+
+    for input_grad in (True, False):
+        batched = run("batched", None, input_grad)
+        for name, value in run("full-im2col", None, input_grad).items():
+            np.testing.assert_allclose(batched[name], value, rtol=1e-5, atol=1e-5, err_msg=name)
+        for block_bytes in (1, 3000, 10**9):  # a chunk per block, a few chunks, all images
+            for name, value in run("batched", block_bytes, input_grad).items():
+                np.testing.assert_array_equal(value, batched[name], err_msg=f"{name}, block_bytes={block_bytes}")
+
+
 def test_conv2d_picks_the_copy_that_moves_fewer_rows():
     # C*k*k copied rows (full im2col) against C*k copied + 2*k*F partial-output rows (shared rows)
     assert conv_blocks.copies_kernel_rows(1, 5, 6)  # seed conv1: 25 < 5 + 60
@@ -185,7 +213,7 @@ _byte_bounds = getattr(np.lib, "array_utils", np).byte_bounds  # numpy >= 2 move
 
 
 @pytest.mark.parametrize("block_bytes", [None, 700], ids=["whole-images", "tiny-blocks"])
-@pytest.mark.parametrize("full_im2col", [True, False], ids=["full-im2col", "shared-rows"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize(
     "c,h,w,filters,k,stride,padding,use_bias",
     [
@@ -195,7 +223,7 @@ _byte_bounds = getattr(np.lib, "array_utils", np).byte_bounds  # numpy >= 2 move
         (1, 2, 7, 2, 2, 1, 3, True),  # integer padding larger than the kernel, H != W
     ],
 )
-def test_conv2d_reads_only_inside_its_arrays(monkeypatch, full_im2col, block_bytes, c, h, w, filters, k, stride, padding, use_bias):
+def test_conv2d_reads_only_inside_its_arrays(monkeypatch, strategy, block_bytes, c, h, w, filters, k, stride, padding, use_bias):
     """as_strided views are not bounds-checked: one reaching past its array reads whatever memory
     follows, and the result can still look right (the stray values land in cropped columns or meet
     zeros), so the reference comparisons above cannot see it. Check every view's extent instead."""
@@ -211,7 +239,8 @@ def test_conv2d_reads_only_inside_its_arrays(monkeypatch, full_im2col, block_byt
         return view
 
     monkeypatch.setattr(conv_blocks, "as_strided", checked_as_strided)
-    _force_stride1_strategy(monkeypatch, full_im2col, block_bytes)
+    monkeypatch.setattr(conv_gemm, "as_strided", checked_as_strided)
+    _force_stride1_strategy(monkeypatch, strategy, block_bytes)
     layer = Conv2D(filters=filters, kernel_size=k, stride=stride, padding=padding, use_bias=use_bias)
     weights = _weights(layer, (c, h, w))
     x = _input((3, c, h, w))

@@ -7,10 +7,11 @@ import pytest
 
 import cnnkit
 from cnnkit import CnnkitError, parallel, tuning
-from cnnkit.layers import conv_blocks
+from cnnkit.layers import conv_blocks, conv_gemm
 
-# Both stride-1 strategies (conv 1: full im2col, conv 2: shared rows), odd sizes, and a batch below
-# the model's own split (2 * MIN_PART), so only the convolutions split over threads.
+# Every stride-1 strategy (conv 1: full im2col, side by side or image by image; conv 2: shared
+# rows; conv 3: side by side, with an input gradient), odd sizes, and a batch below the model's own
+# split (2 * MIN_PART), so only the convolutions split over threads.
 SPEC = {
     "name": "tuned",
     "input": {"shape": [1, 13, 11]},
@@ -18,6 +19,8 @@ SPEC = {
         {"type": "conv2d", "filters": 5, "kernel_size": 3, "padding": "same"},
         {"type": "relu"},
         {"type": "conv2d", "filters": 4, "kernel_size": 5, "padding": 1},
+        {"type": "relu"},
+        {"type": "conv2d", "filters": 6, "kernel_size": 3, "padding": "same", "use_bias": False},
         {"type": "relu"},
         {"type": "flatten"},
         {"type": "dense", "units": 10},
@@ -58,7 +61,9 @@ def train_steps(monkeypatch, threads: int, block_bytes: int | None, split_min_ma
     return {**model.weights, "probabilities": probabilities}
 
 
-def test_block_size_and_thread_split_do_not_change_results(monkeypatch):
+@pytest.mark.parametrize("max_window", [conv_gemm.MAX_WINDOW, 0], ids=["side-by-side", "image-by-image"])
+def test_block_size_and_thread_split_do_not_change_results(monkeypatch, max_window):
+    monkeypatch.setattr(conv_gemm, "MAX_WINDOW", max_window)
     calls: list[int] = []
     real = parallel.run_all
     monkeypatch.setattr(parallel, "run_all", lambda tasks: calls.append(len(tasks)) or real(tasks))

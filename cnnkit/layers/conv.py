@@ -10,6 +10,7 @@ from numpy.lib.stride_tricks import as_strided
 from pydantic import BeforeValidator, NonNegativeInt, PositiveFloat, PositiveInt
 
 from . import conv_blocks as blocks
+from . import conv_gemm
 from .base import Layer, LayerParams, init_kernel
 
 
@@ -122,6 +123,8 @@ class Conv2D(Layer):
         f = kernel.shape[0]
         pad_h, pad_w, out_h, out_w = self._geometry((c, h, w))
         hp, wp = h + sum(pad_h), w + sum(pad_w)
+        if conv_gemm.uses_batched(c, k, f, out_h * wp):  # small images, many channels
+            return conv_gemm.forward(kernel, weights["bias"] if p.use_bias else None, x, pad_h, pad_w, out_h, out_w, input_grad)
         plane, reach = hp * wp, (k - 1) * wp + (k - 1)  # reach: offset of a patch's last element
         x_flat = blocks.flat_padded(x, pad_h, pad_w, tail=k - 1)  # the last window's shifts reach k-1 past the end
         # Kernel row i as (F, C*k) against the input rows (c, j); the bias rides on row 0's ones column.

@@ -206,6 +206,11 @@ class ChunkSums:
             done = end
 
 
+    def put(self, image: int, chunk_sum: np.ndarray) -> None:
+        """Store the whole sum of the chunk that starts at ``image`` (computed in one product)."""
+        self.sums[image // CHUNK - self.first] = chunk_sum.reshape(self.shape)
+
+
 def total(parts: list[ChunkSums]) -> np.ndarray:
     """The sum of all chunks, in order (a fixed order, whatever the ranges were)."""
     chunks = [s for part in parts for s in part.sums if s is not None]

@@ -1,0 +1,53 @@
+"""cnnkit.allocator: glibc's malloc keeps freed memory for reuse once a model runs; CNNKIT_MALLOC_TUNING=0 opts out."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import ctypes, sys
+import numpy as np
+import cnnkit
+from cnnkit import allocator
+calls = []
+real = ctypes.CDLL
+class Recording:  # records mallopt calls made through a fresh CDLL handle
+    def __init__(self, *a, **k):
+        self._lib = real(*a, **k)
+    def __getattr__(self, name):
+        attr = getattr(self._lib, name)
+        if name != "mallopt":
+            return attr
+        def mallopt(option, value):
+            calls.append((option, value))
+            return attr(option, value)
+        mallopt.argtypes = None
+        return mallopt
+ctypes.CDLL = Recording
+model = cnnkit.build({"name": "m", "input": {"shape": [1, 4, 4]}, "layers": [{"type": "flatten"}, {"type": "dense", "units": 2}]})
+model.forward(np.zeros((2, 1, 4, 4), np.float32))
+model.forward(np.zeros((2, 1, 4, 4), np.float32))
+print(calls)
+"""
+
+
+def _run(env_value: str | None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "CNNKIT_MALLOC_TUNING"}
+    if env_value is not None:
+        env["CNNKIT_MALLOC_TUNING"] = env_value
+    return subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None, reason="glibc only")
+def test_the_first_forward_pass_tunes_malloc_once_per_process():
+    from cnnkit import allocator
+
+    assert _run(None) == repr([(allocator.M_MMAP_THRESHOLD, 32 << 20), (allocator.M_TRIM_THRESHOLD, 1 << 30)])
+
+
+def test_cnnkit_malloc_tuning_0_leaves_malloc_alone():
+    assert _run("0") == "[]"
