@@ -57,7 +57,7 @@ def bundle(tmp_path_factory, synthetic_dir):
     folder = tmp_path_factory.mktemp("cli-bundle")
     spec = dict(TINY_SPEC, data={"dataset": "fashion-mnist", "dir": str(synthetic_dir)})
     (folder / "tiny.json").write_text(json.dumps(spec))
-    result = cli("run", folder / "tiny.json", "--out", folder / "tiny.cnnkit", "--quiet")
+    result = cli("run", folder / "tiny.json", "--out", folder / "tiny.cnnkit", "--quiet", "--run-dir", folder / "runs")  # module scope: before the autouse CNNKIT_RUN_DIR
     assert result.exit_code == 0, result.output
     images, labels = synthetic_images(4, 11)
     np.save(folder / "four.npy", images)

@@ -29,7 +29,7 @@ def bundle(tmp_path_factory, synthetic_dir):
     folder = tmp_path_factory.mktemp("images-bundle")
     spec = dict(TINY_SPEC, data={"dataset": "fashion-mnist", "dir": str(synthetic_dir)}, train=dict(TINY_SPEC["train"], epochs=1))
     (folder / "tiny.json").write_text(json.dumps(spec))
-    result = cli("run", folder / "tiny.json", "--out", folder / "tiny.cnnkit", "--quiet")
+    result = cli("run", folder / "tiny.json", "--out", folder / "tiny.cnnkit", "--quiet", "--run-dir", folder / "runs")  # module scope: before the autouse CNNKIT_RUN_DIR
     assert result.exit_code == 0, result.output
     return folder / "tiny.cnnkit"
 
