@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -42,7 +43,14 @@ def _run(env_value: str | None) -> str:
     return subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True).stdout.strip()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None, reason="glibc only")
+def _glibc() -> bool:
+    try:
+        return sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION") is not None
+    except (ValueError, OSError):  # a C library that does not know the name
+        return False
+
+
+@pytest.mark.skipif(not _glibc(), reason="glibc only")
 def test_the_first_forward_pass_tunes_malloc_once_per_process():
     from cnnkit import allocator
 
@@ -51,3 +59,22 @@ def test_the_first_forward_pass_tunes_malloc_once_per_process():
 
 def test_cnnkit_malloc_tuning_0_leaves_malloc_alone():
     assert _run("0") == "[]"
+
+
+@pytest.mark.parametrize("name, value", [("CNNKIT_MALLOC_TUNING", "banana"), ("CNNKIT_MALLOC_TUNING", "off"), ("CNNKIT_NUM_THREADS", "banana"), ("CNNKIT_BLOCK_BYTES", "-5")])
+def test_bad_settings_fail_in_one_line_before_data_or_run_folder(tmp_path, monkeypatch, name, value):
+    """Checked when the session starts: no data is read (the data folder does not exist) and no run
+    folder is created; before, both were checked only at the first forward pass."""
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+    from conftest import TINY_SPEC
+
+    spec = dict(TINY_SPEC, data={"dataset": "fashion-mnist", "dir": str(tmp_path / "no-data-here")})
+    (tmp_path / "tiny.json").write_text(json.dumps(spec))
+    monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "tiny.json"), "--out", str(tmp_path / "t.cnnkit"), "--run-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [f"error: {name} must be " + result.stderr.split(" must be ", 1)[1].strip()]
+    assert repr(value) in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "t.cnnkit").exists()

@@ -7,6 +7,7 @@ path in cnnkit/layers/ is checked against them, so they should stay obviously co
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,7 +169,7 @@ def test_conv2d_stride1_strategies_and_blocks(monkeypatch, strategy, block_bytes
     _force_stride1_strategy(monkeypatch, strategy, block_bytes)
     layer = Conv2D(filters=filters, kernel_size=k, stride=stride, padding=padding, use_bias=use_bias)
     weights = _weights(layer, (c, h, w))
-    x = _input((3, c, h, w))
+    x = _input((9, c, h, w))  # two whole chunks of 4 and a partial one
     y, full = layer.forward(weights, x, train=True)
     np.testing.assert_allclose(y, reference_conv2d(x, weights["kernel"], weights.get("bias"), stride, padding), rtol=1e-5, atol=1e-5)
     check_gradients(layer, (c, h, w), batch=3)
@@ -200,6 +201,17 @@ def test_conv2d_batched_blocks_match_image_by_image_and_never_change_results(mon
         for block_bytes in (1, 3000, 10**9):  # a chunk per block, a few chunks, all images
             for name, value in run("batched", block_bytes, input_grad).items():
                 np.testing.assert_array_equal(value, batched[name], err_msg=f"{name}, block_bytes={block_bytes}")
+
+
+def test_the_best_specs_small_convolutions_go_side_by_side():
+    """README "Speed": the best spec's 14x14 and 7x7 convolutions take conv_gemm, its 28x28 one does not."""
+    model = cnnkit.build(Path(__file__).parent.parent / "specs" / "fashion_mnist_best.json")
+    picks = []
+    for r in model.layers:
+        if r.type == "conv2d":
+            _, pad_w, out_h, _ = r.layer._geometry(r.input_shape)
+            picks.append(conv_gemm.uses_batched(r.input_shape[0], r.layer.params.kernel_size, r.layer.params.filters, out_h * (r.input_shape[2] + sum(pad_w))))
+    assert picks == [False, True, True]
 
 
 def test_conv2d_picks_the_copy_that_moves_fewer_rows():
@@ -243,7 +255,7 @@ def test_conv2d_reads_only_inside_its_arrays(monkeypatch, strategy, block_bytes,
     _force_stride1_strategy(monkeypatch, strategy, block_bytes)
     layer = Conv2D(filters=filters, kernel_size=k, stride=stride, padding=padding, use_bias=use_bias)
     weights = _weights(layer, (c, h, w))
-    x = _input((3, c, h, w))
+    x = _input((9, c, h, w))  # two whole chunks of 4 and a partial one
     for input_grad in (True, False):
         y, backprop = layer.forward(weights, x, train=True, input_grad=input_grad)
         backprop(_input(y.shape, seed=5))

@@ -212,8 +212,8 @@ def machine() -> dict:
     import ctypes
 
     import cnnkit
-    from cnnkit import parallel, tuning
-    from cnnkit.layers import conv_blocks
+    from cnnkit import allocator, parallel, tuning
+    from cnnkit.layers import conv_blocks, conv_gemm
 
     info: dict = {"cpu_model": tuning.cpu_model(), "caches": tuning.cache_sizes(), "cores": os.cpu_count(),
                   "threads": parallel.num_threads(), "numpy": np.__version__}
@@ -239,6 +239,9 @@ def machine() -> dict:
             break
     picks = tuning.picks()
     picks["split_min_macs"], picks["chunk"] = conv_blocks.SPLIT_MIN_MACS, conv_blocks.CHUNK
+    # cnnkit tunes glibc's malloc for the whole process at its first forward pass (cnnkit.allocator),
+    # so PyTorch, measured in the same process, runs under the same malloc settings.
+    picks["malloc_tuned"] = allocator.keep_freed_memory()
     picks["spare_cores_now"] = parallel.spare_cores()  # False: load too high, convolutions do not split now
     picks["conv_strategies"] = {}
     for arch, spec in ARCHITECTURES.items():
@@ -246,8 +249,11 @@ def machine() -> dict:
         for r in model.layers:
             if r.entry.type == "conv2d" and r.layer.params.stride == 1:
                 c, f, k = r.input_shape[0], r.layer.params.filters, r.layer.params.kernel_size
-                strategy = "full im2col" if conv_blocks.copies_kernel_rows(c, k, f) else "shared kernel rows"
                 _, pad_w, out_h, _ = r.layer._geometry(r.input_shape)
+                if conv_gemm.uses_batched(c, k, f, out_h * (r.input_shape[2] + sum(pad_w))):
+                    strategy = "images side by side (conv_gemm)"
+                else:
+                    strategy = "full im2col" if conv_blocks.copies_kernel_rows(c, k, f) else "shared kernel rows"
                 macs = out_h * (r.input_shape[2] + sum(pad_w)) * f * c * k * k  # as Conv2D computes it
                 splits = ", ".join(f"batch {b}: {len(conv_blocks.image_ranges(b, macs))} ranges" for b in (8, 16))
                 picks["conv_strategies"][f"{arch}.{r.index}"] = f"{strategy}; images split over threads at {splits}"

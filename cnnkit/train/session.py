@@ -39,6 +39,15 @@ class SessionResult:
     checkpoint_seconds: float
 
 
+def _check_environment() -> None:
+    """Bad CNNKIT_* settings fail before any data is loaded or folder created, not at the first step."""
+    from .. import allocator, parallel, tuning
+
+    parallel.num_threads()
+    tuning.block_bytes()
+    allocator.wanted()
+
+
 def check_backend(backend: str, device: str, resume: str | Path | None) -> None:
     """CnnkitError unless ``backend`` is numpy or torch, ``device`` is cpu for numpy, and only numpy resumes."""
     if backend not in ("numpy", "torch"):
@@ -89,6 +98,7 @@ def train_session(
     from ..spec import load_spec, parameter_count, resolve_layers
 
     check_backend(backend, device, resume)
+    _check_environment()
     if (spec is None) == (resume is None):
         raise ValueError("give either spec or resume")
     if resume is not None:
