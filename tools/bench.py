@@ -165,7 +165,7 @@ def _rate(fn, images: int) -> float:
     return images / (time.perf_counter() - start)
 
 
-def throughput(quick: bool, rounds: int = 5) -> list[dict]:
+def throughput(quick: bool, rounds: int = 5, archs: list[str] | None = None) -> list[dict]:
     import torch
 
     import cnnkit
@@ -180,6 +180,8 @@ def throughput(quick: bool, rounds: int = 5) -> list[dict]:
              ("train", 64, 1024 if quick else 8192), ("infer", 256, 2048 if quick else 16384)]
     results = []
     for arch, spec in ARCHITECTURES.items():
+        if archs and arch not in archs:
+            continue
         ours = CnnkitRunner(spec)
         if ours.model.input_shape != (1, 28, 28):
             raise SystemExit(f"bench: architecture {arch!r} takes input {list(ours.model.input_shape)}, the benchmark feeds Fashion-MNIST (1, 28, 28)")
@@ -343,6 +345,7 @@ def time_to_accuracy(spec_path: Path, target: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run (fewer images, one round)")
+    parser.add_argument("--arch", action="append", choices=sorted(ARCHITECTURES), help="measure only this architecture (repeatable; default: all)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per figure (median reported; default 5)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     parser.add_argument("--time-to-accuracy", action="store_true", help=f"time {FAST_SPEC.name} until test accuracy >= {TARGET_ACCURACY}")
@@ -359,7 +362,7 @@ def main() -> None:
     if args.time_to_accuracy:
         report["time_to_accuracy"] = time_to_accuracy(args.spec.resolve(), args.target)
     else:
-        report["throughput"] = throughput(args.quick, args.rounds)
+        report["throughput"] = throughput(args.quick, args.rounds, args.arch)
         report["peak_rss_mib_train_batch64"] = peak_rss(args.quick)
     if args.json:
         print(json.dumps(report, indent=2))
