@@ -6,11 +6,12 @@ and free space at the top of a heap above its trim threshold), so the next step 
 and every fresh page costs a page fault in which the kernel zeroes it; with two threads those
 faults also contend for the process's memory map lock. Measured on the best spec's net (batch 128,
 2 threads, AMD EPYC): about 5,400 page faults per step with the defaults, about 30 with the
-settings below, and 15-20% more images per second; peak RSS grew by under 5%.
+settings below, and about 20% more images per second; peak RSS of those loops grew by under 5%.
 
 So when a model first runs, cnnkit sets glibc's M_MMAP_THRESHOLD to 32 MiB (its maximum on 64-bit
 systems; larger arrays are still mapped and unmapped) and M_TRIM_THRESHOLD to 1 GiB. Freed memory
-stays with the process for reuse; peak memory is unchanged (it is set by the largest working set).
+stays with the process for reuse; peak memory is still set by the largest working set, plus any
+fragmentation the kept memory adds.
 This changes speed only, never results. It applies to the whole process, once, and stays: a
 program that runs a model (training, ``predict``, ``evaluate``) keeps up to 1 GiB of freed memory
 at the top of its heap instead of returning it. Outside Linux, or on another C library, it does

@@ -123,7 +123,7 @@ class Conv2D(Layer):
         f = kernel.shape[0]
         pad_h, pad_w, out_h, out_w = self._geometry((c, h, w))
         hp, wp = h + sum(pad_h), w + sum(pad_w)
-        if conv_gemm.uses_batched(c, k, f, out_h * wp):  # small images, many channels
+        if conv_gemm.uses_batched(c, k, f, out_h * wp):  # small images: side by side, 4 per product
             return conv_gemm.forward(kernel, weights["bias"] if p.use_bias else None, x, pad_h, pad_w, out_h, out_w, input_grad)
         plane, reach = hp * wp, (k - 1) * wp + (k - 1)  # reach: offset of a patch's last element
         x_flat = blocks.flat_padded(x, pad_h, pad_w, tail=k - 1)  # the last window's shifts reach k-1 past the end

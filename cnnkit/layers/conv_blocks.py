@@ -205,7 +205,6 @@ class ChunkSums:
                     np.add(total, product.reshape(self.shape), out=total)
             done = end
 
-
     def put(self, image: int, chunk_sum: np.ndarray) -> None:
         """Store the whole sum of the chunk that starts at ``image`` (computed in one product)."""
         self.sums[image // CHUNK - self.first] = chunk_sum.reshape(self.shape)

@@ -1,12 +1,11 @@
-"""Stride-1 convolution for small images with many channels: the images of a block side by side in
-one GEMM.
+"""Stride-1 convolution for small images: the images of a block side by side, 4 per product.
 
 ``conv_blocks`` multiplies image by image: a product per image of (F, C*k*k) weights against that
 image's (C*k*k, positions) patches. For a 7x7 image with 64 channels that is a 63-column product
 (7 rows at padded width 9), too narrow for BLAS to run at speed. Here a block's patches are laid
 out (C*k*k, images * positions) and multiplied 4 images (one CHUNK) per product, and the output is
 copied back to NCHW. Measured on the best spec's 64->128 convolution at 7x7, 64 images, one
-thread: forward 8.6 ms image by image, 7.1-7.4 ms here; the whole net trains 8-9% faster.
+thread: forward 8.6 ms image by image, 7.1-7.4 ms here; the whole net trains 7-11% faster.
 
 Results must not depend on the block size (it comes from the machine's L2, ``tuning``), and BLAS
 results can depend on a product's shape (measured: OpenBLAS gave outputs differing in the last bit
@@ -29,8 +28,8 @@ MAX_WINDOW = 512
 
 
 def uses_batched(c: int, k: int, f: int, window: int) -> bool:
-    """Whether a stride-1 convolution of this shape takes this path: narrow windows, and enough
-    channels that a full im2col is the cheaper copy (``conv_blocks.copies_kernel_rows``)."""
+    """Whether a stride-1 convolution of this shape takes this path: a narrow window, and a full
+    im2col the cheaper copy, C*(k-1) <= 2*F (``conv_blocks.copies_kernel_rows``)."""
     return window <= MAX_WINDOW and blocks.copies_kernel_rows(c, k, f)
 
 
