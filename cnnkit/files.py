@@ -72,3 +72,18 @@ def read_regular(path: str | os.PathLike, what: str, error: type[CnnkitError], m
     if len(data) > max_bytes:  # it grew while we read
         raise error(f"{path}: more than {max_bytes:,} bytes, more than {_a(what)} may have")
     return data
+
+
+def read_head(path: str | os.PathLike, size: int = 64) -> bytes:
+    """The first ``size`` bytes of the regular file ``path``, or b"" when it is missing, unreadable or
+    not a regular file: a cheap look at a file's type that cannot block on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return b""
+    try:
+        return os.read(fd, size) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)

@@ -221,19 +221,29 @@ class Registry:
         return statuses
 
 
+def params_problem(cls: type, base: type, base_name: str, key: str, key_names: str) -> str | None:
+    """What is wrong with a plugin class's ``Params`` (subclass ``base``, extra='forbid', no field
+    ``key``: a spec uses it to name ``key_names``), or None. Shared by every plugin group."""
+    name = cls.__name__
+    params = getattr(cls, "Params", None)
+    if not (isinstance(params, type) and issubclass(params, base)):
+        return f"{name}.Params must subclass {base_name}. Received: {params!r}"
+    if params.model_config.get("extra") != "forbid":
+        return f"{name}.Params must reject unknown fields (extra='forbid'). Received: extra={params.model_config.get('extra')!r}"
+    if key in params.model_fields:
+        return f"{name}.Params must not declare a field named {key!r} (a spec uses it to name {key_names})"
+    return None
+
+
 def contract_problem(cls: type[Layer]) -> str | None:
     """What is wrong with a Layer subclass's static shape (Params, forward, non_trainable), or None.
 
     Only what can be seen without running the layer; ``cnnkit.testing.check_layer`` runs it.
     """
     name = cls.__name__
-    params = getattr(cls, "Params", None)
-    if not (isinstance(params, type) and issubclass(params, LayerParams)):
-        return f"{name}.Params must subclass cnnkit.layers.LayerParams. Received: {params!r}"
-    if params.model_config.get("extra") != "forbid":
-        return f"{name}.Params must reject unknown fields (extra='forbid'). Received: extra={params.model_config.get('extra')!r}"
-    if "type" in params.model_fields:
-        return f"{name}.Params must not declare a field named 'type' (a spec uses it to name the layer type)"
+    problem = params_problem(cls, LayerParams, "cnnkit.layers.LayerParams", "type", "the layer type")
+    if problem:
+        return problem
     if cls.forward is Layer.forward:
         return f"{name} does not implement forward(weights, x, train)"
     fixed = getattr(cls, "non_trainable", ())

@@ -7,6 +7,7 @@ user's real cache; the real Fashion-MNIST is only read by tests marked ``realdat
 from __future__ import annotations
 
 import gzip
+import json
 import struct
 from pathlib import Path
 
@@ -96,6 +97,29 @@ def tiny_spec(synthetic_dir) -> dict:
     spec = copy.deepcopy(TINY_SPEC)
     spec["data"]["dir"] = str(synthetic_dir)
     return spec
+
+
+@pytest.fixture
+def spec_file(tmp_path, tiny_spec) -> Path:
+    """tiny_spec written to tmp_path/tiny.json."""
+    (tmp_path / "tiny.json").write_text(json.dumps(tiny_spec))
+    return tmp_path / "tiny.json"
+
+
+@pytest.fixture
+def plugin_dir(tmp_path, monkeypatch):
+    """A sys.path entry for fake distributions; the registry's class cache starts empty."""
+    import sys
+
+    from cnnkit import registry
+
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setattr(registry.LAYERS, "_resolved", {})
+    yield root
+    for name in [m for m in sys.modules if m.startswith("fake_")]:
+        del sys.modules[name]
 
 
 REAL_DATA = Path("/usr/share/datasets/fashion-mnist")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 import re
 import signal
@@ -18,21 +16,12 @@ from typer.testing import CliRunner
 import cnnkit
 from cnnkit.cli import app
 from cnnkit.train.checkpoint import read_checkpoint
-from conftest import TINY_SPEC
 
 runner = CliRunner()
 
 
 def cli(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture
-def spec_file(tmp_path, synthetic_dir):
-    spec = copy.deepcopy(TINY_SPEC)
-    spec["data"]["dir"] = str(synthetic_dir)
-    (tmp_path / "tiny.json").write_text(json.dumps(spec))
-    return tmp_path / "tiny.json"
 
 
 def test_run_writes_a_numbered_run_folder_and_resume_finishes_it(spec_file, tmp_path):

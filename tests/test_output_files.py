@@ -67,6 +67,17 @@ def test_fifo_as_output_is_refused_before_training(work):
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
+def test_recognising_our_files_never_blocks_on_a_fifo(tmp_path):
+    """is_bundle_file and is_cnnkit_onnx_file (public, and the `recognise` of check_target) look at
+    a file's first bytes; on a FIFO a plain open() waits for a writer forever. In a subprocess, so
+    a regression fails on the timeout instead of hanging the suite."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    code = "import sys; from cnnkit.bundle import is_bundle_file; from cnnkit.export import is_cnnkit_onnx_file; print(is_bundle_file(sys.argv[1]), is_cnnkit_onnx_file(sys.argv[1]))"
+    done = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout.split() == ["False", "False"], done.stderr
+
+
 def test_existing_file_that_is_not_a_bundle_needs_force(work):
     for name, content in (("spec.json", (work / "tiny.json").read_bytes()), ("photo.png", b"\x89PNG\r\n\x1a\n....")):
         target = work / "out" / name
@@ -326,7 +337,7 @@ def test_device_nodes_are_never_replaced(tmp_path, work):
 
 
 def test_device_nodes_as_inputs_are_named_and_not_read(tmp_path, work):
-    script = f"""
+    script = """
         ulimit -v 4000000
         $PY -m cnnkit.cli validate "$D/zero"; echo "rc=$?"
         $PY -m cnnkit.cli inspect "$D/zero"; echo "rc=$?"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -34,15 +33,9 @@ OTHER_TANH = SCALE_MODULE.replace("factor: float = 2.0", "factor: float = -3.0")
 
 
 @pytest.fixture
-def site(tmp_path, monkeypatch):
-    """A sys.path folder for fake distributions, and a registry cache that starts empty."""
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    monkeypatch.setattr(registry.LAYERS, "_resolved", {})
-    yield root
-    for name in [m for m in sys.modules if m.startswith("fake_")]:
-        del sys.modules[name]
+def site(plugin_dir):
+    """conftest's plugin_dir: a sys.path folder for fake distributions, an empty registry cache."""
+    return plugin_dir
 
 
 def uninstall(site: Path, dist: str) -> None:

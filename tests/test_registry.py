@@ -17,18 +17,6 @@ from fakeplugins import BROKEN_MODULE, SCALE_MODULE, subprocess_env, write_dist
 BUILTINS = {"conv2d", "relu", "softmax", "maxpool2d", "flatten", "dense"}
 
 
-@pytest.fixture
-def plugin_dir(tmp_path, monkeypatch):
-    """A sys.path entry for fake distributions; the registry's class cache starts empty."""
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    monkeypatch.setattr(registry.LAYERS, "_resolved", {})
-    yield root
-    for name in [m for m in sys.modules if m.startswith("fake_")]:
-        del sys.modules[name]
-
-
 def test_builtins_are_registered_through_entry_points_with_provenance():
     entries = {e.type: e for e in registry.list_layers()}
     assert BUILTINS <= set(entries)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import sys
@@ -14,7 +13,7 @@ from typer.testing import CliRunner
 import cnnkit
 from cnnkit.cli import app
 from cnnkit.report import worst_mistakes
-from conftest import REAL_DATA, SEED_SPEC, TINY_SPEC
+from conftest import REAL_DATA, SEED_SPEC
 
 pytest.importorskip("matplotlib")
 runner = CliRunner()
@@ -47,11 +46,9 @@ def assert_report(folder, expected_pictures=SIZES):
 
 
 @pytest.fixture
-def spec_file(tmp_path, synthetic_dir):
-    spec = copy.deepcopy(TINY_SPEC)
-    spec["data"]["dir"] = str(synthetic_dir)
-    spec["train"]["epochs"] = 2
-    (tmp_path / "tiny.json").write_text(json.dumps(spec))
+def spec_file(tmp_path, tiny_spec):
+    tiny_spec["train"]["epochs"] = 2
+    (tmp_path / "tiny.json").write_text(json.dumps(tiny_spec))
     return tmp_path / "tiny.json"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 
@@ -14,15 +13,6 @@ from typer.testing import CliRunner
 from cnnkit.cli import app
 from cnnkit.errors import CnnkitError
 from cnnkit.train.session import check_backend, train_session
-from conftest import TINY_SPEC
-
-
-@pytest.fixture
-def spec_file(tmp_path, synthetic_dir):
-    spec = copy.deepcopy(TINY_SPEC)
-    spec["data"]["dir"] = str(synthetic_dir)
-    (tmp_path / "tiny.json").write_text(json.dumps(spec))
-    return tmp_path / "tiny.json"
 
 
 def test_a_session_writes_what_the_command_writes_and_speaks_only_through_its_callbacks(spec_file, tmp_path, capsys):

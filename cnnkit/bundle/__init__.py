@@ -22,7 +22,7 @@ import warnings
 
 from .. import provenance
 from ..errors import BundleError, CnnkitError, ProviderMismatchWarning
-from ..files import read_regular
+from ..files import read_head, read_regular
 from .atomic import InterruptedAfterWrite, OutputError, check_target, remove_stale_temps, write_atomic
 from .codec import DTYPES, FORMAT, MAX_FILE_BYTES, VERSION, Bundle, decode, encode, pack, weight_entry
 from .describe import describe, weight_fingerprint
@@ -45,11 +45,7 @@ def read(path: str | Path) -> Bundle:
 
 def is_bundle_file(path: str | Path) -> bool:
     """Whether ``path`` starts like a cnnkit bundle (a cheap look at its first bytes, not a full check)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(64)
-    except OSError:
-        return False
+    head = read_head(path)
     return bool(head) and (0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)) and _MARKER in head
 
 

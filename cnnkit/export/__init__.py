@@ -12,6 +12,7 @@ import importlib
 from pathlib import Path
 
 from ..errors import CnnkitError
+from ..files import read_head
 
 FORMATS = ("onnx",)
 
@@ -57,11 +58,7 @@ def call_hook(resolved, hook: str, purpose: str, *args):
 
 def is_cnnkit_onnx_file(path: str | Path) -> bool:
     """Whether ``path`` starts like an ONNX file cnnkit wrote (ir_version field, producer "cnnkit")."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(64)
-    except OSError:
-        return False
+    head = read_head(path)
     return head[:1] == b"\x08" and b"\x12\x06cnnkit" in head
 
 

@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from ...registry import params_problem
 from ..dataset import Dataset
 
 
@@ -46,14 +47,9 @@ class DatasetSource:
 
 def contract_problem(cls: type[DatasetSource]) -> str | None:
     """What is wrong with a DatasetSource subclass's static shape, or None."""
-    name = cls.__name__
-    params = getattr(cls, "Params", None)
-    if not (isinstance(params, type) and issubclass(params, SourceParams)):
-        return f"{name}.Params must subclass cnnkit.data.SourceParams. Received: {params!r}"
-    if params.model_config.get("extra") != "forbid":
-        return f"{name}.Params must reject unknown fields (extra='forbid'). Received: extra={params.model_config.get('extra')!r}"
-    if "dataset" in params.model_fields:
-        return f"{name}.Params must not declare a field named 'dataset' (a spec uses it to name the source)"
+    problem = params_problem(cls, SourceParams, "cnnkit.data.SourceParams", "dataset", "the source")
+    if problem:
+        return problem
     if cls.load is DatasetSource.load:
-        return f"{name} does not implement load(input_shape)"
+        return f"{cls.__name__} does not implement load(input_shape)"
     return None
