@@ -65,7 +65,12 @@ def layers_markdown(statuses: list[LayerStatus]) -> str:
         flags = []
         if status.cls.non_trainable:
             flags.append(f"non-trainable state (saved, updated in training): {', '.join(f'`{n}`' for n in status.cls.non_trainable)}")
-        flags.append("per-sample in training (a training batch may be split over threads)" if status.cls.per_sample_in_training else "uses batch statistics in training (a training batch is never split)")
+        if status.cls.per_sample_in_training:
+            flags.append("per-sample in training (a training batch may be split over threads)")
+        elif getattr(status.cls, "per_part_in_training", False):
+            flags.append("uses batch statistics in training, per part when a training batch is split over threads")
+        else:
+            flags.append("uses batch statistics in training (a training batch is never split)")
         out.append("\n" + "".join(f"- {f}\n" for f in flags))
         if row["params"]:
             out.append("\n| param | type | default | description |\n| --- | --- | --- | --- |\n")

@@ -32,6 +32,8 @@ ctypes.CDLL = Recording
 model = cnnkit.build({"name": "m", "input": {"shape": [1, 4, 4]}, "layers": [{"type": "flatten"}, {"type": "dense", "units": 2}]})
 model.forward(np.zeros((2, 1, 4, 4), np.float32))
 model.forward(np.zeros((2, 1, 4, 4), np.float32))
+other = cnnkit.build({"name": "o", "input": {"shape": [1, 4, 4]}, "layers": [{"type": "flatten"}, {"type": "dense", "units": 3}]})
+other.forward(np.zeros((2, 1, 4, 4), np.float32))  # a second model: its first pass tunes nothing again
 print(calls)
 """
 

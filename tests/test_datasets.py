@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 import cnnkit
 from cnnkit.cli import app
-from cnnkit.data import DATASETS, load_dataset, load_fashion_mnist
+from cnnkit.data import DATASETS, DatasetSource, SourceParams, load_dataset, load_fashion_mnist
 from cnnkit.errors import SpecError
 from cnnkit.spec import validate_spec
 
@@ -427,3 +427,57 @@ def _class_by_class(labels: np.ndarray) -> np.ndarray:
     """image-folder's order of examples saved as <index>.png: the first of each class, then the second, ..."""
     per_class = [np.flatnonzero(labels == k) for k in range(10)]
     return np.array([members[i] for i in range(max(map(len, per_class))) for members in per_class if i < len(members)])
+
+
+def test_evaluate_data_dir_replaces_each_sources_own_folder_field(monkeypatch):
+    """`cnnkit evaluate --data-dir` sets the source's folder_key; torchvision's folder is `root` (a
+    `path` there was rejected as an unknown field, so evaluating a torchvision bundle elsewhere failed)."""
+    from cnnkit.data import Dataset, load_test_set
+    from cnnkit.data.sources.torchvision import Torchvision
+
+    for name in ("fashion-mnist", "idx-folder", "npz", "image-folder", "torchvision"):
+        cls = DATASETS.load(name)
+        assert cls.folder_key in cls.Params.model_fields, name
+    seen = []
+
+    def fake_load(self, input_shape):
+        seen.append(self.params.root)
+        images, labels = synthetic_images(4, 3)
+        return Dataset(images, labels, images, labels, [str(i) for i in range(10)], "fake")
+
+    monkeypatch.setattr(Torchvision, "load", fake_load)
+    spec = validate_spec(spec_with({"dataset": "torchvision", "name": "FashionMNIST", "root": "where-it-was-trained"}))
+    test = load_test_set(spec.data, (1, 28, 28), data_dir="elsewhere", limit=2)
+    assert seen == ["elsewhere"] and len(test.test_labels) == 2
+
+
+def test_dataset_source_contract_problems_are_named():
+    from pydantic import BaseModel
+
+    from cnnkit.data import Dataset
+    from cnnkit.data.sources.base import contract_problem
+
+    class NoParams(DatasetSource):
+        Params = BaseModel
+
+    class Lax(DatasetSource):
+        class Params(SourceParams):
+            model_config = {"extra": "allow"}
+
+    class Named(DatasetSource):
+        class Params(SourceParams):
+            dataset: str = "x"
+
+    class NoLoad(DatasetSource):
+        class Params(SourceParams):
+            path: str = "x"
+
+    class Fine(NoLoad):
+        def load(self, input_shape) -> Dataset:
+            raise NotImplementedError
+
+    assert contract_problem(NoParams).startswith("NoParams.Params must subclass cnnkit.data.SourceParams")
+    assert contract_problem(Lax) == "Lax.Params must reject unknown fields (extra='forbid'). Received: extra='allow'"
+    assert contract_problem(Named) == "Named.Params must not declare a field named 'dataset' (a spec uses it to name the source)"
+    assert contract_problem(NoLoad) == "NoLoad does not implement load(input_shape)"
+    assert contract_problem(Fine) is None

@@ -140,6 +140,30 @@ def test_resume_may_change_training_settings_only(synthetic_dir, tmp_path):
         resume_run(folder, ["layers[4].units=10", "data.train_limit=100"])
 
 
+def test_resume_trains_with_the_optimizer_settings_it_was_given(synthetic_dir, tmp_path):
+    """--set train.optimizer.momentum on resume is what training uses (the checkpoint's working
+    copy of the old momentum used to win, while the bundle's spec showed the new one)."""
+    spec, data = sgd_spec(synthetic_dir), load_fashion_mnist(synthetic_dir)
+    with pytest.raises(Interrupted):
+        run_in_folder(spec, data, tmp_path / "runs", stop_at=20)
+    model, state = resume_run(tmp_path / "runs" / "tiny", ["train.optimizer.momentum=0.5", "train.optimizer.lr=0.01"])
+    assert model.spec.train.optimizer["momentum"] == 0.5 and state.optimizer.momentum == 0.5
+    assert state.optimizer.velocity  # the per-weight state still comes from the checkpoint
+
+
+def test_resume_refuses_to_change_how_the_best_epoch_is_tracked(synthetic_dir, tmp_path):
+    spec, data = rich_spec(synthetic_dir), load_fashion_mnist(synthetic_dir)
+    spec["train"]["restore_best"] = False
+    with pytest.raises(Interrupted):
+        run_in_folder(spec, data, tmp_path / "runs", stop_at=5)
+    folder = tmp_path / "runs" / "tiny"
+    for change in ("train.restore_best=true", "train.early_stopping.monitor=val_loss"):
+        with pytest.raises(CnnkitError, match="cannot resume .* another train.restore_best or train.early_stopping.monitor"):
+            resume_run(folder, [change])
+    model, state = resume_run(folder, ["train.early_stopping.patience=3"])  # other early-stopping settings may change
+    assert model.spec.train.early_stopping.patience == 3
+
+
 def test_divergence_keeps_the_last_checkpoint_and_says_how_to_resume(synthetic_dir, tmp_path, monkeypatch):
     from cnnkit.train import loop
 

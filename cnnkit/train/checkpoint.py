@@ -62,12 +62,20 @@ def _state_map(state: TrainState) -> dict[str, Any]:
     }
 
 
+def _from_spec(optimizer, attr: str) -> bool:
+    return attr != "lr" and attr in type(optimizer.params).model_fields
+
+
 def _optimizer_map(optimizer) -> dict[str, Any]:
-    """An optimizer's state: its numbers (lr, momentum, t, …) and its per-weight arrays (velocity, m, v)."""
+    """An optimizer's state: its numbers (lr, t, …) and its per-weight arrays (velocity, m, v).
+
+    Other numbers named like a field of its params (momentum, beta1) are working copies of the
+    spec's values: on resume they come from the (maybe --set) spec, or from the schedule that cycles
+    them. ``lr`` is kept: the schedule sets it before every step, but the epoch's record reads it."""
     scalars, arrays = {}, {}
     for attr, value in vars(optimizer).items():
-        if attr == "params":
-            continue  # from the spec
+        if attr == "params" or _from_spec(optimizer, attr):
+            continue
         if isinstance(value, (bool, int, float)):
             scalars[attr] = value
         elif isinstance(value, dict) and all(isinstance(a, np.ndarray) for a in value.values()):
@@ -148,6 +156,8 @@ def _restore_optimizer(optimizer, saved: dict[str, Any], model: Model, where: st
     if saved.get("type") != optimizer.params.type:
         raise BundleError(f"{where}.type is {saved.get('type')!r:.40}, but the spec's optimizer is {optimizer.params.type!r}")
     for attr, value in _map(saved.get("scalars"), f"{where}.scalars").items():
+        if _from_spec(optimizer, attr):
+            continue  # older checkpoints saved momentum and beta1 too: the spec's values win (see _optimizer_map)
         current = getattr(optimizer, attr, None)
         if not isinstance(current, (bool, int, float)) or not isinstance(value, (bool, int, float)):
             raise BundleError(f"{where}.scalars.{attr:.40} does not fit {type(optimizer).__name__}")

@@ -134,10 +134,16 @@ def resume_run(folder: str | Path, overrides: list[str] | None = None) -> tuple[
     model, saved = read_checkpoint(folder / LAST)
     if overrides:
         from ..spec import apply_overrides, validate_spec
+        from ..spec_training import EarlyStopping
 
         spec = validate_spec(apply_overrides(model.spec.to_dict(), overrides))
         if {k: v for k, v in spec.to_dict().items() if k != "train"} != {k: v for k, v in model.spec.to_dict().items() if k != "train"}:
             raise CnnkitError(f"cannot resume {folder} with --set outside train.*: the model and its data must stay as they were")
+        before, after = model.spec.train, spec.train
+        watched = [(t.restore_best is not False, (t.early_stopping or EarlyStopping()).monitor) for t in (before, after)]
+        if watched[0] != watched[1]:  # the best epoch so far was tracked (and its weights kept, or not) under the old settings
+            raise CnnkitError(f"cannot resume {folder} with another train.restore_best or train.early_stopping.monitor: "
+                              f"the run tracked its best epoch with restore_best={before.restore_best}, monitor={watched[0][1]}")
         model = Model(spec, model.weights, classes=model.classes, metadata=model.metadata)
     state = restore_state(model, saved, str(folder / LAST))
     begun = state.epoch if state.step else state.epoch - 1  # epochs the weights have trained in (the last maybe partly)

@@ -32,14 +32,15 @@ def load_dataset(data: DataSpec, input_shape: tuple[int, ...]) -> Dataset:
 def load_test_set(data: DataSpec, input_shape: tuple[int, ...], data_dir: str | None = None, limit: int | None = None) -> Dataset:
     """The test set of a (bundle's) ``data`` section, for evaluation: the first ``limit`` test examples.
 
-    ``data_dir`` replaces the source's folder (fashion-mnist's ``dir``, the others' ``path``).
+    ``data_dir`` replaces the source's folder (its ``folder_key``: fashion-mnist's ``dir``,
+    torchvision's ``root``, the others' ``path``).
     Fashion-MNIST reads only its two test files, so a folder holding just those is enough.
     """
     from ..fashion_mnist import load_fashion_mnist
 
     if data.dataset == "fashion-mnist":
         return load_fashion_mnist(data_dir or data.source_params().get("dir"), test_limit=limit, splits=("test",))
-    update = {"test_limit": limit, **({"path": str(data_dir)} if data_dir is not None else {})}
+    update = {"test_limit": limit, **({DATASETS.load(data.dataset).folder_key: str(data_dir)} if data_dir is not None else {})}
     return load_dataset(data.model_copy(update=update), input_shape)
 
 

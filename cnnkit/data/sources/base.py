@@ -31,6 +31,8 @@ class DatasetSource:
     """A dataset source. Subclasses set ``Params`` and implement ``load``; the constructor only stores."""
 
     Params: ClassVar[type[SourceParams]] = SourceParams
+    # The Params field naming the source's folder: what `cnnkit evaluate --data-dir` replaces.
+    folder_key: ClassVar[str] = "path"
 
     def __init__(self, params: SourceParams):
         self.params = params

@@ -12,6 +12,8 @@ from .base import DatasetSource, SourceParams
 class FashionMNIST(DatasetSource):
     """70,000 28x28 grayscale garments in 10 classes; the official files are verified by sha256."""
 
+    folder_key = "dir"
+
     class Params(SourceParams):
         dir: str | None = Field(None, description="folder holding the four IDX files; default: search the usual places")
 

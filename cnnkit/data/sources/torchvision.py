@@ -27,6 +27,8 @@ CACHE_VERSION = 1
 class Torchvision(DatasetSource):
     """``torchvision.datasets.<name>(root, train=True/False or split="train"/"test", download=...)``."""
 
+    folder_key = "root"
+
     class Params(SourceParams):
         name: str = Field(description="a class of torchvision.datasets, e.g. FashionMNIST, MNIST, KMNIST, CIFAR10, SVHN")
         root: str = Field("data", description="the dataset's root folder, as torchvision expects it (e.g. root/FashionMNIST/raw)")
