@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED_SPEC = ROOT / "specs" / "fashion_mnist_seed.json"
 FAST_SPEC = ROOT / "specs" / "fashion_mnist_fast.json"
 TARGET_ACCURACY = 0.891
-# The architectures measured, by name: adding one is one line (its PyTorch twin is built from the
-# spec, see torch_net). Throughput uses each spec's layers only (not its training settings).
+# The architectures measured, by name: adding one is one line (its PyTorch twin comes from the
+# layers' own to_torch hooks, see torch_net). Throughput uses each spec's layers only (not its training settings).
 ARCHITECTURES = {
     "seed": SEED_SPEC,
     "best": ROOT / "specs" / "fashion_mnist_best.json",
@@ -69,65 +69,12 @@ class CnnkitRunner:
             self.model.forward(x[start : start + batch], train=False, logits=True)
 
 
-def _torch_conv2d(torch, layer, weights, input_shape):
-    from cnnkit.layers.conv import conv_padding
-
-    p = layer.params
-    pad_h = conv_padding(p.padding, input_shape[1], p.kernel_size, p.stride)
-    pad_w = conv_padding(p.padding, input_shape[2], p.kernel_size, p.stride)
-    conv = torch.nn.Conv2d(input_shape[0], p.filters, p.kernel_size, p.stride, bias=p.use_bias)
-    conv.weight.copy_(torch.from_numpy(weights["kernel"]))
-    if p.use_bias:
-        conv.bias.copy_(torch.from_numpy(weights["bias"]))
-    if pad_h == pad_w == (0, 0):
-        return conv
-    if pad_h[0] == pad_h[1] and pad_w[0] == pad_w[1]:
-        conv.padding = (pad_h[0], pad_w[0])
-        return conv
-    return torch.nn.Sequential(torch.nn.ZeroPad2d((pad_w[0], pad_w[1], pad_h[0], pad_h[1])), conv)
-
-
-def _torch_dense(torch, layer, weights, input_shape):
-    linear = torch.nn.Linear(input_shape[0], layer.params.units, bias=layer.params.use_bias)
-    linear.weight.copy_(torch.from_numpy(weights["kernel"].T.copy()))
-    if layer.params.use_bias:
-        linear.bias.copy_(torch.from_numpy(weights["bias"]))
-    return linear
-
-
-def _torch_batchnorm2d(torch, layer, weights, input_shape):
-    bn = torch.nn.BatchNorm2d(input_shape[0], eps=layer.params.eps, momentum=layer.params.momentum)
-    for name, target in (("gamma", bn.weight), ("beta", bn.bias), ("running_mean", bn.running_mean), ("running_var", bn.running_var)):
-        target.copy_(torch.from_numpy(weights[name]))
-    return bn
-
-
-# cnnkit layer type -> PyTorch module from (torch, layer, its weights, input shape). Softmax is left
-# out: both frameworks train and infer from logits here.
-TORCH_LAYERS = {
-    "conv2d": _torch_conv2d,
-    "dense": _torch_dense,
-    "relu": lambda torch, layer, weights, shape: torch.nn.ReLU(),
-    "maxpool2d": lambda torch, layer, weights, shape: torch.nn.MaxPool2d(layer.params.pool_size, layer.params.stride or layer.params.pool_size),
-    "flatten": lambda torch, layer, weights, shape: torch.nn.Flatten(),
-    "batchnorm2d": _torch_batchnorm2d,
-    "dropout": lambda torch, layer, weights, shape: torch.nn.Dropout(layer.params.rate),
-}
-
-
 def torch_net(model):
-    """The PyTorch twin of a cnnkit model, with the same weights (ValueError: a layer has no twin)."""
-    import torch
+    """The PyTorch twin of a cnnkit model, with the same weights: ``cnnkit.torch.to_module`` (each
+    layer's own ``to_torch`` hook), from logits (CnnkitError: a layer has no hook)."""
+    from cnnkit.torch import to_module
 
-    modules = []
-    with torch.no_grad():
-        for r, weights in zip(model.layers, model._layer_weights):
-            if r.entry.type == "softmax" and r is model.layers[-1]:
-                continue
-            if r.entry.type not in TORCH_LAYERS:
-                raise ValueError(f"no PyTorch equivalent for layer type {r.entry.type!r} (add it to TORCH_LAYERS)")
-            modules.append(TORCH_LAYERS[r.entry.type](torch, r.layer, weights, r.input_shape))
-    return torch.nn.Sequential(*modules)
+    return to_module(model, logits=True)
 
 
 class TorchRunner:
@@ -169,6 +116,7 @@ def throughput(quick: bool, rounds: int = 5, archs: list[str] | None = None) -> 
     import torch
 
     import cnnkit
+    from cnnkit.errors import CnnkitError
     from cnnkit.parallel import num_threads
 
     threads = num_threads()  # PyTorch gets as many threads as cnnkit splits batches over
@@ -187,7 +135,7 @@ def throughput(quick: bool, rounds: int = 5, archs: list[str] | None = None) -> 
             raise SystemExit(f"bench: architecture {arch!r} takes input {list(ours.model.input_shape)}, the benchmark feeds Fashion-MNIST (1, 28, 28)")
         try:
             theirs = TorchRunner(cnnkit.build(spec))
-        except ValueError as exc:
+        except CnnkitError as exc:
             print(f"bench: {arch}: skipped, {exc}", file=sys.stderr)
             continue
         own = ours.model.spec.train.batch_size  # the spec's own batch too (the best spec trains at 128)
