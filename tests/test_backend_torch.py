@@ -243,3 +243,23 @@ def test_torchrun_two_processes_match_one_process_on_real_fashion_mnist(tmp_path
     assert results[1][0] > 0.65  # one augmented epoch on 2,700 images: measured 0.700 (2 processes: 0.699)
     for name, w in results[1][1].items():
         np.testing.assert_allclose(results[2][1][name], w, rtol=0, atol=5e-3, err_msg=name)
+
+
+def test_the_per_epoch_cross_check_catches_a_wrong_conversion_on_its_sample(monkeypatch):
+    """Each epoch the torch module's predictions are checked against the NumPy runtime's on the
+    first CROSS_CHECK examples only (the epoch's evaluation already reads them all)."""
+    from cnnkit.backends import torch as backend
+
+    model = cnnkit.build(TINY_SPEC)
+    x = model.preprocess(tiny_data(test=300).test_images)
+    module = to_module(model, logits=True)
+    backend._cross_check(torch, module, model, x, "cpu")  # the faithful conversion passes
+    with torch.no_grad():
+        module[-1].bias += torch.tensor([100.0] + [0.0] * 9)  # now it always answers class 0
+    monkeypatch.setattr(backend, "CROSS_CHECK", 200)
+    seen = []
+    real_predict = model.predict
+    monkeypatch.setattr(model, "predict", lambda images, **kw: seen.append(len(images)) or real_predict(images, **kw))
+    with pytest.raises(CnnkitError, match=r"disagree on \d+ of 200 predictions"):
+        backend._cross_check(torch, module, model, x, "cpu")
+    assert seen == [200]

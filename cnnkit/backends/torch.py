@@ -178,8 +178,15 @@ def fit_torch(model: Model, data, device: str = "cpu", on_epoch=None):
             torch.distributed.destroy_process_group()
 
 
+# Examples the per-epoch cross-check compares: enough to catch a wrong conversion, few enough not to
+# repeat the epoch's evaluation (the whole test set) a second time in each framework.
+CROSS_CHECK = 1024
+
+
 def _cross_check(torch, module, model, x, target) -> None:
-    """The torch module must predict the classes cnnkit's NumPy runtime predicts on ``x`` (else the conversion is wrong)."""
+    """The torch module must predict the classes cnnkit's NumPy runtime predicts on the first
+    CROSS_CHECK examples of ``x`` (else the conversion is wrong)."""
+    x = x[:CROSS_CHECK]
     if not len(x):
         return
     module.eval()

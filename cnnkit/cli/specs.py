@@ -89,11 +89,7 @@ def schema(
 
 def _is_schema_file(path: Path) -> bool:
     """Whether ``path`` holds a schema `cnnkit schema` wrote (its "$id"), so it may be replaced."""
+    from ..files import read_head
     from ..schema import SCHEMA_ID
 
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-    except OSError:
-        return False
-    return f'"$id": "{SCHEMA_ID}"'.encode() in head
+    return f'"$id": "{SCHEMA_ID}"'.encode() in read_head(path, 4096)

@@ -72,15 +72,12 @@ def export_bundle(bundle: str | Path, out: str | Path | None = None, format: str
     if format not in FORMATS:
         raise CnnkitError(f"unknown export format {format!r}; cnnkit exports to: {', '.join(FORMATS)}")
     from ..bundle import load
-    from ..bundle.atomic import OutputError, check_target
+    from ..bundle.atomic import check_target
 
     target = Path(out) if out is not None else Path(bundle).with_suffix(f".{format}")
     if target.exists() and target.resolve() == Path(bundle).resolve():
         raise CnnkitError(f"cannot write {target}: that is the bundle being exported; give another --out")
-    try:
-        target = check_target(target, force=force, recognise=is_cnnkit_onnx_file, what="cnnkit ONNX export")
-    except OutputError as exc:
-        raise CnnkitError(str(exc)) from None
+    target = check_target(target, force=force, recognise=is_cnnkit_onnx_file, what="cnnkit ONNX export")  # OutputError is a CnnkitError
     from .onnx import save_onnx
 
     require("onnx", "onnxruntime", extra="onnx", purpose="ONNX export")  # before loading: fail fast

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CnnkitError
+from ..files import read_head
 
 CURVES, CONFUSION, WORST, INDEX = "curves.png", "confusion.png", "worst.png", "index.html"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -38,22 +39,14 @@ def _folder(out: Path) -> Path:
     return out
 
 
-def _starts_with(path: Path, marker: bytes, within: int) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return marker in fh.read(within)
-    except OSError:
-        return False
-
-
 def is_png_file(path: Path) -> bool:
     """Whether ``path`` is a PNG image (its signature), which a picture may replace without --force."""
-    return _starts_with(path, PNG_SIGNATURE, len(PNG_SIGNATURE))
+    return read_head(path, len(PNG_SIGNATURE)) == PNG_SIGNATURE
 
 
 def is_report_page(path: Path) -> bool:
     """Whether ``path`` is an index.html an earlier report wrote."""
-    return _starts_with(path, PAGE_MARKER, 200)
+    return PAGE_MARKER in read_head(path, 200)
 
 
 def check_picture(path: str | Path, force: bool = False) -> Path:
