@@ -10,7 +10,6 @@ silently float64 model.
 
 from __future__ import annotations
 
-import inspect
 import numbers
 from typing import TYPE_CHECKING
 
@@ -50,10 +49,10 @@ def check_first_forward(model: Model, x: np.ndarray) -> bool:
         return False
     for train in (False, True):
         y = np.ascontiguousarray(x[:SAMPLES], dtype=np.float32)
-        for r in model.layers:
+        for i, r in enumerate(model.layers):
             where = f"layers[{r.index}] ({r.type} from {r.entry.provider})"
-            weights = {name: model.weights[f"{r.index}.{name}"].copy() for name in r.layer.weight_shapes(r.input_shape)}
-            extra = {"rng": np.random.default_rng(0)} if train and "rng" in inspect.signature(r.layer.forward).parameters else {}
+            weights = {name: w.copy() for name, w in model._layer_weights[i].items()}
+            extra = {"rng": np.random.default_rng(0)} if train and model._takes_rng[i] else {}
             try:
                 out, _ = r.layer.forward(weights, y, train, **extra)
             except Exception as exc:  # a plugin bug, named where it happened

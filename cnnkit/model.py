@@ -186,13 +186,12 @@ class Model:
         backprops, updates = [], {}
         for i, (r, w) in enumerate(zip(self.layers[:count], self._layer_weights)):
             kwargs: dict[str, Any] = {}
-            if train:
-                if self._skips_input_grad[i]:
-                    kwargs["input_grad"] = False
-                if self._takes_rng[i]:
-                    kwargs["rng"] = np.random.default_rng([self.spec.train.seed, *key, r.index, part])
-                if self._takes_updates[i]:
-                    kwargs["updates"] = updates[i] = {}
+            if self._skips_input_grad[i]:
+                kwargs["input_grad"] = False
+            if self._takes_rng[i]:
+                kwargs["rng"] = np.random.default_rng([self.spec.train.seed, *key, r.index, part])
+            if self._takes_updates[i]:
+                kwargs["updates"] = updates[i] = {}
             x, bp = r.layer.forward(w, x, train, **kwargs)
             backprops.append(bp)
 

@@ -21,15 +21,11 @@ class AvgPool2D(Layer):
         padding: NonNegativeInt = Field(0, description="zeros on each side, at most pool_size // 2")
         count_include_pad: bool = Field(True, description="padded zeros count in each window's mean (PyTorch's default)")
 
-    @property
-    def _stride(self) -> int:
-        return self.params.stride or self.params.pool_size
-
     def output_shape(self, input_shape):
         if len(input_shape) != 3:
             raise ValueError(f"avgpool2d expects an input of shape (channels, height, width). Received: input_shape={list(input_shape)}")
         c, h, w = input_shape
-        k, s, p = self.params.pool_size, self._stride, self.params.padding
+        k, s, p = self.params.pool_size, self.params.stride, self.params.padding
         if p > k // 2:
             raise ValueError(f"padding must be at most half of pool_size ({k // 2}), as in PyTorch. Received: padding={p}")
         if h + 2 * p < k or w + 2 * p < k:
@@ -38,7 +34,7 @@ class AvgPool2D(Layer):
 
     def _divisor(self, h: int, w: int, out_h: int, out_w: int, dtype) -> np.ndarray:
         """1 / (values averaged) for each output position, (Ho, Wo)."""
-        k, s, p = self.params.pool_size, self._stride, self.params.padding
+        k, s, p = self.params.pool_size, self.params.stride, self.params.padding
         if self.params.count_include_pad or p == 0:
             return np.full((out_h, out_w), 1.0 / (k * k), dtype)
 
@@ -50,7 +46,7 @@ class AvgPool2D(Layer):
 
     def forward(self, weights, x, train):
         n, c, h, w = x.shape
-        k, s, p = self.params.pool_size, self._stride, self.params.padding
+        k, s, p = self.params.pool_size, self.params.stride, self.params.padding
         _, out_h, out_w = self.output_shape((c, h, w))
         padded = x
         if p:
@@ -83,8 +79,8 @@ class AvgPool2D(Layer):
     # -- export hooks (cnnkit.export): ONNX AveragePool; torch AvgPool2d (floor mode, as here)
 
     def to_onnx(self, g, x, weights, input_shape):
-        k, s, p = self.params.pool_size, self._stride, self.params.padding
+        k, s, p = self.params.pool_size, self.params.stride, self.params.padding
         return g.node("AveragePool", [x], kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, count_include_pad=int(self.params.count_include_pad))
 
     def to_torch(self, t, weights, input_shape):
-        return t.nn.AvgPool2d(self.params.pool_size, self._stride, self.params.padding, count_include_pad=self.params.count_include_pad)
+        return t.nn.AvgPool2d(self.params.pool_size, self.params.stride, self.params.padding, count_include_pad=self.params.count_include_pad)

@@ -32,15 +32,11 @@ class MaxPool2D(Layer):
     class Params(PoolParams):
         pass
 
-    @property
-    def _stride(self) -> int:
-        return self.params.stride or self.params.pool_size
-
     def output_shape(self, input_shape):
         if len(input_shape) != 3:
             raise ValueError(f"maxpool2d expects an input of shape (channels, height, width). Received: input_shape={list(input_shape)}")
         c, h, w = input_shape
-        k, s = self.params.pool_size, self._stride
+        k, s = self.params.pool_size, self.params.stride
         out_h, out_w = (h - k) // s + 1, (w - k) // s + 1
         if h < k or w < k:
             raise ValueError(f"output would be empty: pool_size={k} is larger than the input. Received: input_shape={list(input_shape)}")
@@ -48,7 +44,7 @@ class MaxPool2D(Layer):
 
     def forward(self, weights, x, train):
         _, c, h, w = x.shape
-        k, s = self.params.pool_size, self._stride
+        k, s = self.params.pool_size, self.params.stride
         _, out_h, out_w = self.output_shape((c, h, w))
 
         def at(a, i, j):  # the (i, j) element of every window, as one strided (N, C, Ho, Wo) view
@@ -80,8 +76,8 @@ class MaxPool2D(Layer):
         return y, backprop
 
     def to_onnx(self, g, x, weights, input_shape):
-        k, s = self.params.pool_size, self._stride
+        k, s = self.params.pool_size, self.params.stride
         return g.node("MaxPool", [x], kernel_shape=[k, k], strides=[s, s])
 
     def to_torch(self, t, weights, input_shape):
-        return t.nn.MaxPool2d(self.params.pool_size, self._stride)
+        return t.nn.MaxPool2d(self.params.pool_size, self.params.stride)
