@@ -91,6 +91,10 @@ def test_wrong_field_types_and_values_name_path_expectation_and_value(edit, path
         (lambda d: d["input"].update(preprocesss={}), "input.preprocesss", "did you mean 'preprocess'?"),
         (lambda d: d.update(trian={}), "trian", "did you mean 'train'?"),
         (lambda d: d["layers"][6].update(in_features=1176), "layers[6].in_features", "allowed: units"),
+        # optional nested objects (an Optional[...] annotation): this said "this takes no fields"
+        (lambda d: d.setdefault("data", {}).update(augment={"hlip": True}), "data.augment.hlip", "did you mean 'hflip'?"),
+        (lambda d: d.setdefault("data", {}).update(augment={"erasing": {"scael": [0.1, 0.2]}}), "data.augment.erasing.scael", "did you mean 'scale'?"),
+        (lambda d: d["train"].update(early_stopping={"patince": 2}), "train.early_stopping.patince", "did you mean 'patience'?"),
     ],
 )
 def test_unknown_fields_are_errors_with_did_you_mean(edit, path, suggestion):
