@@ -89,3 +89,15 @@ def test_progress_bar_shows_step_speed_loss_and_eta(monkeypatch):
     description, info = progress.line(2, 20, 95)
     assert description == "epoch 2/3 step 2/10"
     assert re.fullmatch(r"[\d,]+ img/s  loss 2\.0000  ETA (\d+:\d\d|\?)", info), info
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_run_folder(spec_file, tmp_path):
+    """A validation split larger than the training set is found after the data is read, when the
+    folder already holds spec.json: the folder is removed again, and the next run gets the name."""
+    runs = tmp_path / "runs"
+    bad = cli("run", spec_file, "--set", "data.validation=100000", "--out", tmp_path / "bad.cnnkit", "--run-dir", runs, "--quiet")
+    assert bad.exit_code == 1 and "data.validation" in bad.stderr, bad.output
+    assert not runs.exists() or list(runs.iterdir()) == []
+    good = cli("run", spec_file, "--set", "train.epochs=1", "--out", tmp_path / "good.cnnkit", "--run-dir", runs, "--quiet")
+    assert good.exit_code == 0, good.output
+    assert [p.name for p in runs.iterdir()] == ["tiny"]

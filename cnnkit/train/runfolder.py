@@ -55,6 +55,18 @@ def start_run(base: str | Path, name: str, spec_dict: dict[str, Any]) -> Path:
     raise CnnkitError(f"{base} already holds 9999 runs named {stem!r}; give another --run-dir")
 
 
+def discard_unstarted(folder: Path) -> None:
+    """Remove a run folder that holds nothing but the spec start_run wrote (training failed before
+    its first checkpoint), so a failed run neither leaves an empty folder nor takes the next name.
+    A folder holding anything else is left alone."""
+    try:
+        if [p.name for p in folder.iterdir()] == [SPEC_FILE]:
+            (folder / SPEC_FILE).unlink()
+            folder.rmdir()
+    except OSError:
+        pass
+
+
 def write_history(folder: Path, history: list[EpochRecord], examples: int) -> None:
     """history.csv, rewritten whole (atomically) at each epoch end: one row per epoch, empty cells for figures a run lacks."""
     out = io.StringIO()

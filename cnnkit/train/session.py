@@ -21,7 +21,7 @@ from ..errors import CnnkitError
 from .health import TrainingWarning
 from .loop import final_summary
 from .progress import Progress
-from .runfolder import resume_run, save_final, start_run, stop_on_signals, train_in_folder
+from .runfolder import discard_unstarted, resume_run, save_final, start_run, stop_on_signals, train_in_folder
 
 
 class StrictFailure(CnnkitError):
@@ -140,8 +140,13 @@ def train_session(
     # warnings about that would only clutter the terminal. Training warnings are reported below.
     with progress, stop_on_signals() as stop_requested, np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", TrainingWarning)
-        hooks = train_in_folder(model, data, folder, state=state, stop_requested=stop_requested,
-                                on_step=progress.on_step, on_epoch=progress.on_epoch, out=target)
+        try:
+            hooks = train_in_folder(model, data, folder, state=state, stop_requested=stop_requested,
+                                    on_step=progress.on_step, on_epoch=progress.on_epoch, out=target)
+        except BaseException:
+            if resume is None:
+                discard_unstarted(folder)  # failed before its first checkpoint: no folder left holding only spec.json
+            raise
     report_training_end(model, say, warn, strict)
     save_final(model, target, folder, force=force)
     problem = _write_run_report(model, data, folder, target)
