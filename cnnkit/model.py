@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from . import allocator, contract, parallel
+from . import allocator, contract, parallel, tuning
 from .errors import CnnkitError, DataError
 from .losses import softmax
 from .spec import ModelSpec, ResolvedLayer, resolve_layers, validate_spec
@@ -145,6 +145,7 @@ class Model:
         """
         key = _check_key(key) if train else None
         if not self._contract_checked:  # once per model: each layer's output against its declared shape and float32
+            tuning.check_environment()
             allocator.keep_freed_memory()  # once per process (see cnnkit.allocator)
             self._contract_checked = contract.check_first_forward(self, x)
         count = len(self.layers) - 1 if logits and self.ends_with_softmax else len(self.layers)

@@ -82,6 +82,17 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def check_environment() -> None:
+    """One CnnkitError for a bad CNNKIT_NUM_THREADS, CNNKIT_BLOCK_BYTES or CNNKIT_MALLOC_TUNING.
+    Checked when a run starts and at a model's first forward pass, so a bad value is named as
+    such, not as a failure of the first layer that reads it."""
+    from . import allocator, parallel
+
+    parallel.num_threads()
+    block_bytes()
+    allocator.wanted()
+
+
 def block_bytes() -> int:
     """Working-set bytes per convolution block: ``$CNNKIT_BLOCK_BYTES``, else L2_SHARE of the L2."""
     value = os.environ.get("CNNKIT_BLOCK_BYTES", "").strip()

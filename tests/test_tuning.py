@@ -169,3 +169,13 @@ def test_no_load_average_reported_counts_as_spare_cores(monkeypatch):
     monkeypatch.setattr(parallel.os, "getloadavg", unavailable)
     monkeypatch.setattr(parallel, "_load_checked", (-1.0, False))
     assert parallel.spare_cores() is True
+
+
+def test_a_bad_setting_is_named_as_such_at_a_models_first_pass_not_blamed_on_a_layer(monkeypatch):
+    """Outside `cnnkit run` (predict, evaluate, Python) the first layer to read CNNKIT_BLOCK_BYTES
+    used to fail inside the contract check: "layers[0] (conv2d ...): forward failed ..."."""
+    monkeypatch.setenv("CNNKIT_BLOCK_BYTES", "abc")
+    model = cnnkit.build(SPEC)
+    with pytest.raises(CnnkitError) as caught:
+        model.forward(np.zeros((2, 1, 13, 11), np.float32))
+    assert str(caught.value) == "CNNKIT_BLOCK_BYTES must be a positive integer. Received: 'abc'"

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CnnkitError
+from ..tuning import check_environment
 from .health import TrainingWarning
 from .loop import final_summary
 from .progress import Progress
@@ -37,15 +38,6 @@ class SessionResult:
     seconds: float
     checkpoint_bytes: int
     checkpoint_seconds: float
-
-
-def _check_environment() -> None:
-    """Bad CNNKIT_* settings fail before any data is loaded or folder created, not at the first step."""
-    from .. import allocator, parallel, tuning
-
-    parallel.num_threads()
-    tuning.block_bytes()
-    allocator.wanted()
 
 
 def check_backend(backend: str, device: str, resume: str | Path | None) -> None:
@@ -98,7 +90,7 @@ def train_session(
     from ..spec import load_spec, parameter_count, resolve_layers
 
     check_backend(backend, device, resume)
-    _check_environment()
+    check_environment()  # before any data is loaded or folder created
     if (spec is None) == (resume is None):
         raise ValueError("give either spec or resume")
     if resume is not None:
