@@ -151,6 +151,20 @@ def test_resume_trains_with_the_optimizer_settings_it_was_given(synthetic_dir, t
     assert state.optimizer.velocity  # the per-weight state still comes from the checkpoint
 
 
+def test_resume_with_set_rewrites_spec_json_and_names_a_checkpoint_file_given_as_folder(synthetic_dir, tmp_path):
+    spec, data = sgd_spec(synthetic_dir), load_fashion_mnist(synthetic_dir)
+    with pytest.raises(Interrupted):
+        run_in_folder(spec, data, tmp_path / "runs", stop_at=20)
+    folder = tmp_path / "runs" / "tiny"
+    with pytest.raises(CnnkitError, match=f"cannot resume {folder / LAST}: it is a file; give its run folder, {folder}"):
+        resume_run(folder / LAST)
+    with pytest.raises(CnnkitError, match="train.epochs=1"):  # refused: spec.json keeps what the run trains under
+        resume_run(folder, ["train.epochs=1"])
+    assert json.loads((folder / "spec.json").read_text())["train"]["epochs"] == 3
+    resume_run(folder, ["train.epochs=5"])
+    assert json.loads((folder / "spec.json").read_text())["train"]["epochs"] == 5
+
+
 def test_resume_refuses_to_change_how_the_best_epoch_is_tracked(synthetic_dir, tmp_path):
     spec, data = rich_spec(synthetic_dir), load_fashion_mnist(synthetic_dir)
     spec["train"]["restore_best"] = False

@@ -141,6 +141,8 @@ def train_in_folder(model: Model, data: Dataset, folder: Path, *, state: TrainSt
 def resume_run(folder: str | Path, overrides: list[str] | None = None) -> tuple[Model, TrainState]:
     """The model and training state of a run folder's last checkpoint; ``overrides`` (``--set``) may change training settings."""
     folder = Path(folder)
+    if folder.is_file():
+        raise CnnkitError(f"cannot resume {folder}: it is a file; give its run folder, {folder.parent}")
     if not folder.is_dir():
         raise CnnkitError(f"cannot resume {folder}: not a run folder (no such directory)")
     model, saved = read_checkpoint(folder / LAST)
@@ -162,6 +164,8 @@ def resume_run(folder: str | Path, overrides: list[str] | None = None) -> tuple[
     if model.spec.train.epochs < begun:  # the bundle's spec would then disagree with its history
         raise CnnkitError(f"cannot resume {folder} with train.epochs={model.spec.train.epochs}: the run has trained into "
                           f"epoch {begun} already; give train.epochs={begun} or more")
+    if overrides:  # spec.json: the spec the run trains under from now on
+        write_atomic(folder / SPEC_FILE, (json.dumps(model.spec.to_dict(), indent=2) + "\n").encode())
     return model, state
 
 
