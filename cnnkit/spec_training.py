@@ -51,6 +51,11 @@ class AugmentSpec(_Strict):
     hflip: bool = Field(False, description="flip each image left-right with probability 0.5")
     erasing: RandomErasing | None = Field(None, description="random erasing (torchvision semantics); null = off")
 
+    @property
+    def active(self) -> bool:
+        """Whether any augmentation can change a batch (erasing with p = 0 cannot)."""
+        return bool(self.crop_padding or self.hflip or (self.erasing and self.erasing.p > 0))
+
 
 class EarlyStopping(_Strict):
     """Stop when the monitored validation figure has not improved by more than min_delta for ``patience`` epochs."""
@@ -83,7 +88,7 @@ def check_validation_size(value: Any) -> Any:
 def check_training_keys(spec: ModelSpec, errors: list[tuple[str, str]]) -> None:
     """Checks that need two parts of the spec: augmentation against the input shape, validation-only keys."""
     augment, shape = spec.data.augment, spec.input.shape
-    if augment is not None and (augment.crop_padding or augment.hflip or augment.erasing):
+    if augment is not None and augment.active:
         if len(shape) != 3:
             errors.append(("data.augment", f"augmentation works on images, input.shape [C, H, W]. Received: input.shape={shape}"))
         elif augment.crop_padding >= min(shape[1:]):

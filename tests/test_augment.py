@@ -189,3 +189,19 @@ def test_bad_augmentation_is_a_spec_error_at_its_path(augment, shape, path):
         spec["layers"] = [{"type": "dense", "units": 10}]
     with pytest.raises(SpecError, match=path.replace("(", r"\(").replace(")", r"\)")):
         cnnkit.build(spec)
+
+
+def test_augmentation_that_cannot_change_a_batch_is_off_everywhere():
+    """AugmentSpec.active is the one definition: the spec check and the training loop agree that
+    erasing with p = 0 does nothing (the spec check used to reject it on a flat input)."""
+    from cnnkit.train import loop
+
+    flat = {"name": "flat", "input": {"shape": [4]}, "layers": [{"type": "dense", "units": 2}, {"type": "softmax"}],
+            "data": {"augment": {"erasing": {"p": 0.0}}}}
+    model = cnnkit.build(flat)
+    assert not model.spec.data.augment.active and loop.augmenter(model) is None
+    images = copy.deepcopy(TINY_SPEC)
+    images["data"]["augment"] = {"hflip": True}
+    assert isinstance(loop.augmenter(cnnkit.build(images)), Augmenter)
+    with pytest.raises(SpecError, match="augmentation works on images"):
+        cnnkit.build({**flat, "data": {"augment": {"erasing": {"p": 0.5}}}})

@@ -91,7 +91,7 @@ class Augmenter:
 
     @property
     def active(self) -> bool:
-        return bool(self.spec.crop_padding or self.spec.hflip or (self.spec.erasing and self.spec.erasing.p > 0))
+        return self.spec.active
 
     def __call__(self, x: np.ndarray, epoch: int, step: int) -> np.ndarray:
         rng = batch_rng(self.seed, epoch, step)

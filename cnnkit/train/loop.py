@@ -290,12 +290,11 @@ def training_arrays(model: Model, data: Dataset) -> tuple[np.ndarray, np.ndarray
 
 def augmenter(model: Model) -> Augmenter | None:
     spec = model.spec.data.augment
-    if spec is None:
+    if spec is None or not spec.active:
         return None
     # Crops pad with black, as torchvision pads raw images: the model value of a raw 0 pixel.
     fill = float(model.preprocess(np.zeros((1, *model.input_shape), np.float32)).flat[0])
-    augment = Augmenter(spec, fill, model.spec.train.seed)
-    return augment if augment.active else None
+    return Augmenter(spec, fill, model.spec.train.seed)
 
 
 def _test_scores(model: Model, x_test: np.ndarray, labels: np.ndarray, preprocessed: bool) -> dict[str, float]:
