@@ -107,6 +107,22 @@ def spec_file(tmp_path, tiny_spec) -> Path:
 
 
 @pytest.fixture
+def run_all_calls(monkeypatch) -> list[int]:
+    """How many tasks each call of parallel.run_all got (the model calls it once per forward and once per backprop)."""
+    from cnnkit import parallel
+
+    calls: list[int] = []
+    real = parallel.run_all
+
+    def spy(tasks):
+        calls.append(len(tasks))
+        return real(tasks)
+
+    monkeypatch.setattr(parallel, "run_all", spy)
+    return calls
+
+
+@pytest.fixture
 def plugin_dir(tmp_path, monkeypatch):
     """A sys.path entry for fake distributions; the registry's class cache starts empty."""
     import sys

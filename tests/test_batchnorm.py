@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import cnnkit
-from cnnkit import bundle, parallel
+from cnnkit import bundle
 from cnnkit.data.fashion_mnist import Dataset
 from cnnkit.layers.batchnorm import BatchNorm2D
 from cnnkit.model import MIN_PART
@@ -162,19 +162,6 @@ SPLIT_SPEC = {
 SPLIT_LOGITS_ATOL = 0.05
 SPLIT_GRADS_RTOL = 0.1  # relative to each gradient's largest entry
 SPLIT_RUNNING_VAR_RTOL = 1e-3
-
-
-@pytest.fixture
-def run_all_calls(monkeypatch) -> list[int]:
-    calls: list[int] = []
-    real = parallel.run_all
-
-    def spy(tasks):
-        calls.append(len(tasks))
-        return real(tasks)
-
-    monkeypatch.setattr(parallel, "run_all", spy)
-    return calls
 
 
 def _step(model, x, dy, threads, monkeypatch):

@@ -37,20 +37,6 @@ SPEC = {
 }
 
 
-@pytest.fixture
-def run_all_calls(monkeypatch) -> list[int]:
-    """How many tasks each call of parallel.run_all got (the model calls it once per forward and once per backprop)."""
-    calls: list[int] = []
-    real = parallel.run_all
-
-    def spy(tasks):
-        calls.append(len(tasks))
-        return real(tasks)
-
-    monkeypatch.setattr(parallel, "run_all", spy)
-    return calls
-
-
 def forward_and_grads(model, x, dy, train, threads, monkeypatch):
     monkeypatch.setenv("CNNKIT_NUM_THREADS", str(threads))
     # Training works from logits, as cnnkit.train does; inference ends with the softmax.

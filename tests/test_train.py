@@ -161,11 +161,16 @@ def test_training_metadata_has_no_wall_clock_times():
     json.dumps(meta)  # plain data
 
 
-def test_evaluate_matches_predict():
+def test_evaluate_matches_predict(monkeypatch):
+    from cnnkit.train import loop
+
     model = cnnkit.train(spec_with(epochs=2), tiny_data())
     x, y = synthetic_images(50, 5)
     scores = evaluate(model, x, y)
     assert scores["accuracy"] == float(np.mean(model.predict(x) == y))
+    monkeypatch.setattr(loop, "EVAL_CHUNK", 7)  # 50 images in chunks of 7: the chunks are joined in order
+    assert evaluate(model, x, y) == scores
+    assert evaluate(model, x[:0], y[:0])["accuracy"] == 0.0  # no images: no chunks, no error
 
 
 def test_train_reads_the_spec_data_dir(tiny_spec):
