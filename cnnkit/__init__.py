@@ -3,14 +3,8 @@
 __version__ = "0.1.0"
 
 from .errors import BundleError, CnnkitError, CnnkitWarning, DataError, ProviderMismatchWarning, RegistryError, SpecError  # noqa: E402
-from .model import Model  # noqa: E402
+from .runtime.model import Model  # noqa: E402
 from .spec import ModelSpec, load_spec, validate_spec  # noqa: E402
-
-# The submodule cnnkit.train shares its name with the function train() below. Importing a submodule
-# sets it as an attribute of the package, so a lazy first import (by the CLI, or inside train()
-# itself) would replace the function with the module. Importing it here, before the function is
-# defined, makes the function win for good: later imports find the module in sys.modules.
-from . import train as _train_module  # noqa: E402, F401
 
 
 def load(path, *, allow_provider_mismatch=False):
@@ -45,7 +39,8 @@ def train(spec, data=None, on_step=None, on_epoch=None) -> Model:
     """Build and train a model from a spec; ``data`` defaults to the spec's dataset. Returns the model."""
     from .data import load_dataset
 
-    fit, training_metadata = _train_module.fit, _train_module.training_metadata
+    from .training import fit, training_metadata
+
     model = build(spec)
     if data is None:
         data = load_dataset(model.spec.data, model.input_shape)

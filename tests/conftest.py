@@ -109,7 +109,7 @@ def spec_file(tmp_path, tiny_spec) -> Path:
 @pytest.fixture
 def run_all_calls(monkeypatch) -> list[int]:
     """How many tasks each call of parallel.run_all got (the model calls it once per forward and once per backprop)."""
-    from cnnkit import parallel
+    from cnnkit.runtime import parallel
 
     calls: list[int] = []
     real = parallel.run_all
@@ -127,7 +127,7 @@ def plugin_dir(tmp_path, monkeypatch):
     """A sys.path entry for fake distributions; the registry's class cache starts empty."""
     import sys
 
-    from cnnkit import registry
+    from cnnkit.plugins import registry
 
     root = tmp_path / "site"
     root.mkdir()

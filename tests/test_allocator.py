@@ -1,4 +1,4 @@
-"""cnnkit.allocator: glibc's malloc keeps freed memory for reuse once a model runs; CNNKIT_MALLOC_TUNING=0 opts out."""
+"""cnnkit.runtime.allocator: glibc's malloc keeps freed memory for reuse once a model runs; CNNKIT_MALLOC_TUNING=0 opts out."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ PROBE = """
 import ctypes, sys
 import numpy as np
 import cnnkit
-from cnnkit import allocator
+from cnnkit.runtime import allocator
 calls = []
 real = ctypes.CDLL
 class Recording:  # records mallopt calls made through a fresh CDLL handle
@@ -54,7 +54,7 @@ def _glibc() -> bool:
 
 @pytest.mark.skipif(not _glibc(), reason="glibc only")
 def test_the_first_forward_pass_tunes_malloc_once_per_process():
-    from cnnkit import allocator
+    from cnnkit.runtime import allocator
 
     assert _run(None) == repr([(allocator.M_MMAP_THRESHOLD, 32 << 20), (allocator.M_TRIM_THRESHOLD, 1 << 30)])
 

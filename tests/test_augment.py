@@ -10,12 +10,12 @@ import pytest
 import cnnkit
 from cnnkit import SpecError
 from cnnkit.data import Dataset
-from cnnkit.spec_training import AugmentSpec, RandomErasing
-from cnnkit.train import augment as aug
-from cnnkit.train.augment import Augmenter, batch_rng, horizontal_flip, random_crop, random_erasing
+from cnnkit.spec.training import AugmentSpec, RandomErasing
+from cnnkit.training import augment as aug
+from cnnkit.training.augment import Augmenter, batch_rng, horizontal_flip, random_crop, random_erasing
 from conftest import TINY_SPEC, synthetic_images
 
-pytestmark = pytest.mark.filterwarnings("ignore::cnnkit.train.TrainingWarning")  # flips scramble the synthetic classes
+pytestmark = pytest.mark.filterwarnings("ignore::cnnkit.training.TrainingWarning")  # flips scramble the synthetic classes
 
 
 def batch(n=64, c=2, h=9, w=7, seed=0) -> np.ndarray:
@@ -194,7 +194,7 @@ def test_bad_augmentation_is_a_spec_error_at_its_path(augment, shape, path):
 def test_augmentation_that_cannot_change_a_batch_is_off_everywhere():
     """AugmentSpec.active is the one definition: the spec check and the training loop agree that
     erasing with p = 0 does nothing (the spec check used to reject it on a flat input)."""
-    from cnnkit.train import loop
+    from cnnkit.training import loop
 
     flat = {"name": "flat", "input": {"shape": [4]}, "layers": [{"type": "dense", "units": 2}, {"type": "softmax"}],
             "data": {"augment": {"erasing": {"p": 0.0}}}}

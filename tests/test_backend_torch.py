@@ -15,7 +15,7 @@ import pytest
 import cnnkit
 from cnnkit.data.fashion_mnist import Dataset
 from cnnkit.errors import CnnkitError
-from cnnkit.train.health import TrainingDiverged, TrainingWarning
+from cnnkit.training.health import TrainingDiverged, TrainingWarning
 
 from conftest import REAL_DATA, TINY_SPEC, synthetic_images, write_dataset
 from fakeplugins import CNNKIT, subprocess_env
@@ -66,7 +66,7 @@ EXTRAS_LAYERS = [
 AUGMENT = {"crop_padding": 2, "hflip": True, "erasing": {"p": 0.5}}
 
 
-@pytest.mark.filterwarnings("ignore::cnnkit.train.health.TrainingWarning")  # epoch 1 of the stopped run is near chance, in both
+@pytest.mark.filterwarnings("ignore::cnnkit.training.health.TrainingWarning")  # epoch 1 of the stopped run is near chance, in both
 @pytest.mark.parametrize("stopping, epochs, kept", [
     # min_delta 10: epoch 2 cannot improve on epoch 1, so patience 1 stops there and epoch 1's weights come back.
     ({"patience": 1, "monitor": "val_loss", "min_delta": 10.0}, 3, 1),
@@ -102,7 +102,7 @@ def test_augmentation_validation_and_early_stopping_equal_the_numpy_loop(stoppin
         np.testing.assert_allclose(torch_model.weights[name], numpy_model.weights[name], rtol=0, atol=1e-5, err_msg=name)
 
 
-@pytest.mark.filterwarnings("ignore::cnnkit.train.health.TrainingWarning")  # one epoch: near chance, in both
+@pytest.mark.filterwarnings("ignore::cnnkit.training.health.TrainingWarning")  # one epoch: near chance, in both
 def test_without_augmentation_the_batches_differ():
     """The test above can fail: the same spec without augmentation ends with other weights."""
     spec = copy.deepcopy(TINY_SPEC)

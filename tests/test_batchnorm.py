@@ -13,9 +13,9 @@ import cnnkit
 from cnnkit import bundle
 from cnnkit.data.fashion_mnist import Dataset
 from cnnkit.layers.batchnorm import BatchNorm2D
-from cnnkit.model import MIN_PART
+from cnnkit.runtime.model import MIN_PART
 from cnnkit.testing import check_gradients
-from cnnkit.train import fit
+from cnnkit.training import fit
 
 
 def _reference_batchnorm_train(x, gamma, beta, eps):

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import cnnkit
 from cnnkit.cli import app
-from cnnkit.train.checkpoint import read_checkpoint
+from cnnkit.training.checkpoint import read_checkpoint
 
 runner = CliRunner()
 
@@ -80,7 +80,7 @@ def test_a_signal_stops_at_a_step_with_a_loadable_checkpoint_and_resume_finishes
 
 
 def test_progress_bar_shows_step_speed_loss_and_eta(monkeypatch):
-    from cnnkit.train.progress import Progress
+    from cnnkit.training.progress import Progress
 
     lines = []
     progress = Progress(lines.append, False, epochs=3, batch_size=10)

@@ -6,7 +6,7 @@ import inspect
 import numpy as np
 import pytest
 
-from cnnkit import registry
+from cnnkit.plugins import registry
 from cnnkit.errors import RegistryError, SpecError
 from cnnkit.layers import Layer, LayerParams
 from cnnkit.testing import check_layer, run_checks
@@ -266,7 +266,7 @@ def test_a_random_layer_passes_every_check_with_fixed_generators():
 
 
 def test_a_per_part_layer_with_state_must_accept_updates():
-    from cnnkit.registry import contract_problem
+    from cnnkit.plugins.registry import contract_problem
 
     class PerPartInPlace(RunningMeanInTraining):
         per_sample_in_training = False

@@ -15,7 +15,7 @@ from cnnkit.layers.dropout import Dropout
 from cnnkit.layers.global_avg_pool import GlobalAvgPool2D
 from cnnkit.layers.sigmoid import Sigmoid
 from cnnkit.layers.tanh import Tanh
-from cnnkit.model import MIN_PART, Model
+from cnnkit.runtime.model import MIN_PART, Model
 from cnnkit.testing import check_gradients
 from conftest import REAL_DATA, synthetic_images
 

@@ -26,7 +26,7 @@ from conftest import REAL_DATA, SEED_SPEC, TINY_SPEC, synthetic_images, write_id
 from fakeplugins import write_dist
 
 runner = CliRunner()
-train_module = sys.modules["cnnkit.train.loop"]  # the loop module (the package attribute `train` is the function)
+train_module = sys.modules["cnnkit.training.loop"]  # the loop module (the package attribute `train` is the function)
 realdata = pytest.mark.skipif(not (REAL_DATA / "train-images-idx3-ubyte.gz").is_file(), reason="real Fashion-MNIST not installed")
 
 
@@ -112,7 +112,7 @@ def test_builtin_sources_are_registered_like_plugins():
 
 def test_schema_checks_each_source_params():
     jsonschema = pytest.importorskip("jsonschema")
-    from cnnkit.schema import spec_schema
+    from cnnkit.spec.schema import spec_schema
 
     validator = jsonschema.Draft7Validator(spec_schema()[0])
 

@@ -19,7 +19,7 @@ from cnnkit.layers.conv import Conv2D
 from cnnkit.layers.dense import Dense
 from cnnkit.layers.flatten import Flatten
 from cnnkit.layers.pool import MaxPool2D
-from cnnkit.losses import softmax_cross_entropy
+from cnnkit.runtime.losses import softmax_cross_entropy
 from cnnkit.testing import check_gradients
 
 # -- reference implementations ----------------------------------------------------------------------

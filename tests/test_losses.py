@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnkit.losses import softmax_cross_entropy
+from cnnkit.runtime.losses import softmax_cross_entropy
 
 
 @pytest.mark.torch

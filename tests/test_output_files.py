@@ -178,7 +178,7 @@ def test_unwritable_folder_is_found_before_training(work, monkeypatch):
 
 
 def test_batch_that_cannot_fit_in_memory_is_refused_before_training(work, monkeypatch):
-    monkeypatch.setattr("cnnkit.memory.available_memory", lambda: 200_000)
+    monkeypatch.setattr("cnnkit.runtime.memory.available_memory", lambda: 200_000)
     result = run(work, work / "out" / "m.cnnkit")
     one_line_error(result, "a training batch of 16 needs about", "lower train.batch_size")
     assert not trained(result)
@@ -186,7 +186,7 @@ def test_batch_that_cannot_fit_in_memory_is_refused_before_training(work, monkey
 
 def test_memory_check_counts_no_more_images_than_train_limit(work, monkeypatch):
     """A batch_size above data.train_limit trains batches of train_limit images: no refusal for images that do not exist."""
-    monkeypatch.setattr("cnnkit.memory.available_memory", lambda: 50_000_000)  # far below 100000 images, far above 64
+    monkeypatch.setattr("cnnkit.runtime.memory.available_memory", lambda: 50_000_000)  # far below 100000 images, far above 64
     result = run(work, work / "out" / "m.cnnkit", "--set", "train.batch_size=100000", "--set", "data.train_limit=64", "-q")
     assert result.exit_code == 0, result.output
     result = run(work, work / "out" / "m.cnnkit", "--set", "train.batch_size=100000", "-q")

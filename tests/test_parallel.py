@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import cnnkit
-from cnnkit import parallel
+from cnnkit.runtime import parallel
 from cnnkit.cli import app
 from cnnkit.errors import CnnkitError
 from cnnkit.layers import conv_blocks
-from cnnkit.model import MIN_PART
+from cnnkit.runtime.model import MIN_PART
 
 from fakeplugins import write_dist
 

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 import cnnkit
-from cnnkit import bundle, contract, registry
+from cnnkit import bundle
+from cnnkit.plugins import contract, registry
 from cnnkit.testing import check_gradients
 
 from fakeplugins import CNNKIT, SCALE_MODULE, subprocess_env, write_dist
@@ -329,7 +330,7 @@ def test_maxpool_stride_is_stored_filled_in_and_bias_free_layers_store_no_bias(t
 
 
 def test_docs_layers_md_is_up_to_date():
-    from cnnkit.layerdoc import layers_markdown
+    from cnnkit.plugins.layerdoc import layers_markdown
 
     statuses = registry.load_all()
     if {s.entry.dist for s in statuses} != {"cnnkit", "cnnkit-extra"}:

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import cnnkit
-from cnnkit import bundle, registry
+from cnnkit import bundle
+from cnnkit.plugins import registry
 
 from fakeplugins import BROKEN_MODULE, CNNKIT, SCALE_MODULE, subprocess_env, write_dist
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import cnnkit
-from cnnkit import registry
+from cnnkit.plugins import registry
 from cnnkit.errors import RegistryError
 
 from fakeplugins import BROKEN_MODULE, SCALE_MODULE, subprocess_env, write_dist
@@ -30,7 +30,8 @@ def test_listing_and_unrelated_specs_import_no_plugin_code(tmp_path):
     write_dist(tmp_path, "fake-lazy", "1.0", {"lazy_scale": "fake_lazy_mod:Scale"}, {"fake_lazy_mod": SCALE_MODULE})
     probe = """
 import json, sys
-from cnnkit import registry, validate_spec
+from cnnkit import validate_spec
+from cnnkit.plugins import registry
 types = [e.type for e in registry.list_layers()]
 after_listing = sorted(m for m in sys.modules if m.startswith(("fake_lazy_mod", "cnnkit_extra", "cnnkit.layers.conv", "cnnkit.layers.pool")))
 validate_spec({"input": {"shape": [4]}, "layers": [{"type": "dense", "units": 2}]})

@@ -15,10 +15,10 @@ import cnnkit
 from cnnkit.bundle import encode, read
 from cnnkit.data import load_fashion_mnist
 from cnnkit.errors import BundleError, CnnkitError
-from cnnkit.train.checkpoint import read_checkpoint
-from cnnkit.train.health import TrainingDiverged, TrainingWarning
-from cnnkit.train.loop import Interrupted
-from cnnkit.train.runfolder import BEST, HISTORY_COLUMNS, LAST, resume_run, save_final, start_run, train_in_folder
+from cnnkit.training.checkpoint import read_checkpoint
+from cnnkit.training.health import TrainingDiverged, TrainingWarning
+from cnnkit.training.loop import Interrupted
+from cnnkit.training.runfolder import BEST, HISTORY_COLUMNS, LAST, resume_run, save_final, start_run, train_in_folder
 from conftest import TINY_SPEC
 
 
@@ -179,7 +179,7 @@ def test_resume_refuses_to_change_how_the_best_epoch_is_tracked(synthetic_dir, t
 
 
 def test_divergence_keeps_the_last_checkpoint_and_says_how_to_resume(synthetic_dir, tmp_path, monkeypatch):
-    from cnnkit.train import loop
+    from cnnkit.training import loop
 
     spec, data = sgd_spec(synthetic_dir), load_fashion_mnist(synthetic_dir)
     original = loop.softmax_cross_entropy
@@ -235,7 +235,7 @@ def test_a_run_dir_that_is_a_file_is_named_as_such(tmp_path):
 
 def test_divergence_without_a_checkpoint_gives_its_advice_once(synthetic_dir, tmp_path, monkeypatch):
     """At the first step the loss is not the rate's fault; the run folder's suffix added 'lower train.optimizer.lr' anyway."""
-    from cnnkit.train import loop
+    from cnnkit.training import loop
 
     spec, data = sgd_spec(synthetic_dir), load_fashion_mnist(synthetic_dir)
     original = loop.softmax_cross_entropy
@@ -269,6 +269,6 @@ def test_reading_a_fifo_as_checkpoint_is_one_error_not_a_hang(tmp_path):
     # bundle.read (files.read_regular). In a subprocess, so the old behaviour fails by timeout, not a hang.
     fifo = tmp_path / "last.cnnkit"
     os.mkfifo(fifo)
-    code = f"from cnnkit.train.checkpoint import read_checkpoint\ntry:\n    read_checkpoint({str(fifo)!r})\nexcept Exception as e:\n    print(type(e).__name__, e)"
+    code = f"from cnnkit.training.checkpoint import read_checkpoint\ntry:\n    read_checkpoint({str(fifo)!r})\nexcept Exception as e:\n    print(type(e).__name__, e)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.startswith("BundleError") and "FIFO" in result.stdout, result

@@ -14,9 +14,9 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 import cnnkit
-from cnnkit import registry
+from cnnkit.plugins import registry
 from cnnkit.cli import app
-from cnnkit.schema import describe_params, spec_schema, to_draft07
+from cnnkit.spec.schema import describe_params, spec_schema, to_draft07
 
 from conftest import TINY_SPEC  # the mutation tests below index into its layers
 from fakeplugins import BROKEN_MODULE, SCALE_MODULE, write_dist
@@ -52,7 +52,7 @@ def test_every_example_spec_validates(validator, path):
 
 
 def test_dollar_schema_key_is_allowed(validator):
-    spec = {"$schema": "./cnnkit.schema.json", **TINY_SPEC}
+    spec = {"$schema": "./cnnkit.spec.schema.json", **TINY_SPEC}
     assert _errors(validator, spec) == []
     cnnkit.validate_spec(spec)
 
@@ -143,7 +143,7 @@ def test_broken_plugin_is_left_out_with_a_note(tmp_path, monkeypatch):
 
 
 def test_cli_writes_the_schema_to_a_file(tmp_path, validator):
-    out = tmp_path / "cnnkit.schema.json"
+    out = tmp_path / "cnnkit.spec.schema.json"
     result = CliRunner().invoke(app, ["schema", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text()) == validator.schema

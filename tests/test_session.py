@@ -1,4 +1,4 @@
-"""cnnkit.train.session.train_session: the library side of `cnnkit run`, called without the CLI."""
+"""cnnkit.training.session.train_session: the library side of `cnnkit run`, called without the CLI."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from cnnkit.cli import app
 from cnnkit.errors import CnnkitError
-from cnnkit.train.session import check_backend, train_session
+from cnnkit.training.session import check_backend, train_session
 
 
 def test_a_session_writes_what_the_command_writes_and_speaks_only_through_its_callbacks(spec_file, tmp_path, capsys):

@@ -157,7 +157,7 @@ def test_several_problems_are_all_reported_on_one_line():
 
 
 def test_schema_key_is_accepted_and_not_stored():
-    spec = validate_spec(changed(lambda d: d.update({"$schema": "./cnnkit.schema.json"})))
+    spec = validate_spec(changed(lambda d: d.update({"$schema": "./cnnkit.spec.schema.json"})))
     assert "$schema" not in spec.to_dict()
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnkit import memory, registry
+from cnnkit.runtime import memory
+from cnnkit.plugins import registry
 from cnnkit.errors import SpecError
 from cnnkit.spec import load_spec, resolve_layers
 from conftest import SEED_SPEC

@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from cnnkit import registry
+from cnnkit.plugins import registry
 from cnnkit.cli import app
 from cnnkit.errors import SpecError
 from cnnkit.optim import OPTIMIZERS

@@ -10,7 +10,7 @@ import pytest
 
 import cnnkit
 from cnnkit.errors import CnnkitError
-from cnnkit.losses import softmax_cross_entropy
+from cnnkit.runtime.losses import softmax_cross_entropy
 from cnnkit.optim import SGD
 
 from conftest import TINY_SPEC

@@ -11,10 +11,10 @@ import pytest
 import cnnkit
 from cnnkit import DataError
 from cnnkit.data import Dataset, load_fashion_mnist
-from cnnkit.losses import softmax_cross_entropy
+from cnnkit.runtime.losses import softmax_cross_entropy
 from cnnkit.optim import SGD
-from cnnkit.train import TrainingWarning, evaluate, fit, training_metadata
-from cnnkit.train.health import chance_warning, loss_growth_warning
+from cnnkit.training import TrainingWarning, evaluate, fit, training_metadata
+from cnnkit.training.health import chance_warning, loss_growth_warning
 from conftest import REAL_DATA, SEED_SPEC, TINY_SPEC, synthetic_images
 
 
@@ -162,7 +162,7 @@ def test_training_metadata_has_no_wall_clock_times():
 
 
 def test_evaluate_matches_predict(monkeypatch):
-    from cnnkit.train import loop
+    from cnnkit.training import loop
 
     model = cnnkit.train(spec_with(epochs=2), tiny_data())
     x, y = synthetic_images(50, 5)
@@ -194,7 +194,7 @@ def test_seed_architecture_beats_chance_on_real_fashion_mnist():
 
 
 def test_each_training_step_gets_its_own_key_for_random_layers(monkeypatch):
-    from cnnkit.model import Model
+    from cnnkit.runtime.model import Model
 
     keys = []
     original = Model.forward

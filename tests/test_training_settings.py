@@ -19,7 +19,7 @@ import cnnkit
 from cnnkit.cli import app
 from cnnkit.data import Dataset
 from cnnkit.optim import build_schedule
-from cnnkit.schema import spec_schema
+from cnnkit.spec.schema import spec_schema
 from conftest import TINY_SPEC, synthetic_images
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import cnnkit
-from cnnkit import CnnkitError, parallel, tuning
+from cnnkit import CnnkitError
+from cnnkit.runtime import parallel, tuning
 from cnnkit.layers import conv_blocks, conv_gemm
 
 # Every stride-1 strategy (conv 1: full im2col, side by side or image by image; conv 2: shared
@@ -41,7 +42,7 @@ def _idle_machine(monkeypatch):
 
 def train_steps(monkeypatch, threads: int, block_bytes: int | None, split_min_macs: int) -> dict[str, np.ndarray]:
     """Weights after a few Adam steps on fixed random batches of 13, under the given settings."""
-    from cnnkit.losses import softmax_cross_entropy
+    from cnnkit.runtime.losses import softmax_cross_entropy
     from cnnkit.optim import OPTIMIZERS
 
     monkeypatch.setenv("CNNKIT_NUM_THREADS", str(threads))

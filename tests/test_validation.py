@@ -11,11 +11,11 @@ import pytest
 import cnnkit
 from cnnkit import SpecError
 from cnnkit.data import Dataset
-from cnnkit.train import loop
-from cnnkit.train.validation import Monitor, score, stratified_split
+from cnnkit.training import loop
+from cnnkit.training.validation import Monitor, score, stratified_split
 from conftest import TINY_SPEC, synthetic_images
 
-pytestmark = pytest.mark.filterwarnings("ignore::cnnkit.train.TrainingWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::cnnkit.training.TrainingWarning")
 CLASSES = [f"c{i}" for i in range(10)]
 
 
@@ -200,7 +200,7 @@ def test_the_cli_shows_validation_lines_and_the_final_test_score(tmp_path, synth
 @pytest.fixture(scope="module")
 def validator():
     jsonschema = pytest.importorskip("jsonschema")
-    from cnnkit.schema import spec_schema
+    from cnnkit.spec.schema import spec_schema
 
     schema, _ = spec_schema()
     jsonschema.Draft7Validator.check_schema(schema)

@@ -51,7 +51,7 @@ def load_images(limit: int | None = None):
 class CnnkitRunner:
     def __init__(self, spec: Path = SEED_SPEC, lr: float = 0.005):
         import cnnkit
-        from cnnkit.losses import softmax_cross_entropy
+        from cnnkit.runtime.losses import softmax_cross_entropy
         from cnnkit.optim import SGD
 
         self.model = cnnkit.build(spec)
@@ -117,7 +117,7 @@ def throughput(quick: bool, rounds: int = 5, archs: list[str] | None = None) -> 
 
     import cnnkit
     from cnnkit.errors import CnnkitError
-    from cnnkit.parallel import num_threads
+    from cnnkit.runtime.parallel import num_threads
 
     threads = num_threads()  # PyTorch gets as many threads as cnnkit splits batches over
     torch.set_num_threads(threads)
@@ -162,7 +162,7 @@ def machine() -> dict:
     import ctypes
 
     import cnnkit
-    from cnnkit import allocator, parallel, tuning
+    from cnnkit.runtime import allocator, parallel, tuning
     from cnnkit.layers import conv_blocks, conv_gemm
 
     info: dict = {"cpu_model": tuning.cpu_model(), "caches": tuning.cache_sizes(), "cores": os.cpu_count(),
@@ -189,7 +189,7 @@ def machine() -> dict:
             break
     picks = tuning.picks()
     picks["split_min_macs"], picks["chunk"] = conv_blocks.SPLIT_MIN_MACS, conv_blocks.CHUNK
-    # cnnkit tunes glibc's malloc for the whole process at its first forward pass (cnnkit.allocator),
+    # cnnkit tunes glibc's malloc for the whole process at its first forward pass (cnnkit.runtime.allocator),
     # so PyTorch, measured in the same process, runs under the same malloc settings.
     picks["malloc_tuned"] = allocator.keep_freed_memory()
     picks["spare_cores_now"] = parallel.spare_cores()  # False: load too high, convolutions do not split now
@@ -220,7 +220,7 @@ def rss_child(framework: str, steps: int) -> None:
         import torch
 
         import cnnkit
-        from cnnkit.parallel import num_threads
+        from cnnkit.runtime.parallel import num_threads
 
         torch.set_num_threads(num_threads())
 
@@ -265,7 +265,7 @@ def time_to_accuracy(spec_path: Path, target: float) -> dict:
     """
     import cnnkit
     from cnnkit.data import load_fashion_mnist
-    from cnnkit.train import fit
+    from cnnkit.training import fit
 
     class Reached(Exception):
         pass

@@ -4,7 +4,7 @@ The same model (cnnkit builds and initialises it from the seed, then ``cnnkit.to
 converts it), the same data and preprocessing (cnnkit's data source and ``Model.preprocess``), the
 same per-epoch seeded order, optimizer (torch.optim.SGD/Adam/AdamW with the spec's settings),
 schedule (cnnkit's own schedule object, stepped per batch, its rate and momentum copied into the
-torch optimizer), label smoothing and gradient clipping as the NumPy loop in ``cnnkit.train``.
+torch optimizer), label smoothing and gradient clipping as the NumPy loop in ``cnnkit.training``.
 The rest is the NumPy loop's own code, not a copy: the stratified validation split and the
 augmenter (``training_arrays``, ``augmenter``: each NumPy batch is augmented, seeded by (seed, epoch,
 step), before it becomes a tensor), the per-epoch scoring, best-epoch monitor and early stopping
@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import CnnkitError
 from ..export import require
-from ..model import Model
+from ..runtime.model import Model
 from ..optim import OPTIMIZERS, build_schedule
 
 DEVICES = ("cpu", "cuda", "mps")
@@ -89,8 +89,8 @@ def fit_torch(model: Model, data, device: str = "cpu", on_epoch=None):
     """
     (torch,) = require("torch", extra="torch", purpose="--backend torch")
     from ..export.torch import from_module, to_module
-    from ..train.health import TrainingDiverged, TrainingWarning, divergence_message
-    from ..train.loop import History, augmenter, check_classes, finish, new_monitor, score_epoch, training_arrays
+    from ..training.health import TrainingDiverged, TrainingWarning, divergence_message
+    from ..training.loop import History, augmenter, check_classes, finish, new_monitor, score_epoch, training_arrays
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
@@ -207,7 +207,7 @@ def is_main_process() -> bool:
 def train_torch(spec, data, device: str = "cpu", on_epoch=None) -> Model | None:
     """Build the spec's model, train it with PyTorch, return it with its training metadata (rank 0; others: None)."""
     (torch,) = require("torch", extra="torch", purpose="--backend torch")
-    from ..train import training_metadata
+    from ..training import training_metadata
 
     model = Model(spec)
     model.classes = list(data.classes)
@@ -228,7 +228,7 @@ def run_spec(spec, target, device: str = "cpu", say=print, force: bool = False, 
     """
     from ..bundle import save
     from ..data import load_dataset
-    from ..train import TrainingWarning
+    from ..training import TrainingWarning
 
     (torch,) = require("torch", extra="torch", purpose="--backend torch")
     resolve_device(torch, device, 0)  # a device the machine lacks fails before any data is read
@@ -244,7 +244,7 @@ def run_spec(spec, target, device: str = "cpu", say=print, force: bool = False, 
         model = train_torch(spec, data, device, on_epoch=lambda r: say(r.summary()))
     if model is None:  # the other ranks under torchrun: rank 0 reports and writes
         return
-    from ..train.session import report_training_end
+    from ..training.session import report_training_end
 
     report_training_end(model, say, warn, strict)
     save(model, target, force=force)

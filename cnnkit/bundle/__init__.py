@@ -20,7 +20,7 @@ import numpy as np
 
 import warnings
 
-from .. import provenance
+from ..plugins import provenance
 from ..errors import BundleError, CnnkitError, ProviderMismatchWarning
 from ..files import read_head, read_regular
 from .atomic import InterruptedAfterWrite, OutputError, check_target, remove_stale_temps, write_atomic
@@ -84,11 +84,11 @@ def save(model, path: str | os.PathLike, force: bool = False) -> Path:
 def model_from_bundle(bundle: Bundle, source: str = "bundle", *, allow_provider_mismatch: bool = False):
     """Build a Model from checked contents: providers checked, spec re-validated, weights matched.
 
-    Each layer type must come from the distribution the bundle recorded (see cnnkit.provenance);
+    Each layer type must come from the distribution the bundle recorded (see cnnkit.plugins.provenance);
     another version of it loads with a ProviderMismatchWarning, another distribution only with
     ``allow_provider_mismatch=True`` (and a warning).
     """
-    from ..model import Model
+    from ..runtime.model import Model
     from ..spec import validate_spec
 
     matches = provenance.resolve(bundle.spec["layers"], bundle.providers)

@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import BundleError
-from ..registry import normalize_dist
+from ..plugins.registry import normalize_dist
 from .scan import unpack
 
 FORMAT = "cnnkit.bundle"

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import provenance
+from ..plugins import provenance
 from .codec import FORMAT, Bundle
 
 

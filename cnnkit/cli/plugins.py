@@ -1,6 +1,6 @@
 """`cnnkit layers`, `cnnkit check-layer`, `cnnkit new-layer` and `cnnkit datasets`: the plugins.
 
-The work is done in cnnkit.registry, cnnkit.layerdoc, cnnkit.testing and cnnkit.scaffold; these
+The work is done in cnnkit.plugins.registry, cnnkit.plugins.layerdoc, cnnkit.testing and cnnkit.plugins.scaffold; these
 commands parse and print.
 """
 
@@ -21,8 +21,8 @@ def layers(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown reference of every installed layer type (docs/LAYERS.md).")] = False,
 ):
     """List every layer type: provider distribution and version, and its params (or why it cannot load)."""
-    from ..layerdoc import layer_rows, layers_markdown
-    from ..registry import load_all
+    from ..plugins.layerdoc import layer_rows, layers_markdown
+    from ..plugins.registry import load_all
 
     statuses = load_all()
     if markdown:
@@ -39,7 +39,7 @@ def layers(
 def datasets(json_: JsonOption = False):
     """List every dataset source: provider distribution and version, and its params (or why it cannot load)."""
     from ..data import DATASETS
-    from ..layerdoc import layer_rows
+    from ..plugins.layerdoc import layer_rows
 
     rows = layer_rows(DATASETS.load_all())
     for row in rows:
@@ -123,8 +123,8 @@ def new_layer(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create the package in.")] = Path("."),
 ):
     """Write a ready layer plugin package: pyproject with the entry point, one layer file, README, a test."""
-    from ..scaffold import new_layer as write_plugin
-    from ..scaffold import shadows_builtin
+    from ..plugins.scaffold import new_layer as write_plugin
+    from ..plugins.scaffold import shadows_builtin
 
     root = write_plugin(name, dist, out)
     typer.echo(f"wrote {root}: pip install -e {root} && cnnkit check-layer {root.name}:{name}")

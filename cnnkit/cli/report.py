@@ -1,7 +1,7 @@
 """`cnnkit report` and `cnnkit show`: pictures of a trained model and of a spec's data (need cnnkit[plots]).
 
 The work is done in cnnkit.report (which imports matplotlib); these commands parse and print. The
-report `cnnkit run` writes into its run folder comes from cnnkit.train.session.
+report `cnnkit run` writes into its run folder comes from cnnkit.training.session.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`cnnkit validate`, `cnnkit summary` and `cnnkit schema`: what a spec is, before any training.
 
-The work is done in cnnkit.spec, cnnkit.memory and cnnkit.schema; these commands parse and print.
+The work is done in cnnkit.spec, cnnkit.runtime.memory and cnnkit.spec.schema; these commands parse and print.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def summary(spec: Path, set_: SetOption = None, json_: JsonOption = False):
     """Show each layer's type, output shape and parameter count."""
     from rich.table import Table
 
-    from ..memory import estimate, human
+    from ..runtime.memory import estimate, human
     from ..spec import load_spec, parameter_count, resolve_layers
 
     model_spec = load_spec(spec, set_ or [])
@@ -68,7 +68,7 @@ def schema(
     """Print the JSON Schema (draft-07) of a spec, including every installed layer type's params."""
     from ..bundle import write_atomic
     from ..bundle.atomic import check_target
-    from ..schema import spec_schema
+    from ..spec.schema import spec_schema
 
     if out is not None:  # before the work, as for bundles: a regular file that is an earlier schema, or nothing
         out = check_target(out, force=force, recognise=_is_schema_file, what="cnnkit spec schema")
@@ -90,6 +90,6 @@ def schema(
 def _is_schema_file(path: Path) -> bool:
     """Whether ``path`` holds a schema `cnnkit schema` wrote (its "$id"), so it may be replaced."""
     from ..files import read_head
-    from ..schema import SCHEMA_ID
+    from ..spec.schema import SCHEMA_ID
 
     return f'"$id": "{SCHEMA_ID}"'.encode() in read_head(path, 4096)

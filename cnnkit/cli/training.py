@@ -1,7 +1,7 @@
 """`cnnkit run`: train a spec (or go on with a run folder) and write the bundle.
 
 The session itself — run folder, resume, progress, checkpoints, final bundle, report — is
-cnnkit.train.session.train_session; this command parses the options, calls it and prints the result.
+cnnkit.training.session.train_session; this command parses the options, calls it and prints the result.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def run(
     device: Annotated[str, typer.Option("--device", help="With --backend torch: cpu, cuda or mps.")] = "cpu",
 ):
     """Train the model a spec describes on its dataset; write a bundle and a run folder (spec, history.csv, checkpoints)."""
-    from ..train.loop import Interrupted
-    from ..train.session import StrictFailure, check_backend, train_session
+    from ..training.loop import Interrupted
+    from ..training.session import StrictFailure, check_backend, train_session
 
     check_backend(backend, device, resume)
     if (spec is None) == (resume is None):

@@ -13,7 +13,7 @@ from numpy.lib.stride_tricks import as_strided
 # Stride-1 convolution works one block of images at a time, sized so that its working set (the
 # copied input rows and the partial outputs) stays in a core's L2 cache, with few enough blocks
 # that the per-block Python work (which holds the GIL while the other thread waits for it) stays
-# small. The size comes from the machine (``cnnkit.tuning.block_bytes``: a share of the L2 the OS
+# small. The size comes from the machine (``cnnkit.runtime.tuning.block_bytes``: a share of the L2 the OS
 # reports); set BLOCK_BYTES to override it (tests shrink it to exercise the block boundaries).
 BLOCK_BYTES: int | None = None
 # An image whose working set exceeds PIECE_BYTES is cut into pieces of its positions. This is fixed,
@@ -25,7 +25,7 @@ PIECE_BYTES = 1024 * 1024
 def block_bytes() -> int:
     if BLOCK_BYTES is not None:
         return BLOCK_BYTES
-    from .. import tuning
+    from ..runtime import tuning
 
     return tuning.block_bytes()
 
@@ -154,7 +154,7 @@ SPLIT_MIN_MACS = 500_000
 
 def image_ranges(n: int, macs_per_image: int) -> list[tuple[int, int]]:
     """Ranges [lo, hi) of whole CHUNKs of the n images, one per thread when the work pays for it."""
-    from .. import parallel
+    from ..runtime import parallel
 
     if n <= CHUNK or parallel.in_task() or not parallel.spare_cores():
         return [(0, n)]
@@ -168,7 +168,7 @@ def image_ranges(n: int, macs_per_image: int) -> list[tuple[int, int]]:
 
 def run_ranges(task, ranges: list[tuple[int, int]]) -> list:
     """task(lo, hi) for each range, on separate threads when there are several; results in order."""
-    from .. import parallel
+    from ..runtime import parallel
 
     if len(ranges) == 1:
         return [task(*ranges[0])]

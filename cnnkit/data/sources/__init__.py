@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ...registry import Registry
+from ...plugins.registry import Registry
 from ..dataset import Dataset, checked, limit
 from .base import DatasetSource, SourceParams, contract_problem
 

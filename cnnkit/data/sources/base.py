@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from ...registry import params_problem
+from ...plugins.registry import params_problem
 from ..dataset import Dataset
 
 

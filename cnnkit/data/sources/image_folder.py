@@ -168,6 +168,6 @@ def _held_out(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 
 def _workers() -> int:
-    from ...parallel import num_threads
+    from ...runtime.parallel import num_threads
 
     return max(1, num_threads())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import cnnkit
-from cnnkit import registry
+from cnnkit.plugins import registry
 from cnnkit.testing import check_layer
 from cnnkit_extra.leaky_relu import LeakyReLU
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cnnkit
-from cnnkit.losses import softmax_cross_entropy
+from cnnkit.runtime.losses import softmax_cross_entropy
 from cnnkit.optim import SGD
 
 SPEC = {

@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from . import allocator, contract, parallel, tuning
-from .errors import CnnkitError, DataError
+from . import allocator, parallel, tuning
+from ..plugins import contract
+from ..errors import CnnkitError, DataError
 from .losses import softmax
-from .spec import ModelSpec, ResolvedLayer, resolve_layers, validate_spec
+from ..spec import ModelSpec, ResolvedLayer, resolve_layers, validate_spec
 
 
 # The key random layers get in training when Model.forward is called without one.
@@ -106,7 +107,7 @@ class Model:
         # that layer is told (if it accepts ``input_grad``) that it may skip its input gradient.
         trainable = [i for i, names in enumerate(self._grad_keys) if names]
         self._first_trainable = trainable[0] if trainable else len(self.layers)
-        from .layers.activations import Softmax  # here, not at the top: `import cnnkit` loads no layer
+        from ..layers.activations import Softmax  # here, not at the top: `import cnnkit` loads no layer
 
         self.ends_with_softmax = isinstance(self.layers[-1].layer, Softmax)
         keywords = [inspect.signature(r.layer.forward).parameters for r in self.layers]
@@ -136,7 +137,7 @@ class Model:
         Inference passes no generator.
 
         A batch of at least ``2 * MIN_PART`` samples is split into one part per thread
-        (``cnnkit.parallel``), each run through all layers on its own core; backprop sums the parts'
+        (``cnnkit.runtime.parallel``), each run through all layers on its own core; backprop sums the parts'
         gradients. Inference always splits: every layer's samples are independent there (the layer
         contract, checked by ``check_layer``). Training splits only when every layer is
         ``per_sample_in_training`` or ``per_part_in_training`` (batch norm, with per-part statistics).
@@ -146,7 +147,7 @@ class Model:
         key = _check_key(key) if train else None
         if not self._contract_checked:  # once per model: each layer's output against its declared shape and float32
             tuning.check_environment()
-            allocator.keep_freed_memory()  # once per process (see cnnkit.allocator)
+            allocator.keep_freed_memory()  # once per process (see cnnkit.runtime.allocator)
             self._contract_checked = contract.check_first_forward(self, x)
         count = len(self.layers) - 1 if logits and self.ends_with_softmax else len(self.layers)
         parts = self._parts(len(x), train)
@@ -280,7 +281,7 @@ class Model:
 
     def save(self, path: str | Path) -> Path:
         """Write this model as one bundle file (atomically)."""
-        from .bundle import save
+        from ..bundle import save
 
         return save(self, path)
 

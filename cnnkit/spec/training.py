@@ -1,7 +1,7 @@
 """The spec's training extras: augmentation (data.augment), validation (data.validation), early stopping.
 
 The models here are parts of ``DataSpec`` and ``TrainSpec`` (cnnkit/spec.py); the code that acts on
-them lives in cnnkit/train/ (augment.py, validation.py). Checks that need two parts of a spec (the
+them lives in cnnkit/training/ (augment.py, validation.py). Checks that need two parts of a spec (the
 crop padding against the input shape, early stopping without a validation split) are in
 ``check_training_keys``, called by ``validate_spec`` with its error list.
 """
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt, field_validator
 
 if TYPE_CHECKING:
-    from .spec import ModelSpec
+    from . import ModelSpec
 
 
 class _Strict(BaseModel):

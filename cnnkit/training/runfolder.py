@@ -24,7 +24,7 @@ from typing import Any
 from ..bundle import save, write_atomic
 from ..data.fashion_mnist import Dataset
 from ..errors import BundleError, CnnkitError
-from ..model import Model
+from ..runtime.model import Model
 from .checkpoint import read_checkpoint, restore_state, save_checkpoint
 from .health import TrainingDiverged
 from .loop import EpochRecord, Hooks, Interrupted, TrainState, fit, training_metadata
@@ -148,7 +148,7 @@ def resume_run(folder: str | Path, overrides: list[str] | None = None) -> tuple[
     model, saved = read_checkpoint(folder / LAST)
     if overrides:
         from ..spec import apply_overrides, validate_spec
-        from ..spec_training import EarlyStopping
+        from ..spec.training import EarlyStopping
 
         spec = validate_spec(apply_overrides(model.spec.to_dict(), overrides))
         if {k: v for k, v in spec.to_dict().items() if k != "train"} != {k: v for k, v in model.spec.to_dict().items() if k != "train"}:

@@ -22,7 +22,7 @@ import numpy as np
 from ..bundle import DTYPES, FORMAT, MAX_FILE_BYTES, decode, encode, model_from_bundle, weight_entry
 from ..errors import BundleError
 from ..files import read_regular
-from ..model import Model
+from ..runtime.model import Model
 from .loop import EpochRecord, History, TrainState, new_state
 
 VERSION = (1, 2)  # format 1.1 plus the payload's "checkpoint" map

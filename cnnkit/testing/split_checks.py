@@ -12,7 +12,7 @@ import inspect
 
 import numpy as np
 
-from .layers.base import Layer
+from ..layers.base import Layer
 
 
 def takes(layer: Layer, keyword: str) -> bool:

@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import registry
-from .optim import OPTIMIZERS, SCHEDULES
-from .data.sources import DATASETS
-from .spec import DataSpec, ModelSpec
+from ..plugins import registry
+from ..optim import OPTIMIZERS, SCHEDULES
+from ..data.sources import DATASETS
+from . import DataSpec, ModelSpec
 
 DRAFT_07 = "http://json-schema.org/draft-07/schema#"
 DEFAULT_DATASET = DataSpec.model_fields["dataset"].default

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from .registry import LayerStatus
-from .schema import describe_params
+from ..spec.schema import describe_params
 
 HEADER = """# Layer types
 

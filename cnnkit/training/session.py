@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CnnkitError
-from ..tuning import check_environment
+from ..runtime.tuning import check_environment
 from .health import TrainingWarning
 from .loop import final_summary
 from .progress import Progress
@@ -84,7 +84,8 @@ def train_session(
     StrictFailure on ``strict`` with training warnings (no bundle is written), and ``loop.Interrupted``
     when Ctrl-C or SIGTERM stopped training (the run folder's last checkpoint is then up to date).
     """
-    from .. import build, memory
+    from .. import build
+    from ..runtime import memory
     from ..bundle import check_output, estimated_size
     from ..data import load_dataset
     from ..spec import load_spec, parameter_count, resolve_layers

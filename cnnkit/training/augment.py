@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..spec_training import AugmentSpec
+from ..spec.training import AugmentSpec
 
 AUGMENT_STREAM = 0x61756700  # "aug": keeps these generators apart from other streams drawn from the same seed
 ERASING_ATTEMPTS = 10  # as torchvision's RandomErasing

@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError
-from .files import read_regular
+from ..errors import SpecError
+from ..files import read_regular
 
 MAX_SPEC_BYTES = 1 << 20  # a spec file; the seed spec is under 1 KiB
 MAX_NESTING = 32  # objects and arrays inside each other; a real spec nests about 4 deep

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from .errors import CnnkitError
+from ..errors import CnnkitError
 
 T = TypeVar("T")
 

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
-from .errors import RegistryError
-from .layers.base import Layer, LayerParams
+from ..errors import RegistryError
+from ..layers.base import Layer, LayerParams
 
 GROUP = "cnnkit.layers"
 BUILTIN_DIST = "cnnkit"  # the distribution whose names no plugin can take over

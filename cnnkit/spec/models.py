@@ -18,23 +18,14 @@ from typing import Annotated, Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, ValidationInfo, field_validator, model_serializer
 
-from . import registry
-from .contract import declared_output_shape
-from .data.sources import DATASETS
-from .errors import RegistryError, SpecError
-from .layers.base import Layer, Shape
-from .optim import OPTIMIZERS, SCHEDULES
-from .spec_training import OPTIONAL_KEYS, VALIDATION_SIZE_SCHEMA, AugmentSpec, EarlyStopping, check_training_keys, check_validation_size
-from .specfile import (  # noqa: F401 (re-exported: file reading and overrides were defined here before)
-    MAX_LAYERS,
-    MAX_NESTING,
-    MAX_SPEC_BYTES,
-    apply_overrides,
-    check_json,
-    json_path,
-    parse_override,
-    read_spec_file,
-)
+from ..plugins import registry
+from ..plugins.contract import declared_output_shape
+from ..data.sources import DATASETS
+from ..errors import RegistryError, SpecError
+from ..layers.base import Layer, Shape
+from ..optim import OPTIMIZERS, SCHEDULES
+from .training import OPTIONAL_KEYS, VALIDATION_SIZE_SCHEMA, AugmentSpec, EarlyStopping, check_training_keys, check_validation_size
+from .files import MAX_LAYERS, MAX_NESTING, MAX_SPEC_BYTES, apply_overrides, check_json, json_path, parse_override, read_spec_file
 
 
 # The model name names a file (README "The spec format"); file-level limits live in specfile.py.

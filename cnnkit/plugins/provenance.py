@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import registry
-from .errors import RegistryError
+from ..errors import RegistryError
 from .registry import LayerEntry
 
 ALLOW_HINT = "--allow-provider-mismatch (cnnkit.load(..., allow_provider_mismatch=True))"

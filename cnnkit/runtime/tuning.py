@@ -18,7 +18,7 @@ import functools
 import os
 from pathlib import Path
 
-from .errors import CnnkitError
+from ..errors import CnnkitError
 
 # L2 size assumed when the OS reports none: the smallest per-core L2 of current x86 server CPUs.
 FALLBACK_L2 = 1024 * 1024

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import RegistryError
-from .layers.base import Layer, Shape
+from ..errors import RegistryError
+from ..layers.base import Layer, Shape
 
 if TYPE_CHECKING:
-    from .model import Model
+    from ..runtime.model import Model
     from .registry import LayerEntry
 
 SAMPLES = 2  # enough to see the batch axis; inference is per-sample by contract

@@ -12,8 +12,8 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from . import __version__
-from .errors import CnnkitError
+from .. import __version__
+from ..errors import CnnkitError
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _DIST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?")

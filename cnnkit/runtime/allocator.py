@@ -28,7 +28,7 @@ import functools
 import os
 import sys
 
-from .errors import CnnkitError
+from ..errors import CnnkitError
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 MMAP_THRESHOLD = 32 << 20

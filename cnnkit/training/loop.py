@@ -18,9 +18,9 @@ import numpy as np
 
 from ..data.dataset import Dataset
 from ..errors import CnnkitError, DataError
-from ..losses import softmax_cross_entropy
+from ..runtime.losses import softmax_cross_entropy
 from ..metrics import accuracy, macro_f1
-from ..model import Model
+from ..runtime.model import Model
 from ..optim import OPTIMIZERS, Optimizer, build_schedule, clip_grad_norm
 from .augment import Augmenter
 from .health import TrainingDiverged, TrainingWarning, chance_warning, divergence_message, loss_growth_warning

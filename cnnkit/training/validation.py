@@ -14,9 +14,9 @@ import math
 import numpy as np
 
 from ..errors import SpecError
-from ..losses import log_softmax
+from ..runtime.losses import log_softmax
 from ..metrics import accuracy, macro_f1
-from ..model import Model
+from ..runtime.model import Model
 
 VALIDATION_STREAM = 0x76616C00  # "val": keeps the split apart from other streams drawn from the same seed
 

@@ -24,9 +24,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import ValidationError
 
-from . import registry
-from .errors import RegistryError, SpecError
-from .layers.base import Layer, Shape
+from ..plugins import registry
+from ..errors import RegistryError, SpecError
+from ..layers.base import Layer, Shape
 from .split_checks import check_per_part, check_per_sample, check_per_sample_random, forward_with_fixed_rng, takes
 
 __all__ = ["CheckResult", "check_gradients", "check_layer", "forward_with_fixed_rng", "numerical_gradient", "run_checks"]
@@ -154,7 +154,7 @@ def _resolve_class(type_or_class: str | type[Layer]) -> tuple[type[Layer], str |
 
 
 def _subject(type_or_class, params, input_shape, batch, seed) -> _Subject:
-    from .spec import _pydantic_errors
+    from ..spec.models import _pydantic_errors
 
     cls, layer_type = _resolve_class(type_or_class)
     params = dict(params or {})
@@ -283,8 +283,8 @@ def _check_randomness(s: _Subject) -> CheckResult | str:
 def _check_bundle_round_trip(s: _Subject) -> CheckResult | str:
     if s.layer_type is None:
         return CheckResult("bundle round trip", "skip", "the class is not registered under the cnnkit.layers entry points, so no bundle can name it")
-    from .bundle import load, save
-    from .model import Model
+    from ..bundle import load, save
+    from ..runtime.model import Model
 
     # A qualified type ("dist:type") holds a ':', which a spec name may not.
     spec = {"name": f"check-{s.layer_type.replace(':', '-')}", "input": {"shape": list(s.input_shape)}, "layers": [{"type": s.layer_type, **s.params}]}

@@ -1,0 +1,1 @@
+"""The NumPy runtime: the Model, threads, tuning, memory estimates and the allocator."""
