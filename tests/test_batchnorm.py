@@ -12,6 +12,7 @@ import pytest
 import cnnkit
 from cnnkit import bundle
 from cnnkit.data.fashion_mnist import Dataset
+from cnnkit.layers import Context
 from cnnkit.layers.batchnorm import BatchNorm2D
 from cnnkit.runtime.model import MIN_PART
 from cnnkit.testing import check_gradients
@@ -30,36 +31,37 @@ def _reference_batchnorm_train(x, gamma, beta, eps):
 def test_batchnorm_matches_reference_and_tracks_running_stats():
     rng = np.random.default_rng(1)
     layer = BatchNorm2D(momentum=0.25)
-    w = layer.init_weights((3, 4, 4), rng)
+    w = layer.initial_weights((3, 4, 4), rng)
     w["gamma"][:] = [1.0, 2.0, 0.5]
     w["beta"][:] = [0.0, -1.0, 3.0]
     x = rng.normal(2.0, 3.0, (5, 3, 4, 4)).astype(np.float32)
-    y, _ = layer.forward(w, x, train=True)  # called directly (no `updates`): state updated in place
+    ctx = Context(True)
+    y, _ = layer.forward(w, x, ctx)  # the new running statistics come back through ctx.update
     np.testing.assert_allclose(y, _reference_batchnorm_train(x, w["gamma"], w["beta"], 1e-5), rtol=1e-5, atol=1e-5)
     count = 5 * 4 * 4
     mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3)) * count / (count - 1)
-    np.testing.assert_allclose(w["running_mean"], 0.75 * 0 + 0.25 * mean, rtol=1e-6)
-    np.testing.assert_allclose(w["running_var"], 0.75 * 1 + 0.25 * var, rtol=1e-6)
+    np.testing.assert_allclose(ctx.updates["running_mean"], 0.75 * 0 + 0.25 * mean, rtol=1e-6)
+    np.testing.assert_allclose(ctx.updates["running_var"], 0.75 * 1 + 0.25 * var, rtol=1e-6)
+    w.update(ctx.updates)
     # Inference uses the running statistics, not the batch's.
-    y_eval, _ = layer.forward(w, x, train=False)
+    y_eval, _ = layer.forward(w, x, Context(False))
     expected = w["gamma"][:, None, None] * (x - w["running_mean"][:, None, None]) / np.sqrt(w["running_var"][:, None, None] + 1e-5) + w["beta"][:, None, None]
     np.testing.assert_allclose(y_eval, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_batchnorm_with_updates_reports_state_and_writes_nothing():
+def test_batchnorm_reports_state_and_writes_nothing():
     rng = np.random.default_rng(1)
     layer = BatchNorm2D(momentum=0.25)
-    w = layer.init_weights((3, 4, 4), rng)
+    w = layer.initial_weights((3, 4, 4), rng)
     x = rng.normal(2.0, 3.0, (5, 3, 4, 4)).astype(np.float32)
-    before, in_place = copy.deepcopy(w), copy.deepcopy(w)
-    updates = {}
-    y, _ = layer.forward(w, x, train=True, updates=updates)
-    y_in_place, _ = layer.forward(in_place, x, train=True)
+    before = copy.deepcopy(w)
+    ctx = Context(True)
+    layer.forward(w, x, ctx)
     assert all(np.array_equal(w[k], before[k]) for k in w)
-    assert sorted(updates) == ["running_mean", "running_var"]
-    for k in updates:
-        np.testing.assert_array_equal(updates[k], in_place[k])
-    np.testing.assert_array_equal(y, y_in_place)
+    assert sorted(ctx.updates) == ["running_mean", "running_var"]
+    assert [n for n, d in layer.weights((3, 4, 4)).items() if not d.trainable] == ["running_mean", "running_var"]
+    with pytest.raises(ValueError, match="only training may change"):  # inference reports no state
+        Context(False).update("running_mean", w["running_mean"])
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -73,16 +75,16 @@ def test_batchnorm_matches_torch_over_several_steps_then_in_inference():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(2)
     layer = BatchNorm2D(momentum=0.1, eps=1e-5)
-    w = layer.init_weights((3, 5, 5), rng)
+    w = layer.initial_weights((3, 5, 5), rng)
     ref = torch.nn.BatchNorm2d(3, momentum=0.1, eps=1e-5).double()
     for step in range(3):
         x = rng.normal(1.0, 2.0, (4, 3, 5, 5))
         dy = rng.normal(size=x.shape)
         w64 = {k: v.astype(np.float64) for k, v in w.items()}
-        updates = {}
-        y, backprop = layer.forward(w64, x, train=True, updates=updates)
+        ctx = Context(True)
+        y, backprop = layer.forward(w64, x, ctx)
         dx, grads = backprop(dy)
-        w = {k: updates.get(k, v).astype(np.float32) for k, v in w64.items()}
+        w = {k: ctx.updates.get(k, v).astype(np.float32) for k, v in w64.items()}
         xt = torch.tensor(x, requires_grad=True)
         ref.train()
         yt = ref(xt)
@@ -97,7 +99,7 @@ def test_batchnorm_matches_torch_over_several_steps_then_in_inference():
     ref.eval()
     x = rng.normal(size=(2, 3, 5, 5))
     dy = rng.normal(size=x.shape)
-    y, backprop = layer.forward({k: v.astype(np.float64) for k, v in w.items()}, x, train=False)
+    y, backprop = layer.forward({k: v.astype(np.float64) for k, v in w.items()}, x, Context(False))
     dx, grads = backprop(dy)
     xt = torch.tensor(x, requires_grad=True)
     yt = ref(xt)
@@ -133,7 +135,7 @@ def test_training_updates_running_stats_only_through_forward(optimizer):
     history = fit(model, data)
     assert np.isfinite(history[-1].train_loss)
     # With momentum 0.5 and 8 batches, the running mean is dominated by the conv outputs' real mean.
-    conv_out, _ = model.layers[0].layer.forward({"kernel": model.weights["0.kernel"], "bias": model.weights["0.bias"]}, model.preprocess(images), False)
+    conv_out, _ = model.layers[0].layer.forward({"kernel": model.weights["0.kernel"], "bias": model.weights["0.bias"]}, model.preprocess(images), Context(False))
     np.testing.assert_allclose(model.weights["1.running_mean"], conv_out.mean(axis=(0, 2, 3)), rtol=0.2, atol=0.5)
     assert np.all(model.weights["1.running_var"] > 0)
 
@@ -253,10 +255,10 @@ from cnnkit.layers.batchnorm import BatchNorm2D
 
 
 class StrayUpdate(BatchNorm2D):
-    def forward(self, weights, x, train, *, updates=None):
-        y, backprop = super().forward(weights, x, train, updates=updates)
-        if updates is not None:
-            updates["gamma"] = weights["gamma"] * 2
+    def forward(self, weights, x, ctx):
+        y, backprop = super().forward(weights, x, ctx)
+        if ctx.train:
+            ctx.update("gamma", weights["gamma"] * 2)
         return y, backprop
 '''
 
@@ -268,7 +270,7 @@ def test_a_layer_reporting_a_trainable_weight_as_state_is_a_one_line_error(monke
     monkeypatch.syspath_prepend(str(tmp_path))
     model = cnnkit.build({**SPLIT_SPEC, "layers": [SPLIT_SPEC["layers"][0], {"type": "stray_bn"}, *SPLIT_SPEC["layers"][2:]]})
     before = {k: v.copy() for k, v in model.weights.items()}
-    with pytest.raises(cnnkit.CnnkitError, match=r"^layer 1 \(fake-stray:stray_bn\) reported an update of 'gamma', which is not one of its non_trainable weights \['running_mean', 'running_var'\]$"):
+    with pytest.raises(cnnkit.CnnkitError, match=r"^layer 1 \(fake-stray:stray_bn\) reported an update of 'gamma', which is not one of its non-trainable weights \['running_mean', 'running_var'\]$"):
         model.forward(np.ones((2, 1, 12, 12), np.float32), train=True)
     for k, v in before.items():  # nothing written, the running statistics included
         np.testing.assert_array_equal(model.weights[k], v)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 import numpy as np
 import pytest
 
 from cnnkit.plugins import registry
 from cnnkit.errors import RegistryError, SpecError
-from cnnkit.layers import Layer, LayerParams
+from cnnkit.layers import Layer, LayerParams, Weight
 from cnnkit.testing import check_layer, run_checks
 
 # Params (and input shapes) that make a small but non-trivial instance of each known type. A newly
@@ -33,31 +32,28 @@ def test_every_registered_layer_type_conforms(layer_type, params, input_shape):
     if status.cls is None:
         pytest.fail(f"registered layer type {layer_type!r} cannot be loaded: {status.error}")
     results = {r.name: r for r in check_layer(layer_type, params, input_shape)}
-    # Only a layer that claims neither per_sample_in_training nor per_part_in_training skips the training split.
-    split = results.pop("training split")
-    assert split.status == ("pass" if status.cls.per_sample_in_training or status.cls.per_part_in_training else "skip"), split.detail
-    # Only a layer whose forward takes rng (dropout) is checked for randomness.
+    # Only a layer whose batch_coupling is "whole" skips the training split; every built-in splits.
+    assert results.pop("training split").status == "pass"
+    # Only a layer that asks for ctx.rng (dropout) is checked for randomness.
     randomness = results.pop("randomness")
-    assert randomness.status == ("pass" if "rng" in inspect.signature(status.cls.forward).parameters else "skip"), randomness.detail
-    assert [r.status for r in results.values()] == ["pass"] * len(results)
+    assert randomness.status == ("pass" if layer_type == "dropout" else "skip"), randomness.detail
+    # The example plugin teaches the current contract, so no layer gets the older contract's note.
+    assert [r.status for r in results.values()] == ["pass"] * len(results), [r for r in results.values() if r.status != "pass"]
 
 
 # ---------------------------------------------------------------------------------------------------
-# Each check fails on the defect it is named for (layers defined here, not registered).
+# Each check fails on the defect it is named for (layers defined here, not registered). The same
+# defects in layers written for the older contract: tests/test_conformance_legacy.py.
 
 
 class Good(Layer):
     """y = x * w + b per channel: correct in every respect, the base the broken variants change."""
 
-    per_sample_in_training = True
+    def weights(self, input_shape):
+        c = (input_shape[0],)
+        return {"w": Weight(c, lambda rng, shape: rng.normal(size=shape)), "b": Weight(c)}
 
-    def weight_shapes(self, input_shape):
-        return {"w": (input_shape[0],), "b": (input_shape[0],)}
-
-    def init_weights(self, input_shape, rng):
-        return {"w": rng.normal(size=input_shape[0]).astype(np.float32), "b": np.zeros(input_shape[0], np.float32)}
-
-    def forward(self, weights, x, train):
+    def forward(self, weights, x, ctx):
         w, b = weights["w"][:, None, None], weights["b"][:, None, None]
 
         def backprop(dy):
@@ -67,14 +63,14 @@ class Good(Layer):
 
 
 class WrongInputGradient(Good):
-    def forward(self, weights, x, train):
-        y, backprop = super().forward(weights, x, train)
+    def forward(self, weights, x, ctx):
+        y, backprop = super().forward(weights, x, ctx)
         return y, lambda dy: (backprop(dy)[0] * 1.01, backprop(dy)[1])
 
 
 class MissingWeightGradient(Good):
-    def forward(self, weights, x, train):
-        y, backprop = super().forward(weights, x, train)
+    def forward(self, weights, x, ctx):
+        y, backprop = super().forward(weights, x, ctx)
         return y, lambda dy: (backprop(dy)[0], {"w": backprop(dy)[1]["w"]})
 
 
@@ -84,108 +80,115 @@ class WrongShape(Good):
 
 
 class Upcasts(Good):
-    def forward(self, weights, x, train):
-        y, backprop = super().forward(weights, x, train)
+    def forward(self, weights, x, ctx):
+        y, backprop = super().forward(weights, x, ctx)
         return y.astype(np.float64), backprop
 
 
 class BatchDependent(Good):
     """Normalizes by the batch mean even in inference: a sample's output depends on its batch."""
 
-    def forward(self, weights, x, train):
-        y, backprop = super().forward(weights, x, train)
+    def forward(self, weights, x, ctx):
+        y, backprop = super().forward(weights, x, ctx)
         return y - y.mean(axis=0, keepdims=True), backprop
 
 
 class BatchMeanInTraining(Good):
-    """Claims per_sample_in_training but centres on the batch mean in training (batch norm's way)."""
+    """Claims per_sample (the default) but centres on the batch mean in training (batch norm's way)."""
 
-    def forward(self, weights, x, train):
-        y, backprop = super().forward(weights, x, train)
-        return (y - y.mean(axis=0, keepdims=True) if train else y), backprop
+    def forward(self, weights, x, ctx):
+        y, backprop = super().forward(weights, x, ctx)
+        return (y - y.mean(axis=0, keepdims=True) if ctx.train else y), backprop
 
 
 class RunningMeanInTraining(Good):
-    """Claims per_sample_in_training but, like batch norm, updates a running statistic in training:
+    """Claims per_sample but, like batch norm, writes a running statistic in place in training:
     outputs are per-sample, yet parts of a batch run at once would race on that weight."""
 
-    non_trainable = ("running_mean",)
+    def weights(self, input_shape):
+        return {**super().weights(input_shape), "running_mean": Weight((input_shape[0],), trainable=False)}
 
-    def weight_shapes(self, input_shape):
-        return {**super().weight_shapes(input_shape), "running_mean": (input_shape[0],)}
-
-    def init_weights(self, input_shape, rng):
-        return {**super().init_weights(input_shape, rng), "running_mean": np.zeros(input_shape[0], np.float32)}
-
-    def forward(self, weights, x, train):
-        if train:
+    def forward(self, weights, x, ctx):
+        if ctx.train:
             weights["running_mean"] += 0.1 * (x.mean(axis=(0, 2, 3)) - weights["running_mean"])
-        return super().forward(weights, x, train)
+        return super().forward(weights, x, ctx)
 
 
 class Noisy(Good):
-    def forward(self, weights, x, train):
-        y, backprop = super().forward(weights, x, train)
+    def forward(self, weights, x, ctx):
+        y, backprop = super().forward(weights, x, ctx)
         return y + np.random.default_rng().normal(size=y.shape).astype(y.dtype) * 1e-3, backprop
 
 
 class MutatesInInference(Good):
-    def forward(self, weights, x, train):
+    def forward(self, weights, x, ctx):
         weights["b"] += 1
-        return super().forward(weights, x, train)
+        return super().forward(weights, x, ctx)
 
 
 class RandomGood(Good):
-    """Good times a dropout-like mask from the generator it is given: correct."""
+    """Good times a dropout-like mask from the context's generator: correct."""
 
-    def forward(self, weights, x, train, *, rng=None):
-        y, backprop = super().forward(weights, x, train)
-        if not train:
+    def mask(self, x, ctx):
+        return (ctx.rng.random(x.shape) < 0.7).astype(x.dtype)
+
+    def forward(self, weights, x, ctx):
+        y, backprop = super().forward(weights, x, ctx)
+        if not ctx.train:
             return y, backprop
-        keep = (rng.random(x.shape) < 0.7).astype(x.dtype)
+        keep = self.mask(x, ctx)
         return y * keep, lambda dy: backprop(dy * keep)
 
 
 class IgnoresItsGenerator(RandomGood):
-    """Takes rng but draws the same mask every call (the dropout issue 9 found possible)."""
+    """Asks for ctx.rng but draws the same mask every call (the dropout issue 9 found possible)."""
 
-    def forward(self, weights, x, train, *, rng=None):
-        return super().forward(weights, x, train, rng=np.random.default_rng(0))
+    def mask(self, x, ctx):
+        ctx.rng  # noqa: B018 (asked for, then ignored)
+        return (np.random.default_rng(0).random(x.shape) < 0.7).astype(x.dtype)
 
 
 class DrawsFromGlobalState(RandomGood):
-    def forward(self, weights, x, train, *, rng=None):
-        return super().forward(weights, x, train, rng=np.random.default_rng())
+    def mask(self, x, ctx):
+        ctx.rng  # noqa: B018
+        return (np.random.default_rng().random(x.shape) < 0.7).astype(x.dtype)
 
 
 class MaskAcrossTheBatch(RandomGood):
     """One mask for the whole batch, drawn against the batch's last sample: not per-sample."""
 
-    def forward(self, weights, x, train, *, rng=None):
-        y, backprop = Good.forward(self, weights, x, train)
-        if not train:
-            return y, backprop
-        keep = (rng.random(x.shape[1:]) < x[-1] + 0.5).astype(x.dtype)
-        return y * keep, lambda dy: backprop(dy * keep)
+    def mask(self, x, ctx):
+        return (ctx.rng.random(x.shape[1:]) < x[-1] + 0.5).astype(x.dtype)
 
 
 class PerPartWritesInPlace(RunningMeanInTraining):
-    """Claims per_part_in_training and accepts updates, yet still writes its state in place."""
+    """Claims per_part, yet writes its state in place instead of reporting it with ctx.update."""
 
-    per_sample_in_training = False
-    per_part_in_training = True
+    batch_coupling = "per_part"
 
-    def forward(self, weights, x, train, *, updates=None):
-        return super().forward(weights, x, train)
+
+class PerPartReportsATrainedWeight(Good):
+    batch_coupling = "per_part"
+
+    def forward(self, weights, x, ctx):
+        if ctx.train:
+            ctx.update("b", weights["b"] + 1)
+        return super().forward(weights, x, ctx)
 
 
 class BadInit(Good):
-    def init_weights(self, input_shape, rng):
-        return {"w": np.ones(input_shape[0] + 1, np.float32), "b": np.zeros(input_shape[0], np.float32)}
+    def weights(self, input_shape):
+        return {**super().weights(input_shape), "w": Weight((input_shape[0],), lambda rng, shape: np.ones(shape[0] + 1))}
+
+
+class BadDescription(Good):
+    def weights(self, input_shape):
+        return {"w": (input_shape[0],)}
 
 
 class TrainsItsState(Good):
-    non_trainable = ("b",)
+    def weights(self, input_shape):
+        return {**super().weights(input_shape), "b": Weight((input_shape[0],), trainable=False)}
 
 
 @pytest.mark.parametrize(
@@ -197,38 +200,41 @@ class TrainsItsState(Good):
         (Upcasts, "output shape", "turned float32 input into float64"),
         (BatchDependent, "batch independence", "sample 0 of a batch of 3 differs from that sample run alone"),
         (BatchMeanInTraining, "training split", "in training mode, the output of the first sample run alone differs from its rows in the whole batch (a batch of 3 split into 1 + 2"),
-        (RunningMeanInTraining, "training split", "forward in training mode changed weights ['running_mean'], but per_sample_in_training = True"),
+        (RunningMeanInTraining, "training split", "forward in training mode changed weights ['running_mean'], but batch_coupling 'per_sample' says"),
         (Noisy, "determinism", "two forward passes (inference mode)"),
         (MutatesInInference, "determinism", "forward in inference mode changed weights ['b']"),
         (IgnoresItsGenerator, "randomness", "four generator seeds gave identical training outputs"),
         (DrawsFromGlobalState, "determinism", "two forward passes (train mode) on the same input and generator seed and weights differ"),
         (MaskAcrossTheBatch, "training split", "with a fixed generator, the first sample's output changed when the other samples changed"),
-        (PerPartWritesInPlace, "training split", "forward in training mode changed weights ['running_mean'], but per_part_in_training = True"),
-        (BadInit, "weights", "init_weights gives 'w' shape [4], weight_shapes declares [3]"),
+        (PerPartWritesInPlace, "training split", "forward in training mode changed weights ['running_mean'], but batch_coupling 'per_part' says"),
+        (PerPartReportsATrainedWeight, "training split", "forward reported updates of ['b'], which are not non-trainable weights ([])"),
+        (BadInit, "weights", "the initial 'w' has shape [4], the layer declares [3]"),
+        (BadDescription, "weights", "must map names to Weight(shape=tuple of positive ints, ...). Received: 'w': (3,)"),
         (TrainsItsState, "gradients (train)", "backprop returned gradients for non-trainable weights ['b']"),
     ],
 )
 def test_each_check_catches_its_defect(cls, check, message):
     _, results = run_checks(cls)
     outcome = {r.name: r for r in results}[check]
-    assert outcome.status == "fail" and message in outcome.detail
+    assert outcome.status == "fail" and message in outcome.detail, outcome
     with pytest.raises(AssertionError, match=rf"check_layer\('{cls.__name__}', input_shape=\[3, 8, 8\]\): .*{check.replace('(', '.').replace(')', '.')} failed"):
         check_layer(cls)
 
 
 def test_a_correct_unregistered_class_passes_and_skips_only_the_bundle_and_randomness_checks():
-    results = {r.name: r.status for r in check_layer(Good)}
-    assert results.pop("bundle round trip") == "skip"
-    assert results.pop("randomness") == "skip"  # it takes no rng
-    assert set(results.values()) == {"pass"}
+    results = {r.name: r for r in check_layer(Good)}
+    assert results.pop("bundle round trip").status == "skip"
+    assert results.pop("randomness").status == "skip"  # it never asks for ctx.rng
+    assert results["layer contract"].detail == "weights() + forward(weights, x, ctx), batch_coupling 'per_sample'"
+    assert {r.status for r in results.values()} == {"pass"}
 
 
 def test_the_training_split_is_skipped_when_not_claimed_or_not_possible():
-    class Undeclared(Good):
-        per_sample_in_training = False
+    class Whole(Good):
+        batch_coupling = "whole"
 
-    split = {r.name: r for r in check_layer(Undeclared)}["training split"]
-    assert (split.status, split.detail) == ("skip", "per_sample_in_training is False (and per_part_in_training too), so a model never splits a training batch through this layer")
+    split = {r.name: r for r in check_layer(Whole)}["training split"]
+    assert (split.status, split.detail) == ("skip", "batch_coupling is 'whole', so a model never splits a training batch through this layer")
     split = {r.name: r for r in check_layer(Good, batch=1)}["training split"]
     assert (split.status, split.detail) == ("skip", "a batch of 1 cannot be split; use a batch of 2 or more")
 
@@ -248,7 +254,7 @@ class NotALayerContract(Layer):
     class Params(LayerParams):
         type: str = "x"
 
-    def forward(self, weights, x, train):
+    def forward(self, weights, x, ctx):
         return x, lambda dy: (dy, {})
 
 
@@ -265,12 +271,9 @@ def test_a_random_layer_passes_every_check_with_fixed_generators():
     assert {r.status for r in results.values()} == {"pass"}
 
 
-def test_a_per_part_layer_with_state_must_accept_updates():
-    from cnnkit.plugins.registry import contract_problem
+def test_an_unknown_batch_coupling_is_rejected_before_running():
+    class Diagonal(Good):
+        batch_coupling = "per_pixel"
 
-    class PerPartInPlace(RunningMeanInTraining):
-        per_sample_in_training = False
-        per_part_in_training = True
-
-    assert "sets per_part_in_training and has non_trainable weights, so its forward must accept the keyword 'updates'" in contract_problem(PerPartInPlace)
-    assert contract_problem(PerPartWritesInPlace) is None  # accepts it (check_layer then catches the in-place write)
+    with pytest.raises(RegistryError, match="Diagonal.batch_coupling must be one of 'per_sample', 'per_part', 'whole'. Received: 'per_pixel'"):
+        check_layer(Diagonal)

@@ -17,6 +17,7 @@ from cnnkit.layers.sigmoid import Sigmoid
 from cnnkit.layers.tanh import Tanh
 from cnnkit.runtime.model import MIN_PART, Model
 from cnnkit.testing import check_gradients
+from cnnkit.layers import Context
 from conftest import REAL_DATA, synthetic_images
 
 TORCH_RTOL, TORCH_ATOL = 1e-5, 1e-6  # float32, as in tests/test_layers.py but these sum little
@@ -73,7 +74,7 @@ def _input(shape, seed=1, dtype=np.float32):
 def test_matches_pytorch_forward_and_backward(name, layer, shape, torch_fn, train):
     torch = pytest.importorskip("torch")
     x = _input((4, *shape)) * 3
-    y, backprop = layer.forward({}, x, train=train, **({"rng": np.random.default_rng(0)} if isinstance(layer, Dropout) and train else {}))
+    y, backprop = layer.forward({}, x, Context(train, rng=np.random.default_rng(0)))
     dy = _input(y.shape, seed=7)
     dx, grads = backprop(dy)
     xt = torch.tensor(x, requires_grad=True)
@@ -95,7 +96,7 @@ def test_gradients_match_finite_differences(name, layer, shape, torch_fn, train)
 def test_avgpool2d_matches_reference(k, s, p, count_include_pad, shape):
     layer = AvgPool2D(pool_size=k, stride=s, padding=p, count_include_pad=count_include_pad)
     x = _input((3, *shape), dtype=np.float64)
-    y, _ = layer.forward({}, x, train=False)
+    y, _ = layer.forward({}, x, Context(False))
     np.testing.assert_allclose(y, reference_avgpool2d(x, k, s or k, p, count_include_pad), rtol=1e-12, atol=1e-12)
     assert y.dtype == np.float64
 
@@ -103,9 +104,9 @@ def test_avgpool2d_matches_reference(k, s, p, count_include_pad, shape):
 def test_sigmoid_and_tanh_saturate_without_overflow():
     x = np.array([[-1000.0, -20.0, 0.0, 20.0, 1000.0]], np.float32)
     with np.errstate(all="raise"):
-        y, backprop = Sigmoid().forward({}, x, train=True)
+        y, backprop = Sigmoid().forward({}, x, Context(True))
         dx, _ = backprop(np.ones_like(x))
-        t, _ = Tanh().forward({}, x, train=False)
+        t, _ = Tanh().forward({}, x, Context(False))
     np.testing.assert_allclose(y, [[0.0, 2.0611537e-09, 0.5, 1.0, 1.0]], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(dx, y * (1 - y))
     np.testing.assert_array_equal(t, np.tanh(x))
@@ -116,7 +117,7 @@ def test_sigmoid_and_tanh_saturate_without_overflow():
 
 def test_dropout_is_the_identity_in_inference_like_torch_eval():
     x = _input((4, 3, 5, 5))
-    y, backprop = Dropout(rate=0.5).forward({}, x, train=False)
+    y, backprop = Dropout(rate=0.5).forward({}, x, Context(False))
     assert y is x
     dy = _input(x.shape, seed=2)
     assert backprop(dy)[0] is dy
@@ -130,7 +131,7 @@ def test_dropout_in_training_scales_like_torch(rate):
     same factor, and both keep about 1 - rate of the elements."""
     torch = pytest.importorskip("torch")
     x = np.abs(_input((8, 4, 25, 25))) + np.float32(0.1)  # nonzero, so a zero output means dropped
-    y, backprop = Dropout(rate=rate).forward({}, x, train=True, rng=np.random.default_rng(0))
+    y, backprop = Dropout(rate=rate).forward({}, x, Context(True, rng=np.random.default_rng(0)))
     dy = _input(x.shape, seed=3)
     dx, _ = backprop(dy)
     xt = torch.tensor(x, requires_grad=True)
@@ -148,7 +149,7 @@ def test_dropout_in_training_scales_like_torch(rate):
 
 def test_dropout_without_a_generator_in_training_is_an_error():
     with pytest.raises(ValueError, match="dropout needs a random generator in training"):
-        Dropout(rate=0.5).forward({}, _input((2, 3)), train=True)
+        Dropout(rate=0.5).forward({}, _input((2, 3)), Context(True))
 
 
 @pytest.mark.parametrize("rate, message", [(-0.1, "greater than or equal to 0"), (1.0, "less than 1"), (True, "")])
@@ -189,7 +190,7 @@ def test_dropout_masks_differ_across_steps_and_repeat_for_the_same_seed(monkeypa
     for other in others:
         assert not np.array_equal(first, other)
     # Each layer draws from its own stream: the first dropout's mask is not the second's.
-    h, _ = model.layers[1].layer.forward({}, np.ones((4, 36), np.float32), True, rng=np.random.default_rng([7, 1, 0, 1, 0]))
+    h, _ = model.layers[1].layer.forward({}, np.ones((4, 36), np.float32), Context(True, rng=np.random.default_rng([7, 1, 0, 1, 0])))
     assert 0.3 < (h == 0).mean() < 0.7
     # Without a key, training uses the fixed key (0, 0); inference passes no generator at all.
     np.testing.assert_array_equal(model.forward(np.ones((4, 1, 6, 6), np.float32), train=True)[0], _masks(model, (0, 0)))

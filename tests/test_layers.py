@@ -14,7 +14,7 @@ import pytest
 
 import cnnkit
 from cnnkit.layers.activations import ReLU, Softmax
-from cnnkit.layers import conv_blocks, conv_gemm
+from cnnkit.layers import Context, conv_blocks, conv_gemm
 from cnnkit.layers.conv import Conv2D
 from cnnkit.layers.dense import Dense
 from cnnkit.layers.flatten import Flatten
@@ -84,7 +84,7 @@ def reference_softmax(x):
 
 def _weights(layer, input_shape, seed=0):
     rng = np.random.default_rng(seed)
-    weights = layer.init_weights(input_shape, rng)
+    weights = layer.initial_weights(input_shape, rng)
     for w in weights.values():  # non-zero biases, so they are visible in the outputs
         w += rng.normal(0, 0.1, w.shape).astype(w.dtype)
     return weights
@@ -113,7 +113,7 @@ def test_conv2d_forward_matches_reference(c, h, w, filters, k, stride, padding, 
     layer = Conv2D(filters=filters, kernel_size=k, stride=stride, padding=padding, use_bias=use_bias)
     weights = _weights(layer, (c, h, w))
     x = _input((3, c, h, w))
-    y, _ = layer.forward(weights, x, train=False)
+    y, _ = layer.forward(weights, x, Context(False))
     expected = reference_conv2d(x, weights["kernel"], weights.get("bias"), stride, padding)
     assert y.shape == (3, *layer.output_shape((c, h, w)))
     assert y.dtype == np.float32
@@ -131,8 +131,8 @@ def test_conv2d_without_input_grad_gives_the_same_weight_gradients():
     layer = Conv2D(filters=3, kernel_size=3, padding="same")
     weights = _weights(layer, (2, 6, 6))
     x = _input((4, 2, 6, 6))
-    y, full = layer.forward(weights, x, train=True)
-    y_lean, lean = layer.forward(weights, x, train=True, input_grad=False)
+    y, full = layer.forward(weights, x, Context(True))
+    y_lean, lean = layer.forward(weights, x, Context(True, input_grad=False))
     dy = _input(y.shape, seed=5)
     dx, grads = full(dy)
     dx_lean, grads_lean = lean(dy)
@@ -170,10 +170,10 @@ def test_conv2d_stride1_strategies_and_blocks(monkeypatch, strategy, block_bytes
     layer = Conv2D(filters=filters, kernel_size=k, stride=stride, padding=padding, use_bias=use_bias)
     weights = _weights(layer, (c, h, w))
     x = _input((9, c, h, w))  # two whole chunks of 4 and a partial one
-    y, full = layer.forward(weights, x, train=True)
+    y, full = layer.forward(weights, x, Context(True))
     np.testing.assert_allclose(y, reference_conv2d(x, weights["kernel"], weights.get("bias"), stride, padding), rtol=1e-5, atol=1e-5)
     check_gradients(layer, (c, h, w), batch=3)
-    _, lean = layer.forward(weights, x, train=True, input_grad=False)
+    _, lean = layer.forward(weights, x, Context(True, input_grad=False))
     dy = _input(y.shape, seed=5)
     (_, grads), (dx_lean, grads_lean) = full(dy), lean(dy)
     assert dx_lean is None and set(grads_lean) == set(grads)
@@ -190,7 +190,7 @@ def test_conv2d_batched_blocks_match_image_by_image_and_never_change_results(mon
 
     def run(strategy, block_bytes, input_grad=True):
         _force_stride1_strategy(monkeypatch, strategy, block_bytes)
-        y, backprop = layer.forward(weights, x, train=True, input_grad=input_grad)
+        y, backprop = layer.forward(weights, x, Context(True, input_grad=input_grad))
         dx, grads = backprop(dy)
         return {"y": y, **({"dx": dx} if input_grad else {}), **grads}
 
@@ -257,7 +257,7 @@ def test_conv2d_reads_only_inside_its_arrays(monkeypatch, strategy, block_bytes,
     weights = _weights(layer, (c, h, w))
     x = _input((9, c, h, w))  # two whole chunks of 4 and a partial one
     for input_grad in (True, False):
-        y, backprop = layer.forward(weights, x, train=True, input_grad=input_grad)
+        y, backprop = layer.forward(weights, x, Context(True, input_grad=input_grad))
         backprop(_input(y.shape, seed=5))
 
 
@@ -266,11 +266,11 @@ def test_conv2d_keeps_float64_through_forward_and_backprop(stride):
     layer = Conv2D(filters=3, kernel_size=3, stride=stride, padding="same")
     weights = {name: w.astype(np.float64) for name, w in _weights(layer, (2, 6, 5)).items()}
     x = _input((2, 2, 6, 5), dtype=np.float64)
-    y, backprop = layer.forward(weights, x, train=True)
+    y, backprop = layer.forward(weights, x, Context(True))
     dy = _input(y.shape, seed=5, dtype=np.float64)
     dx, grads = backprop(dy)
     assert y.dtype == dx.dtype == grads["kernel"].dtype == grads["bias"].dtype == np.float64
-    _, lean = layer.forward(weights, x, train=True, input_grad=False)
+    _, lean = layer.forward(weights, x, Context(True, input_grad=False))
     assert all(g.dtype == np.float64 for g in lean(dy)[1].values())
 
 
@@ -281,7 +281,7 @@ def test_conv2d_on_integer_pixels_computes_in_the_kernels_float_type(stride):
     layer = Conv2D(filters=2, kernel_size=3, stride=stride, padding="same")
     weights = _weights(layer, (1, 5, 6))
     pixels = np.random.default_rng(2).integers(0, 256, (2, 1, 5, 6)).astype(np.uint8)
-    y, _ = layer.forward(weights, pixels, train=False)
+    y, _ = layer.forward(weights, pixels, Context(False))
     assert y.dtype == np.float32
     expected = reference_conv2d(pixels.astype(np.float64), weights["kernel"], weights["bias"], stride, "same")
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-3)
@@ -302,7 +302,7 @@ POOL_CASES = [
 def test_maxpool2d_forward_matches_reference(c, h, w, pool, stride):
     layer = MaxPool2D(pool_size=pool, stride=stride)
     x = _input((3, c, h, w))
-    y, _ = layer.forward({}, x, train=False)
+    y, _ = layer.forward({}, x, Context(False))
     np.testing.assert_array_equal(y, reference_maxpool2d(x, pool, stride or pool))
     assert y.shape == (3, *layer.output_shape((c, h, w)))
 
@@ -314,7 +314,7 @@ def test_maxpool2d_gradients_match_finite_differences(c, h, w, pool, stride):
 
 def test_maxpool2d_routes_a_tie_to_the_first_maximum_only():
     x = np.zeros((1, 1, 2, 2), np.float32)  # after a relu, all-zero windows are common
-    y, backprop = MaxPool2D(pool_size=2).forward({}, x, train=True)
+    y, backprop = MaxPool2D(pool_size=2).forward({}, x, Context(True))
     dx, _ = backprop(np.ones_like(y))
     np.testing.assert_array_equal(dx[0, 0], [[1.0, 0.0], [0.0, 0.0]])
 
@@ -335,7 +335,7 @@ def test_maxpool2d_backward_matches_reference_with_many_ties(c, h, w, pool, stri
     rng = np.random.default_rng(2)
     x = rng.integers(0, 3, (3, c, h, w)).astype(np.float32)
     for train in (True, False):  # backprop also works after an inference-mode forward
-        y, backprop = MaxPool2D(pool_size=pool, stride=stride).forward({}, x, train=train)
+        y, backprop = MaxPool2D(pool_size=pool, stride=stride).forward({}, x, Context(train))
         dy = rng.normal(size=y.shape).astype(np.float32)
         dx, _ = backprop(dy)
         np.testing.assert_allclose(dx, reference_maxpool2d_backward(x, dy, pool, stride or pool), rtol=1e-6, atol=1e-6)
@@ -343,7 +343,7 @@ def test_maxpool2d_backward_matches_reference_with_many_ties(c, h, w, pool, stri
 
 def test_relu_forward_and_gradients():
     x = _input((4, 3, 5, 5))
-    y, backprop = ReLU().forward({}, x, train=True)
+    y, backprop = ReLU().forward({}, x, Context(True))
     np.testing.assert_array_equal(y, np.where(x > 0, x, 0))
     dx, _ = backprop(np.ones_like(y))
     np.testing.assert_array_equal(dx, (x > 0).astype(np.float32))
@@ -352,7 +352,7 @@ def test_relu_forward_and_gradients():
 
 def test_flatten_forward_and_gradients():
     x = _input((2, 3, 4, 5))
-    y, _ = Flatten().forward({}, x, train=False)
+    y, _ = Flatten().forward({}, x, Context(False))
     np.testing.assert_array_equal(y, np.array([sample.ravel() for sample in x]))
     check_gradients(Flatten(), (3, 2, 2))
 
@@ -362,20 +362,20 @@ def test_dense_forward_matches_reference_and_gradients(features, units, use_bias
     layer = Dense(units=units, use_bias=use_bias)
     weights = _weights(layer, (features,))
     x = _input((4, features))
-    y, _ = layer.forward(weights, x, train=False)
+    y, _ = layer.forward(weights, x, Context(False))
     np.testing.assert_allclose(y, reference_dense(x, weights["kernel"], weights.get("bias")), rtol=1e-5, atol=1e-6)
     check_gradients(layer, (features,))
 
 
 def test_softmax_forward_matches_reference_and_gradients():
     x = _input((4, 6)) * 10
-    y, _ = Softmax().forward({}, x, train=False)
+    y, _ = Softmax().forward({}, x, Context(False))
     np.testing.assert_allclose(y, reference_softmax(x), rtol=1e-5, atol=1e-7)
     check_gradients(Softmax(), (5,))
 
 
 def test_softmax_does_not_overflow_on_large_logits():
-    y, _ = Softmax().forward({}, np.array([[1000.0, 0.0, -1000.0]], np.float32), train=False)
+    y, _ = Softmax().forward({}, np.array([[1000.0, 0.0, -1000.0]], np.float32), Context(False))
     np.testing.assert_allclose(y, [[1.0, 0.0, 0.0]])
 
 
@@ -400,8 +400,8 @@ def test_model_backprop_skips_only_work_whose_result_is_unused():
     grads = backprop(dlogits)
     backprops, h = [], x
     for r in model.layers[:-1]:
-        weights = {name: model.weights[f"{r.index}.{name}"] for name in r.layer.weight_shapes(r.input_shape)}
-        h, bp = r.layer.forward(weights, h, True)
+        weights = {name: model.weights[f"{r.index}.{name}"] for name in r.layer.weights(r.input_shape)}
+        h, bp = r.layer.forward(weights, h, Context(True))
         backprops.append((r.index, bp))
     expected, dy = {}, dlogits
     for index, bp in reversed(backprops):
@@ -444,7 +444,7 @@ def test_conv2d_matches_pytorch(c, h, w, filters, k, stride, padding, use_bias):
     layer = Conv2D(filters=filters, kernel_size=k, stride=stride, padding=padding, use_bias=use_bias)
     weights = _weights(layer, (c, h, w))
     x = _input((4, c, h, w))
-    y, backprop = layer.forward(weights, x, train=True)
+    y, backprop = layer.forward(weights, x, Context(True))
     dy = _input(y.shape, seed=7)
     dx, grads = backprop(dy)
 
@@ -466,7 +466,7 @@ def test_conv2d_matches_pytorch(c, h, w, filters, k, stride, padding, use_bias):
 def test_maxpool2d_matches_pytorch(c, h, w, pool, stride):
     torch = pytest.importorskip("torch")
     x = _input((4, c, h, w))
-    y, backprop = MaxPool2D(pool_size=pool, stride=stride).forward({}, x, train=True)
+    y, backprop = MaxPool2D(pool_size=pool, stride=stride).forward({}, x, Context(True))
     dy = _input(y.shape, seed=7)
     dx, _ = backprop(dy)
     xt = torch.tensor(x, requires_grad=True)
@@ -482,7 +482,7 @@ def test_dense_matches_pytorch():
     layer = Dense(units=7)
     weights = _weights(layer, (13,))
     x = _input((5, 13))
-    y, backprop = layer.forward(weights, x, train=True)
+    y, backprop = layer.forward(weights, x, Context(True))
     dy = _input(y.shape, seed=7)
     dx, grads = backprop(dy)
     xt = torch.tensor(x, requires_grad=True)

@@ -15,7 +15,7 @@ import cnnkit
 from cnnkit.runtime import parallel
 from cnnkit.cli import app
 from cnnkit.errors import CnnkitError
-from cnnkit.layers import conv_blocks
+from cnnkit.layers import Context, conv_blocks
 from cnnkit.runtime.model import MIN_PART
 
 from fakeplugins import write_dist
@@ -133,7 +133,7 @@ def test_a_layer_neither_per_sample_nor_per_part_stops_the_training_split_only(m
     monkeypatch.syspath_prepend(str(tmp_path))
     spec = dict(SPEC, layers=[*SPEC["layers"][:1], {"type": "inplace_bn"}, *SPEC["layers"][1:]])
     model = cnnkit.build(spec)
-    assert not model.layers[1].layer.per_sample_in_training
+    assert model.layers[1].layer.batch_coupling == "whole"
     monkeypatch.setattr(conv_blocks, "SPLIT_MIN_MACS", 10**18)  # count the model's splits only, not the convolution's own
     x, dy = batch(4 * MIN_PART, model)
     monkeypatch.setenv("CNNKIT_NUM_THREADS", "2")
@@ -144,7 +144,7 @@ def test_a_layer_neither_per_sample_nor_per_part_stops_the_training_split_only(m
     backprop(dy)
     assert run_all_calls == [2]  # training ran whole: it writes shared weights in place
     # ... and its running statistics took one step towards this batch's conv outputs, not two or none.
-    conv_out, _ = model.layers[0].layer.forward({"kernel": model.weights["0.kernel"], "bias": model.weights["0.bias"]}, x, False)
+    conv_out, _ = model.layers[0].layer.forward({"kernel": model.weights["0.kernel"], "bias": model.weights["0.bias"]}, x, Context(False))
     np.testing.assert_allclose(model.weights["1.running_mean"], 0.9 * running_mean + 0.1 * conv_out.mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-7)
 
 

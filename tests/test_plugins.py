@@ -111,13 +111,13 @@ def test_real_plugin_layers_train_and_round_trip_with_provenance(tiny_spec, tmp_
     assert model.weights["1.running_var"].tolist() != [1.0] * 4  # training moved the running statistics
     path = cnnkit.save(model, tmp_path / "extra.cnnkit")
     providers = bundle.read(path).providers
-    assert providers["cnnkit-extra:leaky_relu"] == {"dist": "cnnkit-extra", "version": "0.2.0"}
+    assert providers["cnnkit-extra:leaky_relu"] == {"dist": "cnnkit-extra", "version": "0.3.0"}
     assert providers["batchnorm2d"] == {"dist": "cnnkit", "version": cnnkit.__version__}  # in the core since cnnkit-extra 0.2.0
     loaded = cnnkit.load(path)
     images = np.random.default_rng(0).integers(0, 255, (5, 28, 28)).astype(np.uint8)
     np.testing.assert_array_equal(loaded.predict_proba(images), model.predict_proba(images))
     entry = registry.find("leaky_relu")
-    assert (entry.dist, entry.version) == ("cnnkit-extra", "0.2.0")
+    assert (entry.dist, entry.version) == ("cnnkit-extra", "0.3.0")
 
 
 def test_check_layer_command(tmp_path):
@@ -125,12 +125,14 @@ def test_check_layer_command(tmp_path):
     env = subprocess_env(tmp_path)
     ok = cli("check-layer", "conv2d", "--params", '{"filters": 2, "kernel_size": 3}', "--input-shape", "2,6,6", env=env)
     assert ok.returncode == 0, ok.stderr
-    assert "PASS  bundle round trip" in ok.stdout and "PASS  training split" in ok.stdout and "ok: conv2d passed 8 checks" in ok.stdout
+    assert "PASS  bundle round trip" in ok.stdout and "PASS  training split" in ok.stdout and "ok: conv2d passed 9 checks" in ok.stdout
     bad = cli("check-layer", "doubler", env=env)
     assert bad.returncode == 1
     assert "FAIL  gradients (train): Doubler: gradient of input differs from finite differences" in bad.stdout
     assert "PASS  output shape" in bad.stdout  # the other checks still ran
-    assert "SKIP  training split: per_sample_in_training is False" in bad.stdout  # Doubler does not claim it
+    assert "SKIP  training split: batch_coupling is 'whole'" in bad.stdout  # Doubler claims no per-sample split
+    # Doubler is written for the older contract: one line says so, and it is checked all the same.
+    assert "NOTE  layer contract: written for the older layer contract" in bad.stdout
     assert bad.stderr == "error: doubler: 2 check(s) failed: gradients (train), gradients (inference)\n"
     usage = cli("check-layer", "conv2d", "--params", "{filters: 2}", env=env)
     # Bad --params is a usage error: exit 2, as the README says (issue 11, finding 6).

@@ -41,7 +41,7 @@ def test_dense_input_size_is_inferred_not_written():
     spec = validate_spec(seed())
     dense = resolve_layers(spec)[6]
     assert dense.input_shape == (1176,)
-    assert dense.layer.weight_shapes(dense.input_shape)  # shapes come from the inferred input
+    assert dense.layer.weights(dense.input_shape)  # shapes come from the inferred input
     assert "in_features" not in spec.layers[6] and "units" in spec.layers[6]
 
 

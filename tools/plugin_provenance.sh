@@ -24,7 +24,7 @@ import json, sys
 rows = {r["type"]: r for r in json.load(sys.stdin)}
 for t in ("leaky_relu",):
     r = rows[t]
-    assert (r["dist"], r["version"]) == ("cnnkit-extra", "0.2.0") and "error" not in r, r
+    assert (r["dist"], r["version"]) == ("cnnkit-extra", "0.3.0") and "error" not in r, r
     print("  %s: %s %s (%s)" % (t, r["dist"], r["version"], r["entry_point"]))'
 
 step "tiny generated Fashion-MNIST-shaped IDX files"
@@ -58,7 +58,7 @@ set +e
 code=$?
 set -e
 cat "$WORK/err.txt"
-expected="error: $WORK/extra.cnnkit: layer type 'leaky_relu' comes from cnnkit-extra 0.2.0, which is not installed: pip install cnnkit-extra"
+expected="error: $WORK/extra.cnnkit: layer type 'leaky_relu' comes from cnnkit-extra 0.3.0, which is not installed: pip install cnnkit-extra"
 if [ "$code" -ne 1 ] || [ "$(cat "$WORK/err.txt")" != "$expected" ] || [ -s "$WORK/out.txt" ]; then
   echo "FAILED: exit $code; expected exit 1 and exactly: $expected" >&2
   exit 1

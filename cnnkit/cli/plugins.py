@@ -108,7 +108,7 @@ def check_layer(
         _fail(str(exc), 2)
     typer.echo(f"check-layer {layer_type} params={json.dumps(fields)} input_shape={list(used)}")
     for r in results:
-        typer.echo(f"  {r.status.upper():4}  {r.name}: {r.detail}")
+        typer.echo(f"  {r.status.upper():4}  {r.name}: {r.detail}")  # NOTE: an older-contract layer, still working
     failed = [r.name for r in results if r.status == "fail"]
     if failed:
         typer.echo(f"error: {layer_type}: {len(failed)} check(s) failed: {', '.join(failed)}", err=True)

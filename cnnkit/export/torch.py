@@ -76,11 +76,11 @@ def from_module(module, model) -> None:
         raise CnnkitError(f"from_module needs the nn.Sequential that to_module built for this model ({len(model.layers)} layers). Received: {got}")
     updates = {}
     for r, child in zip(model.layers, children):
-        names = r.layer.weight_shapes(r.input_shape)
-        if not names:
+        shapes = {name: w.shape for name, w in r.layer.weights(r.input_shape).items()}
+        if not shapes:
             continue
         arrays = call_hook(r, "from_torch", "read weights from PyTorch", t, child, r.input_shape)
-        for name, shape in names.items():
+        for name, shape in shapes.items():
             key = f"{r.index}.{name}"
             if name not in arrays or np.shape(arrays[name]) != tuple(shape):
                 got = list(np.shape(arrays[name])) if name in arrays else "nothing"

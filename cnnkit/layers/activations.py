@@ -10,9 +10,7 @@ from .base import Layer
 class ReLU(Layer):
     """max(x, 0). The gradient at exactly 0 is taken as 0, as in PyTorch."""
 
-    per_sample_in_training = True
-
-    def forward(self, weights, x, train):
+    def forward(self, weights, x, ctx):
         y = np.maximum(x, x.dtype.type(0))  # the mask is rebuilt from y in backprop, so inference skips it
 
         def backprop(dy):
@@ -30,14 +28,12 @@ class ReLU(Layer):
 class Softmax(Layer):
     """Softmax over the feature axis of a flat (N, features) input, shifted by the row max."""
 
-    per_sample_in_training = True
-
     def output_shape(self, input_shape):
         if len(input_shape) != 1:
             raise ValueError(f"softmax expects a flat input (features,); add a flatten layer before it. Received: input_shape={list(input_shape)}")
         return tuple(input_shape)
 
-    def forward(self, weights, x, train):
+    def forward(self, weights, x, ctx):
         e = np.exp(x - x.max(axis=1, keepdims=True))
         y = e / e.sum(axis=1, keepdims=True)
 

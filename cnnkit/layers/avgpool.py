@@ -15,8 +15,6 @@ from .pool import PoolParams
 
 
 class AvgPool2D(Layer):
-    per_sample_in_training = True
-
     class Params(PoolParams):
         padding: NonNegativeInt = Field(0, description="zeros on each side, at most pool_size // 2")
         count_include_pad: bool = Field(True, description="padded zeros count in each window's mean (PyTorch's default)")
@@ -44,7 +42,7 @@ class AvgPool2D(Layer):
 
         return (1.0 / np.outer(covered(h, out_h), covered(w, out_w))).astype(dtype)
 
-    def forward(self, weights, x, train):
+    def forward(self, weights, x, ctx):
         n, c, h, w = x.shape
         k, s, p = self.params.pool_size, self.params.stride, self.params.padding
         _, out_h, out_w = self.output_shape((c, h, w))

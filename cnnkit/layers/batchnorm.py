@@ -2,12 +2,12 @@
 
 Training normalizes with the batch's own mean and (biased) variance per channel and folds them into
 running estimates; inference uses the running estimates, so a sample's output never depends on the
-rest of its batch. The running statistics are weights (saved in bundles like any other) listed in
-``non_trainable``: backprop returns no gradient for them, so optimizers leave them alone.
+rest of its batch. The running statistics are weights (saved in bundles like any other) that are not
+trainable: backprop returns no gradient for them, so optimizers leave them alone.
 
-Split over threads (``per_part_in_training``), each part is normalized with its own statistics, as
-data-parallel training without synchronised batch norm does; the new running statistics go to
-``updates`` and the model averages the parts' values (see cnnkit.layers.base).
+Split over threads (``batch_coupling = "per_part"``), each part is normalized with its own
+statistics, as data-parallel training without synchronised batch norm does; the new running
+statistics go to ``ctx.update`` and the model averages the parts' values (see cnnkit.layers.base).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, PositiveFloat
 
-from .base import Layer, LayerParams
+from .base import Layer, LayerParams, Weight
 
 
 class BatchNorm2D(Layer):
@@ -23,24 +23,20 @@ class BatchNorm2D(Layer):
         momentum: float = Field(0.1, gt=0.0, le=1.0, description="weight of each new batch in the running statistics (PyTorch's convention)")
         eps: PositiveFloat = Field(1e-5, description="added to the variance before the square root")
 
-    non_trainable = ("running_mean", "running_var")
-    per_part_in_training = True
+    batch_coupling = "per_part"
 
     def output_shape(self, input_shape):
         if len(input_shape) != 3:
             raise ValueError(f"batchnorm2d expects an input of shape (channels, height, width). Received: input_shape={list(input_shape)}")
         return tuple(input_shape)
 
-    def weight_shapes(self, input_shape):
-        c = input_shape[0]
-        return {"gamma": (c,), "beta": (c,), "running_mean": (c,), "running_var": (c,)}
+    def weights(self, input_shape):
+        c = (input_shape[0],)
+        return {"gamma": Weight(c, 1.0), "beta": Weight(c, 0.0),
+                "running_mean": Weight(c, 0.0, trainable=False), "running_var": Weight(c, 1.0, trainable=False)}
 
-    def init_weights(self, input_shape, rng):
-        c = input_shape[0]
-        ones, zeros = np.ones(c, np.float32), np.zeros(c, np.float32)
-        return {"gamma": ones, "beta": zeros, "running_mean": zeros.copy(), "running_var": ones.copy()}
-
-    def forward(self, weights, x, train, *, updates=None):
+    def forward(self, weights, x, ctx):
+        train = ctx.train
         axes = (0, 2, 3)
         x = np.ascontiguousarray(x)  # a cropped convolution output: one copy makes the passes below twice as fast
         dtype = x.dtype.type
@@ -54,12 +50,8 @@ class BatchNorm2D(Layer):
             # there is no unbiased estimate, so the biased one (0) is folded in instead.
             unbiased = var * dtype(count / (count - 1)) if count > 1 else var
             m = self.params.momentum
-            new = {"running_mean": (1 - m) * weights["running_mean"] + m * mean, "running_var": (1 - m) * weights["running_var"] + m * unbiased}
-            if updates is None:  # called directly: update in place
-                for name, value in new.items():
-                    weights[name][...] = value
-            else:
-                updates.update(new)
+            ctx.update("running_mean", (1 - m) * weights["running_mean"] + m * mean)
+            ctx.update("running_var", (1 - m) * weights["running_var"] + m * unbiased)
         else:
             mean, var = weights["running_mean"].astype(x.dtype, copy=False), weights["running_var"].astype(x.dtype, copy=False)
             centered = x - mean[:, None, None]

@@ -11,7 +11,7 @@ from pydantic import BeforeValidator, NonNegativeInt, PositiveFloat, PositiveInt
 
 from . import conv_blocks as blocks
 from . import conv_gemm
-from .base import Layer, LayerParams, init_kernel
+from .base import Layer, LayerParams, Weight, kernel_init
 
 
 def _check_padding(value):
@@ -56,8 +56,6 @@ def _pad(x: np.ndarray, pad_h: tuple[int, int], pad_w: tuple[int, int]) -> np.nd
 
 
 class Conv2D(Layer):
-    per_sample_in_training = True
-
     class Params(LayerParams):
         filters: PositiveInt
         kernel_size: PositiveInt
@@ -86,26 +84,17 @@ class Conv2D(Layer):
             )
         return (self.params.filters, out_h, out_w)
 
-    def weight_shapes(self, input_shape):
-        p = self.params
-        shapes = {"kernel": (p.filters, input_shape[0], p.kernel_size, p.kernel_size)}  # (F, C, k, k), as in PyTorch
-        if p.use_bias:
-            shapes["bias"] = (p.filters,)
-        return shapes
-
-    def init_weights(self, input_shape, rng):
+    def weights(self, input_shape):
         p = self.params
         area = p.kernel_size * p.kernel_size
-        shape = self.weight_shapes(input_shape)["kernel"]
-        weights = {"kernel": init_kernel(rng, shape, input_shape[0] * area, p.filters * area, p.init_std)}
-        if p.use_bias:
-            weights["bias"] = np.zeros(p.filters, np.float32)
-        return weights
+        # (F, C, k, k), as in PyTorch
+        kernel = Weight((p.filters, input_shape[0], p.kernel_size, p.kernel_size), kernel_init(input_shape[0] * area, p.filters * area, p.init_std))
+        return {"kernel": kernel, "bias": Weight((p.filters,))} if p.use_bias else {"kernel": kernel}
 
-    def forward(self, weights, x, train, input_grad=True):
+    def forward(self, weights, x, ctx):
         if self.params.stride == 1:
-            return self._forward_stride1(weights, x, input_grad)
-        return self._forward_strided(weights, x, input_grad)
+            return self._forward_stride1(weights, x, ctx.input_grad)
+        return self._forward_strided(weights, x, ctx.input_grad)
 
     def _forward_stride1(self, weights, x, input_grad):
         """Stride 1, the common case, on the flat padded layout (see ``blocks.flat_padded``), a block of

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from pydantic import PositiveFloat, PositiveInt
 
-import numpy as np
-
-from .base import Layer, LayerParams, init_kernel
+from .base import Layer, LayerParams, Weight, kernel_init
 
 
 class Dense(Layer):
-    per_sample_in_training = True
-
     class Params(LayerParams):
         units: PositiveInt
         use_bias: bool = True
@@ -22,20 +18,12 @@ class Dense(Layer):
             raise ValueError(f"dense expects a flat input (features,); add a flatten layer before it. Received: input_shape={list(input_shape)}")
         return (self.params.units,)
 
-    def weight_shapes(self, input_shape):
-        shapes = {"kernel": (input_shape[0], self.params.units)}  # (in, out), as in Keras
-        if self.params.use_bias:
-            shapes["bias"] = (self.params.units,)
-        return shapes
-
-    def init_weights(self, input_shape, rng):
+    def weights(self, input_shape):
         fan_in, units = input_shape[0], self.params.units
-        weights = {"kernel": init_kernel(rng, (fan_in, units), fan_in, units, self.params.init_std)}
-        if self.params.use_bias:
-            weights["bias"] = np.zeros(units, np.float32)
-        return weights
+        kernel = Weight((fan_in, units), kernel_init(fan_in, units, self.params.init_std))  # (in, out), as in Keras
+        return {"kernel": kernel, "bias": Weight((units,))} if self.params.use_bias else {"kernel": kernel}
 
-    def forward(self, weights, x, train, input_grad=True):
+    def forward(self, weights, x, ctx):
         kernel = weights["kernel"]
         y = x @ kernel  # (N, units)
         if self.params.use_bias:
@@ -46,7 +34,7 @@ class Dense(Layer):
             grads = {"kernel": (dy.T @ x).T}
             if self.params.use_bias:
                 grads["bias"] = dy.sum(axis=0)
-            return ((kernel @ dy.T).T if input_grad else None), grads
+            return ((kernel @ dy.T).T if ctx.input_grad else None), grads
 
         return y, backprop
 

@@ -1,7 +1,7 @@
 """Inverted dropout (Srivastava et al. 2014), as torch.nn.Dropout: in training each element is zeroed
 with probability ``rate`` and the survivors are scaled by 1 / (1 - rate); in inference, identity.
 
-The mask is drawn from the generator the model passes (``rng``, derived from the seed, epoch, step,
+The mask is drawn from the context's generator (``ctx.rng``, derived from the seed, epoch, step,
 layer index and batch part), so a new mask every step and the same masks for the same run.
 """
 
@@ -17,15 +17,15 @@ class Dropout(Layer):
     class Params(LayerParams):
         rate: float = Field(0.5, ge=0.0, lt=1.0, description="probability of zeroing each element in training (PyTorch's p)")
 
-    # Each sample's mask is drawn from its part's generator and touches that sample alone.
-    per_sample_in_training = True
-
-    def forward(self, weights, x, train, *, rng=None):
+    # Each sample's mask is drawn from its part's generator and touches that sample alone: the
+    # default batch_coupling, "per_sample".
+    def forward(self, weights, x, ctx):
         rate = self.params.rate
-        if not train or rate == 0.0:
+        if not ctx.train or rate == 0.0:
             return x, lambda dy: (dy, {})
+        rng = ctx.rng
         if rng is None:
-            raise ValueError("dropout needs a random generator in training: call forward(..., rng=np.random.default_rng(...)); Model.forward passes one")
+            raise ValueError("dropout needs a random generator in training: call forward(..., Context(train=True, rng=np.random.default_rng(...))); Model.forward passes one")
         # One uniform draw per element; float32 draws are half the work of float64 ones.
         scale = (rng.random(x.shape, dtype=np.float32) >= np.float32(rate)) * x.dtype.type(1.0 / (1.0 - rate))
         y = x * scale

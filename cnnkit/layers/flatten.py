@@ -8,12 +8,10 @@ from .base import Layer
 
 
 class Flatten(Layer):
-    per_sample_in_training = True
-
     def output_shape(self, input_shape):
         return (math.prod(input_shape),)
 
-    def forward(self, weights, x, train):
+    def forward(self, weights, x, ctx):
         shape = x.shape
 
         def backprop(dy):

@@ -9,14 +9,12 @@ from .base import Layer
 
 
 class GlobalAvgPool2D(Layer):
-    per_sample_in_training = True
-
     def output_shape(self, input_shape):
         if len(input_shape) != 3:
             raise ValueError(f"global_avg_pool2d expects an input of shape (channels, height, width). Received: input_shape={list(input_shape)}")
         return (input_shape[0],)
 
-    def forward(self, weights, x, train):
+    def forward(self, weights, x, ctx):
         n, c, h, w = x.shape
         y = x.mean(axis=(2, 3))  # (N, C)
 

@@ -27,8 +27,6 @@ class PoolParams(LayerParams):
 
 
 class MaxPool2D(Layer):
-    per_sample_in_training = True
-
     class Params(PoolParams):
         pass
 
@@ -42,7 +40,7 @@ class MaxPool2D(Layer):
             raise ValueError(f"output would be empty: pool_size={k} is larger than the input. Received: input_shape={list(input_shape)}")
         return (c, out_h, out_w)
 
-    def forward(self, weights, x, train):
+    def forward(self, weights, x, ctx):
         _, c, h, w = x.shape
         k, s = self.params.pool_size, self.params.stride
         _, out_h, out_w = self.output_shape((c, h, w))

@@ -8,9 +8,7 @@ from .base import Layer
 
 
 class Sigmoid(Layer):
-    per_sample_in_training = True
-
-    def forward(self, weights, x, train):
+    def forward(self, weights, x, ctx):
         # sigmoid(x) = (1 + tanh(x / 2)) / 2: the same function without exp(-x) overflowing for
         # large negative x, and one ufunc pass fewer than a two-branch formula.
         y = np.tanh(x * 0.5)  # a Python float keeps float32 arrays float32

@@ -8,9 +8,7 @@ from .base import Layer
 
 
 class Tanh(Layer):
-    per_sample_in_training = True
-
-    def forward(self, weights, x, train):
+    def forward(self, weights, x, ctx):
         y = np.tanh(x)
 
         def backprop(dy):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import RegistryError
-from ..layers.base import Layer, Shape
+from ..layers.base import Context, Layer, Shape
 
 if TYPE_CHECKING:
     from ..runtime.model import Model
@@ -52,9 +52,9 @@ def check_first_forward(model: Model, x: np.ndarray) -> bool:
         for i, r in enumerate(model.layers):
             where = f"layers[{r.index}] ({r.type} from {r.entry.provider})"
             weights = {name: w.copy() for name, w in model._layer_weights[i].items()}
-            extra = {"rng": np.random.default_rng(0)} if train and model._takes_rng[i] else {}
+            ctx = Context(train, seed=[0])
             try:
-                out, _ = r.layer.forward(weights, y, train, **extra)
+                out, _ = r.layer.forward(weights, y, ctx)
             except Exception as exc:  # a plugin bug, named where it happened
                 raise RegistryError(f"{where}: forward ({_mode(train)}) failed on a batch of shape {list(y.shape)}: {type(exc).__name__}: {exc}") from exc
             expected = [len(y), *r.output_shape]

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from ..layers.legacy import LegacyLayer, adapt, batch_coupling
 from .registry import LayerStatus
 from ..spec.schema import describe_params
 
@@ -44,6 +45,33 @@ def _description(cls: type) -> str:
     return doc.strip()
 
 
+COUPLING_NOTES = {
+    "per_sample": "per-sample in training (a training batch may be split over threads)",
+    "per_part": "uses batch statistics in training, per part when a training batch is split over threads",
+    "whole": "uses batch statistics in training (a training batch is never split)",
+}
+
+
+def _example(cls):
+    """An instance with default params (adapted when it follows the older contract), or None."""
+    try:
+        return adapt(cls())
+    except Exception:  # required params: no example instance
+        return None
+
+
+def _state_names(layer) -> list[str]:
+    """The non-trainable weights of an example instance on a typical input (image, else flat)."""
+    if layer is None:
+        return []
+    for shape in ((3, 8, 8), (12,)):
+        try:
+            return [name for name, w in layer.weights(shape).items() if not w.trainable]
+        except Exception:
+            continue
+    return []
+
+
 def layers_markdown(statuses: list[LayerStatus]) -> str:
     """A Markdown reference of every installed layer type: provider, how to name it, params, notes."""
     out = [HEADER]
@@ -63,14 +91,14 @@ def layers_markdown(statuses: list[LayerStatus]) -> str:
         if e.builtin:
             out.append(f"\nExact computation and weight layout: [FORMAT.md](FORMAT.md#{e.type}).\n")
         flags = []
-        if status.cls.non_trainable:
-            flags.append(f"non-trainable state (saved, updated in training): {', '.join(f'`{n}`' for n in status.cls.non_trainable)}")
-        if status.cls.per_sample_in_training:
-            flags.append("per-sample in training (a training batch may be split over threads)")
-        elif getattr(status.cls, "per_part_in_training", False):
-            flags.append("uses batch statistics in training, per part when a training batch is split over threads")
-        else:
-            flags.append("uses batch statistics in training (a training batch is never split)")
+        layer = _example(status.cls)
+        state = _state_names(layer)
+        if state:
+            flags.append(f"non-trainable state (saved, updated in training): {', '.join(f'`{n}`' for n in state)}")
+        coupling = batch_coupling(status.cls)
+        flags.append(COUPLING_NOTES[coupling])
+        if isinstance(layer, LegacyLayer):
+            flags.append("written for the older layer contract (works through an adapter)")
         out.append("\n" + "".join(f"- {f}\n" for f in flags))
         if row["params"]:
             out.append("\n| param | type | default | description |\n| --- | --- | --- | --- |\n")

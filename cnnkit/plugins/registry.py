@@ -236,7 +236,7 @@ def params_problem(cls: type, base: type, base_name: str, key: str, key_names: s
 
 
 def contract_problem(cls: type[Layer]) -> str | None:
-    """What is wrong with a Layer subclass's static shape (Params, forward, non_trainable), or None.
+    """What is wrong with a Layer subclass's static shape (Params, forward, batch_coupling), or None.
 
     Only what can be seen without running the layer; ``cnnkit.testing.check_layer`` runs it.
     """
@@ -245,8 +245,15 @@ def contract_problem(cls: type[Layer]) -> str | None:
     if problem:
         return problem
     if cls.forward is Layer.forward:
-        return f"{name} does not implement forward(weights, x, train)"
-    fixed = getattr(cls, "non_trainable", ())
+        return f"{name} does not implement forward(weights, x, ctx)"
+    from ..layers.base import BATCH_COUPLINGS
+    from ..layers.legacy import is_legacy
+
+    if not is_legacy(cls):
+        if cls.batch_coupling not in BATCH_COUPLINGS:
+            return f"{name}.batch_coupling must be one of {', '.join(map(repr, BATCH_COUPLINGS))}. Received: {cls.batch_coupling!r}"
+        return None
+    fixed = getattr(cls, "non_trainable", ())  # the older contract (cnnkit.layers.legacy)
     if not (isinstance(fixed, tuple) and all(isinstance(n, str) for n in fixed)):
         return f"{name}.non_trainable must be a tuple of weight names. Received: {fixed!r}"
     if getattr(cls, "per_part_in_training", False) and fixed and "updates" not in inspect.signature(cls.forward).parameters:

@@ -32,10 +32,10 @@ class MemoryEstimate:
 
 
 def _workspace(layer, input_shape, output_shape) -> int:
-    kernel = layer.weight_shapes(input_shape).get("kernel")
-    if kernel is None or len(kernel) != 4 or len(output_shape) != 3:
+    kernel = layer.weights(input_shape).get("kernel")
+    if kernel is None or len(kernel.shape) != 4 or len(output_shape) != 3:
         return 0
-    _, channels, kh, kw = kernel
+    _, channels, kh, kw = kernel.shape
     return channels * kh * kw * output_shape[1] * output_shape[2]
 
 
@@ -51,7 +51,7 @@ def estimate(resolved) -> MemoryEstimate:
         peak_inference = max(peak_inference, n_in + n_out + work)
         kept += n_in
         peak_extra = max(peak_extra, 2 * (n_out + work))
-        params += sum(math.prod(s) for s in r.layer.weight_shapes(r.input_shape).values())
+        params += sum(math.prod(w.shape) for w in r.layer.weights(r.input_shape).values())
     if resolved:
         kept += math.prod(resolved[-1].output_shape)
     return MemoryEstimate(FLOAT_BYTES * (kept + peak_extra), FLOAT_BYTES * peak_inference, FLOAT_BYTES * 4 * params)

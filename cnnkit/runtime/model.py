@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,13 @@ import numpy as np
 from . import allocator, parallel, tuning
 from ..plugins import contract
 from ..errors import CnnkitError, DataError
+from ..layers.base import Context
 from .losses import softmax
 from ..spec import ModelSpec, ResolvedLayer, resolve_layers, validate_spec
 
+
+# The context of every inference pass: it holds nothing per call (no generator, no updates).
+INFERENCE = Context(False)
 
 # The key random layers get in training when Model.forward is called without one.
 TRAIN_KEY = (0, 0)
@@ -74,14 +77,14 @@ class Model:
         return self.layers[-1].output_shape
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {f"{r.index}.{name}": tuple(shape) for r in self.layers for name, shape in r.layer.weight_shapes(r.input_shape).items()}
+        return {f"{r.index}.{name}": tuple(w.shape) for r in self.layers for name, w in r.layer.weights(r.input_shape).items()}
 
     def init_weights(self, seed: int) -> dict[str, np.ndarray]:
         """Fresh weights from ``seed``: each layer draws from its own stream, so layers don't shift each other."""
         weights = {}
         for r in self.layers:
             rng = np.random.default_rng([seed, r.index])
-            for name, array in r.layer.init_weights(r.input_shape, rng).items():
+            for name, array in r.layer.initial_weights(r.input_shape, rng).items():
                 weights[f"{r.index}.{name}"] = np.ascontiguousarray(array, dtype=np.float32)
         return weights
 
@@ -99,24 +102,22 @@ class Model:
         """Per-layer views of the flat weight dict (same arrays), and the gradient key names."""
         self._layer_weights = []
         self._grad_keys = []
+        self._state_names = []  # per layer: its non-trainable weights, which only ctx.update changes
         for r in self.layers:
-            names = r.layer.weight_shapes(r.input_shape)
-            self._layer_weights.append({name: self.weights[f"{r.index}.{name}"] for name in names})
-            self._grad_keys.append({name: f"{r.index}.{name}" for name in names})
+            described = r.layer.weights(r.input_shape)
+            self._layer_weights.append({name: self.weights[f"{r.index}.{name}"] for name in described})
+            self._grad_keys.append({name: f"{r.index}.{name}" for name in described})
+            self._state_names.append(tuple(name for name, w in described.items() if not w.trainable))
         # Backprop stops at the first layer with weights: nothing below it needs a gradient, and
-        # that layer is told (if it accepts ``input_grad``) that it may skip its input gradient.
+        # that layer's context says (ctx.input_grad False) that it may skip its input gradient.
         trainable = [i for i, names in enumerate(self._grad_keys) if names]
         self._first_trainable = trainable[0] if trainable else len(self.layers)
         from ..layers.activations import Softmax  # here, not at the top: `import cnnkit` loads no layer
 
         self.ends_with_softmax = isinstance(self.layers[-1].layer, Softmax)
-        keywords = [inspect.signature(r.layer.forward).parameters for r in self.layers]
-        self._skips_input_grad = [i == self._first_trainable and "input_grad" in k for i, k in enumerate(keywords)]
-        self._takes_rng = ["rng" in k for k in keywords]
-        self._takes_updates = ["updates" in k for k in keywords]
-        # A training batch may be split over threads only if every layer is per-sample or per-part
-        # in training (a final softmax skipped for the loss is a built-in, which is per-sample).
-        self._splits_in_training = all(r.layer.per_sample_in_training or r.layer.per_part_in_training for r in self.layers)
+        # A training batch may be split over threads only if no layer needs it whole (a final
+        # softmax skipped for the loss is a built-in, which is per-sample).
+        self._splits_in_training = all(r.layer.batch_coupling != "whole" for r in self.layers)
         self._contract_checked = False
 
 
@@ -130,9 +131,8 @@ class Model:
         With ``train=False`` there is no backprop (calling it raises): inference keeps no layer's
         input once the next layer has run, so its memory does not grow with depth.
 
-        ``key=(epoch, step)`` (non-negative ints) seeds the random layers in training: a layer whose
-        forward takes ``rng`` gets ``np.random.default_rng([train.seed, epoch, step, layer_index,
-        part_index])``. The training loop passes it; without it, training uses the fixed key
+        ``key=(epoch, step)`` (non-negative ints) seeds the random layers in training: a layer's
+        ``ctx.rng`` is ``np.random.default_rng([train.seed, epoch, step, layer_index, part_index])``. The training loop passes it; without it, training uses the fixed key
         ``TRAIN_KEY`` = (0, 0), so such calls are reproducible but draw the same masks every time.
         Inference passes no generator.
 
@@ -140,7 +140,7 @@ class Model:
         (``cnnkit.runtime.parallel``), each run through all layers on its own core; backprop sums the parts'
         gradients. Inference always splits: every layer's samples are independent there (the layer
         contract, checked by ``check_layer``). Training splits only when every layer is
-        ``per_sample_in_training`` or ``per_part_in_training`` (batch norm, with per-part statistics).
+        ``"per_sample"`` or ``"per_part"`` in its ``batch_coupling`` (batch norm: per-part statistics).
         State updates (running statistics) the layers report are applied after all parts finish,
         in part order (see cnnkit.layers.base).
         """
@@ -186,16 +186,13 @@ class Model:
         if not train:
             return self._infer_part(x, count), _no_backprop, {}
         backprops, updates = [], {}
+        seed = self.spec.train.seed
         for i, (r, w) in enumerate(zip(self.layers[:count], self._layer_weights)):
-            kwargs: dict[str, Any] = {}
-            if self._skips_input_grad[i]:
-                kwargs["input_grad"] = False
-            if self._takes_rng[i]:
-                kwargs["rng"] = np.random.default_rng([self.spec.train.seed, *key, r.index, part])
-            if self._takes_updates[i]:
-                kwargs["updates"] = updates[i] = {}
-            x, bp = r.layer.forward(w, x, train, **kwargs)
+            ctx = Context(True, seed=[seed, *key, r.index, part], input_grad=i != self._first_trainable)
+            x, bp = r.layer.forward(w, x, ctx)
             backprops.append(bp)
+            if ctx.updates:
+                updates[i] = ctx.updates
 
         def backprop(dy: np.ndarray) -> dict[str, np.ndarray]:
             grads = {}
@@ -213,10 +210,10 @@ class Model:
         per-layer views share these arrays). Several parts' values are averaged, weighted by their
         sample counts and summed in part order, so the result depends on the thread count only."""
         for i, reported in part_updates[0].items():  # all checked before anything is written
-            names = self.layers[i].layer.non_trainable
+            names = self._state_names[i]
             for name in reported:
                 if name not in names:
-                    raise CnnkitError(f"layer {i} ({self.layers[i].type}) reported an update of {name!r}, which is not one of its non_trainable weights {list(names)}")
+                    raise CnnkitError(f"layer {i} ({self.layers[i].type}) reported an update of {name!r}, which is not one of its non-trainable weights {list(names)}")
         total = sum(sizes)  # several parts: each has at least MIN_PART samples
         for i, reported in part_updates[0].items():
             for name in reported:
@@ -234,7 +231,7 @@ class Model:
         dropped at once, so a layer's input is freed when the next layer has its output and peak
         memory is about the two largest adjacent activations, whatever the depth."""
         for r, w in zip(self.layers[:count], self._layer_weights):
-            x = r.layer.forward(w, x, False)[0]
+            x = r.layer.forward(w, x, INFERENCE)[0]
         return x
 
     def preprocess(self, images: np.ndarray, preprocessed: bool = False) -> np.ndarray:

@@ -23,6 +23,7 @@ from ..plugins.contract import declared_output_shape
 from ..data.sources import DATASETS
 from ..errors import RegistryError, SpecError
 from ..layers.base import Layer, Shape
+from ..layers.legacy import adapt
 from ..optim import OPTIMIZERS, SCHEDULES
 from .training import OPTIONAL_KEYS, VALIDATION_SIZE_SCHEMA, AugmentSpec, EarlyStopping, check_training_keys, check_validation_size
 from .files import MAX_LAYERS, MAX_NESTING, MAX_SPEC_BYTES, apply_overrides, check_json, json_path, parse_override, read_spec_file
@@ -310,7 +311,7 @@ def _resolve(spec: ModelSpec, errors: list[tuple[str, str]]) -> list[ResolvedLay
             return resolved
         fields = {k: v for k, v in raw.items() if k != "type"}
         try:
-            layer = cls(cls.Params.model_validate(fields))
+            layer = adapt(cls(cls.Params.model_validate(fields)))  # an older-contract plugin keeps working
         except ValidationError as exc:
             errors.extend(_pydantic_errors(exc, cls.Params, ("layers", i)))
             return resolved
@@ -329,7 +330,7 @@ def _resolve(spec: ModelSpec, errors: list[tuple[str, str]]) -> list[ResolvedLay
         if not out or any(d < 1 for d in out):
             errors.append((where, f"{kind}: output would be empty. Received: input_shape={list(shape)}, output_shape={list(out)}"))
             return resolved
-        too_big = _too_big(out, layer.weight_shapes(shape))
+        too_big = _too_big(out, {name: w.shape for name, w in layer.weights(shape).items()})
         if too_big:
             errors.append((where, f"{kind}: {too_big}. Received: input_shape={list(shape)}, output_shape={list(out)}"))
             return resolved
@@ -371,4 +372,4 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> ModelSpec
 
 
 def parameter_count(resolved: list[ResolvedLayer]) -> list[int]:
-    return [sum(math.prod(s) for s in r.layer.weight_shapes(r.input_shape).values()) for r in resolved]
+    return [sum(math.prod(w.shape) for w in r.layer.weights(r.input_shape).values()) for r in resolved]

@@ -5,9 +5,10 @@ AssertionError naming the failed check; ``run_checks`` returns each check's outc
 ``cnnkit check-layer`` command prints them). ``check_gradients`` compares a layer's backprop with
 float64 central finite differences on its own.
 
-Random layers (a ``forward`` that takes ``rng``) get a generator with a fixed seed wherever the
-kit calls forward in training, so the gradient, determinism and shape checks see one fixed draw;
-the "randomness" check then asserts that the same seed repeats and different seeds differ.
+Every training pass the kit makes gets a context whose generator has a fixed seed, so the gradient,
+determinism and shape checks see one fixed draw; for a layer that asks for ``ctx.rng`` the
+"randomness" check then asserts that the same seed repeats and different seeds differ. A layer written
+for the older contract is checked through its adapter (cnnkit.layers.legacy), with a note saying so.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from pydantic import ValidationError
 
 from ..plugins import registry
 from ..errors import RegistryError, SpecError
-from ..layers.base import Layer, Shape
-from .split_checks import check_per_part, check_per_sample, check_per_sample_random, forward_with_fixed_rng, takes
+from ..layers.base import Context, Layer, Shape
+from ..layers.legacy import DEPRECATION, LegacyLayer, adapt
+from .split_checks import check_per_part, check_per_sample, check_per_sample_random, draws_random_numbers, forward_with_fixed_rng
 
 __all__ = ["CheckResult", "check_gradients", "check_layer", "forward_with_fixed_rng", "numerical_gradient", "run_checks"]
 
@@ -71,18 +73,19 @@ def check_gradients(
 ) -> dict[str, float]:
     """Assert that ``layer``'s backprop matches float64 finite differences; returns max abs error per array.
 
-    Covers the input and every trainable weight (weights named in ``non_trainable`` must get no
-    gradient). The loss is sum(y * r) for a fixed random r, so every output element's gradient is
+    Covers the input and every trainable weight (a ``trainable=False`` weight must get no
+    gradient). An older-contract layer is checked through its adapter. The loss is sum(y * r) for a fixed random r, so every output element's gradient is
     exercised. Inputs are drawn away from zero so kinks (relu, max) are not straddled. A random
     layer gets the same fixed generator on every call, so the function differentiated is fixed.
     """
-    name = type(layer).__name__
+    layer = adapt(layer)
+    name = type(getattr(layer, "wrapped", layer)).__name__
     rng = np.random.default_rng(seed)
     x = rng.uniform(0.1, 1.0, (batch, *input_shape)) * rng.choice([-1.0, 1.0], (batch, *input_shape))
-    weights = {k: v.astype(np.float64) for k, v in layer.init_weights(tuple(input_shape), rng).items()}
+    weights = {k: v.astype(np.float64) for k, v in layer.initial_weights(tuple(input_shape), rng).items()}
     for w in weights.values():  # non-zero biases, so their gradients are exercised with structure
         w += rng.normal(0, 0.1, w.shape)
-    fixed = set(layer.non_trainable)
+    fixed = {k for k, w in layer.weights(tuple(input_shape)).items() if not w.trainable}
     y, _ = forward_with_fixed_rng(layer, weights, x, train, seed)
     r = rng.normal(size=y.shape)
 
@@ -102,7 +105,7 @@ def check_gradients(
     targets = [("input", dx, x)] + [(k, grads.get(k), w) for k, w in weights.items() if k not in fixed]
     for what, analytic, target in targets:
         if analytic is None:
-            raise AssertionError(f"{name}: backprop returned no gradient for weight {what!r} (list it in non_trainable if it is not trained)")
+            raise AssertionError(f"{name}: backprop returned no gradient for weight {what!r} (declare it Weight(..., trainable=False) if it is not trained)")
         numeric = numerical_gradient(loss, target)
         if np.shape(analytic) != numeric.shape:
             raise AssertionError(f"{name}: gradient of {what} has shape {np.shape(analytic)}, expected {numeric.shape}")
@@ -119,7 +122,7 @@ def check_gradients(
 @dataclass(frozen=True)
 class CheckResult:
     name: str
-    status: Literal["pass", "fail", "skip"]
+    status: Literal["pass", "fail", "skip", "note"]
     detail: str
 
     @property
@@ -160,7 +163,7 @@ def _subject(type_or_class, params, input_shape, batch, seed) -> _Subject:
     params = dict(params or {})
     label = layer_type or cls.__name__
     try:
-        layer = cls(cls.Params.model_validate(params))
+        layer = adapt(cls(cls.Params.model_validate(params)))
     except ValidationError as exc:
         raise SpecError([(f"{label} params{path[len('params'):]}", msg) for path, msg in _pydantic_errors(exc, cls.Params, ("params",))]) from None
     candidates = [tuple(input_shape)] if input_shape is not None else list(DEFAULT_INPUT_SHAPES)
@@ -181,22 +184,31 @@ def _random_input(s: _Subject, dtype, batch: int | None = None) -> np.ndarray:
 
 def _weights(s: _Subject, dtype=np.float32) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([s.seed, 2])
-    return {k: np.asarray(v, dtype=dtype) for k, v in s.layer.init_weights(s.input_shape, rng).items()}
+    return {k: np.asarray(v, dtype=dtype) for k, v in s.layer.initial_weights(s.input_shape, rng).items()}
+
+
+def _check_contract(s: _Subject) -> CheckResult | str:
+    if isinstance(s.layer, LegacyLayer):
+        return CheckResult("layer contract", "note", DEPRECATION)
+    return f"weights() + forward(weights, x, ctx), batch_coupling {s.layer.batch_coupling!r}"
 
 
 def _check_weights(s: _Subject) -> str:
-    shapes = {k: tuple(v) for k, v in s.layer.weight_shapes(s.input_shape).items()}
-    weights = s.layer.init_weights(s.input_shape, np.random.default_rng(s.seed))
+    described = s.layer.weights(s.input_shape)
+    shapes = {}
+    for name, w in described.items():
+        dims = getattr(w, "shape", None)
+        if not (isinstance(name, str) and isinstance(dims, tuple) and all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in dims)):
+            raise AssertionError(f"weights({list(s.input_shape)}) must map names to Weight(shape=tuple of positive ints, ...). Received: {name!r}: {w!r}")
+        shapes[name] = tuple(int(d) for d in dims)
+    weights = s.layer.initial_weights(s.input_shape, np.random.default_rng(s.seed))
     if set(weights) != set(shapes):
-        raise AssertionError(f"init_weights gives {sorted(weights)} but weight_shapes declares {sorted(shapes)}")
+        raise AssertionError(f"the initial weights are {sorted(weights)} but the layer declares {sorted(shapes)}")
     for name, array in weights.items():
         if np.shape(array) != shapes[name]:
-            raise AssertionError(f"init_weights gives {name!r} shape {list(np.shape(array))}, weight_shapes declares {list(shapes[name])}")
+            raise AssertionError(f"the initial {name!r} has shape {list(np.shape(array))}, the layer declares {list(shapes[name])}")
         if np.asarray(array).dtype != np.float32:
-            raise AssertionError(f"init_weights gives {name!r} as {np.asarray(array).dtype}; weights must be float32")
-    stray = sorted(set(s.layer.non_trainable) - set(shapes))
-    if stray:
-        raise AssertionError(f"non_trainable names {stray}, which are not weights of this layer ({sorted(shapes)})")
+            raise AssertionError(f"the initial {name!r} is {np.asarray(array).dtype}; weights must be float32")
     total = sum(math.prod(v) for v in shapes.values())
     return f"{len(shapes)} weights, {total} values" if shapes else "no weights"
 
@@ -228,11 +240,11 @@ def _check_determinism(s: _Subject) -> str:
         first, _ = forward_with_fixed_rng(s.layer, copy.deepcopy(base), x.copy(), train, s.seed)
         second, _ = forward_with_fixed_rng(s.layer, copy.deepcopy(base), x.copy(), train, s.seed)
         if not np.array_equal(first, second):
-            seeded = " and generator seed" if train and takes(s.layer, "rng") else ""
+            seeded = " and generator seed" if train and draws_random_numbers(s.layer, base, x, s.seed) else ""
             raise AssertionError(f"two forward passes ({'train' if train else 'inference'} mode) on the same input{seeded} and weights differ")
     weights = _weights(s)
     before = copy.deepcopy(weights)
-    s.layer.forward(weights, x, train=False)
+    s.layer.forward(weights, x, Context())
     changed = sorted(k for k in weights if not np.array_equal(weights[k], before[k]))
     if changed:
         raise AssertionError(f"forward in inference mode changed weights {changed}; only training may update state")
@@ -244,9 +256,9 @@ def _check_batch_independence(s: _Subject) -> str:
     # real dependence on other samples (batch statistics in inference, say) shows up far above it.
     weights = _weights(s, np.float64)
     x = _random_input(s, np.float64)
-    together, _ = s.layer.forward(weights, x, train=False)
+    together, _ = s.layer.forward(weights, x, Context())
     for i in range(s.batch):
-        alone, _ = s.layer.forward(weights, x[i : i + 1], train=False)
+        alone, _ = s.layer.forward(weights, x[i : i + 1], Context())
         if not np.allclose(together[i : i + 1], alone, rtol=1e-10, atol=1e-12):
             worst = float(np.max(np.abs(together[i : i + 1] - alone)))
             raise AssertionError(f"in inference mode, sample {i} of a batch of {s.batch} differs from that sample run alone (max abs difference {worst:.3g})")
@@ -255,22 +267,25 @@ def _check_batch_independence(s: _Subject) -> str:
 
 def _check_training_split(s: _Subject) -> CheckResult | str:
     name = "training split"
-    cls = type(s.layer)
-    if not (cls.per_sample_in_training or cls.per_part_in_training):
-        return CheckResult(name, "skip", "per_sample_in_training is False (and per_part_in_training too), so a model never splits a training batch through this layer")
+    coupling = s.layer.batch_coupling
+    if coupling == "whole":
+        return CheckResult(name, "skip", "batch_coupling is 'whole', so a model never splits a training batch through this layer")
     if s.batch < 2:
         return CheckResult(name, "skip", f"a batch of {s.batch} cannot be split; use a batch of 2 or more")
-    check = check_per_part if not cls.per_sample_in_training else check_per_sample_random if takes(s.layer, "rng") else check_per_sample
-    return check(s.layer, _weights(s, np.float64), _random_input(s, np.float64), s.seed)
+    weights, x = _weights(s, np.float64), _random_input(s, np.float64)
+    if coupling == "per_part":
+        return check_per_part(s.layer, weights, x, s.seed, s.input_shape)
+    check = check_per_sample_random if draws_random_numbers(s.layer, weights, x, s.seed) else check_per_sample
+    return check(s.layer, weights, x, s.seed)
 
 
 def _check_randomness(s: _Subject) -> CheckResult | str:
-    if not takes(s.layer, "rng"):
-        return CheckResult("randomness", "skip", "forward takes no rng, so the layer draws no random numbers")
     weights, x = _weights(s), _random_input(s, np.float32)
+    if not draws_random_numbers(s.layer, weights, x, s.seed):
+        return CheckResult("randomness", "skip", "a training pass does not ask for ctx.rng, so the layer draws no random numbers")
 
     def draw(seed):
-        return s.layer.forward(copy.deepcopy(weights), x.copy(), train=True, rng=np.random.default_rng([s.seed, seed]))[0]
+        return s.layer.forward(copy.deepcopy(weights), x.copy(), Context(True, rng=np.random.default_rng([s.seed, seed])))[0]
 
     first = draw(10)
     if not np.array_equal(first, draw(10)):
@@ -308,6 +323,7 @@ def _check_bundle_round_trip(s: _Subject) -> CheckResult | str:
 
 
 _CHECKS: list[tuple[str, Callable[[_Subject], Any]]] = [
+    ("layer contract", _check_contract),
     ("weights", _check_weights),
     ("output shape", _check_output_shape),
     ("gradients (train)", lambda s: _check_gradients(s, True)),
@@ -353,18 +369,20 @@ def check_layer(
     batch: int = 3,
     seed: int = 0,
 ) -> list[CheckResult]:
-    """Assert that a layer honours the contract: output shape, float64 gradients (train and inference),
-    determinism, randomness (a forward taking ``rng``: the same generator seed repeats, different
-    seeds differ), batch independence in inference, what ``per_sample_in_training = True`` claims (in
-    training, a batch split in two gives the same rows and the same summed weight gradients — for a
-    random layer: with a fixed generator, one sample's output and gradients ignore the others — and
-    forward changes no weights), what ``per_part_in_training = True`` claims (forward given
-    ``updates`` writes no weight and reports only non_trainable ones), and an exact bundle round trip.
+    """Assert that a layer honours the contract: its weight descriptions and initial values, output
+    shape and float32, float64 gradients (train and inference), determinism, randomness (a layer that
+    asks for ``ctx.rng``: the same generator seed repeats, different seeds differ), batch independence
+    in inference, what its ``batch_coupling`` claims ("per_sample": in training, a batch split in two
+    gives the same rows and the same summed weight gradients — for a random layer: with a fixed
+    generator, one sample's output and gradients ignore the others — and forward changes no weights;
+    "per_part": forward writes no weight and reports only non-trainable ones through ``ctx.update``),
+    and an exact bundle round trip. An older-contract layer gets a "layer contract" note.
 
     ``type_or_class`` is a registered type name or a Layer subclass (a class that is not registered
-    skips the bundle check; a class claiming neither per_sample_in_training nor per_part_in_training
-    skips the training-split check; one whose forward takes no ``rng`` skips the randomness check). ``input_shape`` excludes the batch axis; by default (3, 8, 8), or (12,) for layers that
-    need a flat input. Raises AssertionError naming every failed check.
+    skips the bundle check; batch_coupling "whole" skips the training-split check; a layer that never
+    asks for ``ctx.rng`` skips the randomness check). ``input_shape`` excludes the batch axis; by
+    default (3, 8, 8), or (12,) for layers that need a flat input. Raises AssertionError naming every
+    failed check.
     """
     shape, results = run_checks(type_or_class, params, input_shape, batch, seed)
     failed = [r for r in results if r.status == "fail"]

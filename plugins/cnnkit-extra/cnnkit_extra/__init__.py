@@ -4,4 +4,4 @@ cnnkit finds these layers through the ``cnnkit.layers`` entry points in this dis
 pyproject.toml and imports a module only when a spec names its layer type, so this file stays empty.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"

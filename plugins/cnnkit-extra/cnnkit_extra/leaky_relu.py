@@ -14,9 +14,10 @@ class LeakyReLU(Layer):
     class Params(LayerParams):
         negative_slope: float = Field(0.01, ge=0.0, description="slope for x <= 0 (PyTorch's default 0.01)")
 
-    per_sample_in_training = True
+    # No weights, no randomness, each sample alone: nothing to declare but the math. (The defaults:
+    # weights() -> {}, batch_coupling = "per_sample", so cnnkit may split a training batch over threads.)
 
-    def forward(self, weights, x, train):
+    def forward(self, weights, x, ctx):
         # Same dtype as x: a float64 slope would silently upcast float32 batches.
         scale = np.where(x > 0, x.dtype.type(1), x.dtype.type(self.params.negative_slope))
         y = x * scale

@@ -12,6 +12,7 @@ import cnnkit
 from cnnkit.plugins import registry
 from cnnkit.testing import check_layer
 from cnnkit_extra.leaky_relu import LeakyReLU
+from cnnkit.layers import Context
 
 
 @pytest.mark.parametrize(
@@ -30,13 +31,13 @@ def test_conformance(layer_type, params, input_shape):
 
 def test_registered_with_this_distribution():
     entries = {e.type: e for e in registry.list_layers()}
-    assert (entries["leaky_relu"].dist, entries["leaky_relu"].version) == ("cnnkit-extra", "0.2.0")
+    assert (entries["leaky_relu"].dist, entries["leaky_relu"].version) == ("cnnkit-extra", "0.3.0")
     assert entries["batchnorm2d"].dist == "cnnkit"  # moved to the core in 0.2.0: one home per type
 
 
 def test_leaky_relu_matches_reference():
     x = np.random.default_rng(0).normal(size=(4, 3, 5, 5)).astype(np.float32)
-    y, backprop = LeakyReLU(negative_slope=0.2).forward({}, x, train=False)
+    y, backprop = LeakyReLU(negative_slope=0.2).forward({}, x, Context(False))
     np.testing.assert_array_equal(y, np.where(x > 0, x, np.float32(0.2) * x))
     dx, grads = backprop(np.ones_like(x))
     np.testing.assert_array_equal(dx, np.where(x > 0, 1.0, np.float32(0.2)))
