@@ -264,8 +264,7 @@ def test_every_new_layer_in_one_model_trains_splits_and_round_trips(monkeypatch,
     real_part = Model._forward_part
     monkeypatch.setattr(Model, "_forward_part", lambda self, x, train, *rest: parts.append((train, rest[-1])) or real_part(self, x, train, *rest))
     model = cnnkit.train(spec, data)
-    assert model._parts(2 * MIN_PART, train=True) == [(0, MIN_PART), (MIN_PART, 2 * MIN_PART)]  # it trained split
-    assert (True, 1) in parts  # and did: a training batch ran as two parts
+    assert (True, 1) in parts  # a training batch ran as two parts
     history = model.metadata["history"]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     split = model.predict_proba(images[:64])
