@@ -70,7 +70,8 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+
+from ..params import StrictParams
 
 Shape = tuple[int, ...]
 Grads = dict[str, np.ndarray]
@@ -80,10 +81,8 @@ BATCH_COUPLINGS: tuple[str, ...] = ("per_sample", "per_part", "whole")
 Init = Callable[[np.random.Generator, Shape], np.ndarray]
 
 
-class LayerParams(BaseModel):
-    """Base for a layer's parameter model: strict types, unknown fields rejected, immutable."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+class LayerParams(StrictParams):
+    """Base for a layer's parameter model: strict types, unknown fields rejected, finite numbers, immutable."""
 
 
 @dataclass(frozen=True)

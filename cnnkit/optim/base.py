@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+
+from ..params import StrictParams
 
 
-class OptimizerParams(BaseModel):
+class OptimizerParams(StrictParams):
     """Base of every optimizer's spec fields (``train.optimizer``): strict, no unknown keys, no NaN/Infinity."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class Optimizer:

@@ -15,16 +15,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
-
+from ...params import StrictParams
 from ...plugins.registry import params_problem
 from ..dataset import Dataset
 
 
-class SourceParams(BaseModel):
-    """Base of every source's params: strict, unknown keys refused (a typo is an error, not a default)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
+class SourceParams(StrictParams):
+    """Base of every source's params: strict, unknown keys refused (a typo is an error, not a default), no NaN/Infinity."""
 
 
 class DatasetSource:

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from typing import ClassVar, NoReturn
 
-from pydantic import BaseModel, ConfigDict
-
 from ...errors import SpecError
+from ...params import StrictParams
 from ..base import Optimizer
 
 WHERE = "train.schedule"  # the spec key every schedule comes from; errors name their field below it
 
 
-class ScheduleParams(BaseModel):
+class ScheduleParams(StrictParams):
     """Base of every schedule's spec fields (``train.schedule``): strict, no unknown keys, no NaN/Infinity."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class Schedule:
