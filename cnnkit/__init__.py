@@ -14,7 +14,7 @@ def load(path, *, allow_provider_mismatch=False):
     with a ``ProviderMismatchWarning``; another distribution is a ``BundleError`` unless
     ``allow_provider_mismatch=True`` (then a warning).
     """
-    from .bundle import load as _load
+    from .runtime.model import load as _load
 
     return _load(path, allow_provider_mismatch=allow_provider_mismatch)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -17,6 +18,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -196,24 +198,22 @@ def test_memory_check_counts_no_more_images_than_train_limit(work, monkeypatch):
 # -- what is written can be read back --------------------------------------------------------------
 
 
-def test_save_refuses_a_bundle_that_load_would_refuse_and_keeps_the_old_one(tmp_path, tiny_spec):
+@pytest.mark.parametrize("weight, message", [
+    (np.zeros(3, np.float32), r"weight '0\.kernel' has shape \[3\], the spec needs \[4, 1, 3, 3\]"),
+    (np.zeros((4, 1, 3, 3), np.int32), r"weight '0\.kernel' has dtype int32; cnnkit layers run on floating-point weights"),
+])
+def test_save_refuses_a_bundle_that_load_would_refuse_and_keeps_the_old_one(tmp_path, tiny_spec, weight, message):
+    """save decodes its own bytes and holds them against the model's spec before they replace anything."""
     model = cnnkit.build(tiny_spec)
     good = model.save(tmp_path / "m.cnnkit")
     before = good.read_bytes()
-    broken = model.spec.model_copy(update={"input": model.spec.input.model_copy(update={"preprocess": model.spec.input.preprocess.model_copy(update={"divide": float("inf")})})})
-    model.spec = broken
-    with pytest.raises(cnnkit.BundleError):
+    model.weights["0.kernel"] = weight  # surgery the spec does not allow
+    with pytest.raises(cnnkit.BundleError, match=f"^refusing to save {re.escape(str(good))}: {message}$"):
         model.save(good)
+    with pytest.raises(cnnkit.BundleError, match=message):  # what load would have said
+        cnnkit.load(bundle.write_atomic(tmp_path / "forced.cnnkit", bundle.encode(model)))
     assert good.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["m.cnnkit"]
-
-
-def test_save_refuses_a_bundle_whose_embedded_spec_is_invalid(tmp_path, tiny_spec):
-    model = cnnkit.build(tiny_spec)
-    model.spec = model.spec.model_copy(update={"train": model.spec.train.model_copy(update={"optimizer": {"type": "sgd", "lr": -1.0}})})
-    with pytest.raises(cnnkit.BundleError, match="refusing to save.*lr"):
-        model.save(tmp_path / "m.cnnkit")
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["forced.cnnkit", "m.cnnkit"]
 
 
 # -- temp files ------------------------------------------------------------------------------------

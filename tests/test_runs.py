@@ -133,7 +133,7 @@ def test_resume_may_change_training_settings_only(synthetic_dir, tmp_path):
         run_in_folder(spec, data, tmp_path / "runs", stop_at=20)
     folder = tmp_path / "runs" / "tiny"
     model, state = resume_run(folder, ["train.optimizer.lr=0.01", "train.epochs=4"])
-    assert model.spec.train.optimizer["lr"] == 0.01 and state.done == 20 and state.epoch == 2
+    assert model.spec.train.optimizer.lr == 0.01 and state.done == 20 and state.epoch == 2
     train_in_folder(model, data, folder, state=state)
     assert [r["epoch"] for r in model.metadata["history"]] == [1, 2, 3, 4]
     with pytest.raises(CnnkitError, match="outside train"):
@@ -147,7 +147,7 @@ def test_resume_trains_with_the_optimizer_settings_it_was_given(synthetic_dir, t
     with pytest.raises(Interrupted):
         run_in_folder(spec, data, tmp_path / "runs", stop_at=20)
     model, state = resume_run(tmp_path / "runs" / "tiny", ["train.optimizer.momentum=0.5", "train.optimizer.lr=0.01"])
-    assert model.spec.train.optimizer["momentum"] == 0.5 and state.optimizer.momentum == 0.5
+    assert model.spec.train.optimizer.momentum == 0.5 and state.optimizer.momentum == 0.5
     assert state.optimizer.velocity  # the per-weight state still comes from the checkpoint
 
 

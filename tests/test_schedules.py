@@ -27,8 +27,13 @@ def _torch_rates(make_scheduler, steps: int, optimizer: str = "sgd", lr: float =
     return rates
 
 
+def typed(raw: dict):
+    """A schedule's typed params, as a validated spec's train.schedule holds them."""
+    return SCHEDULES[raw["type"]].Params.model_validate(raw)
+
+
 def _ours(schedule: dict, steps: int, base_lr: float = 0.1, total_steps: int | None = None) -> list[float]:
-    s = build_schedule(schedule, base_lr, total_steps if total_steps is not None else steps)
+    s = build_schedule(typed(schedule), base_lr, total_steps if total_steps is not None else steps)
     return [s.lr(k) for k in range(steps)]
 
 
@@ -75,14 +80,14 @@ def test_onecycle_matches_onecyclelr_with_momentum(params, optimizer):
     total = 97
     torch_kwargs = {k: v for k, v in params.items()}
     theirs = _torch_rates(lambda s, o: s.OneCycleLR(o, total_steps=total, **torch_kwargs), total, optimizer)
-    schedule = build_schedule({"type": "onecycle", **params}, 0.1, total)
+    schedule = build_schedule(typed({"type": "onecycle", **params}), 0.1, total)
     _assert_same([schedule.lr(k) for k in range(total)], [lr for lr, _ in theirs])
     _assert_same([schedule.momentum(k) for k in range(total)], [m for _, m in theirs])
 
 
 @pytest.mark.torch
 def test_onecycle_without_momentum_cycling_leaves_momentum_alone():
-    schedule = build_schedule({"type": "onecycle", "max_lr": 0.01, "cycle_momentum": False}, 0.1, 20)
+    schedule = build_schedule(typed({"type": "onecycle", "max_lr": 0.01, "cycle_momentum": False}), 0.1, 20)
     theirs = _torch_rates(lambda s, o: s.OneCycleLR(o, max_lr=0.01, total_steps=20, cycle_momentum=False), 20)
     _assert_same([schedule.lr(k) for k in range(20)], [lr for lr, _ in theirs])
     adam = Adam(Adam.Params(beta1=0.8), {})
@@ -101,7 +106,7 @@ def test_adam_under_onecycle_matches_torch_over_a_run():
     reference = torch.optim.Adam([tensor], lr=0.5)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=0.01, total_steps=30)
     optimizer = OPTIMIZERS["adam"](Adam.Params(lr=0.5), weights)
-    schedule = build_schedule({"type": "onecycle", "max_lr": 0.01}, optimizer.lr, 30)
+    schedule = build_schedule(typed({"type": "onecycle", "max_lr": 0.01}), optimizer.lr, 30)
     for step, g in enumerate(grads):
         schedule.apply(optimizer, step)
         optimizer.step(weights, {"w": g})
@@ -117,14 +122,14 @@ def test_constant_and_absent_schedule_keep_the_rate():
 
 
 def test_steps_past_the_total_keep_the_final_rate():
-    cosine = build_schedule({"type": "cosine", "min_lr": 0.001}, 0.1, 10)
+    cosine = build_schedule(typed({"type": "cosine", "min_lr": 0.001}), 0.1, 10)
     assert cosine.lr(10) == cosine.lr(1000) == pytest.approx(0.001)
-    onecycle = build_schedule({"type": "onecycle", "max_lr": 0.1}, 0.1, 10)
+    onecycle = build_schedule(typed({"type": "onecycle", "max_lr": 0.1}), 0.1, 10)
     assert onecycle.lr(9) == onecycle.lr(50) == pytest.approx(0.1 / 25 / 1e4)
 
 
 def test_spec_total_steps_wins_over_the_run_length():
-    schedule = build_schedule({"type": "cosine", "total_steps": 4}, 1.0, 100)
+    schedule = build_schedule(typed({"type": "cosine", "total_steps": 4}), 1.0, 100)
     assert schedule.total_steps == 4 and schedule.lr(2) == pytest.approx(0.5)
 
 
@@ -132,7 +137,7 @@ def test_spec_total_steps_wins_over_the_run_length():
 def test_schedule_without_a_total_length_is_a_one_line_error(kind):
     raw = {"type": kind, "max_lr": 0.1} if kind == "onecycle" else {"type": kind}
     with pytest.raises(SpecError) as err:
-        build_schedule(raw, 0.1, None)
+        build_schedule(typed(raw), 0.1, None)
     assert err.value.errors[0][0] == "train.schedule.total_steps"
     assert str(err.value).startswith("train.schedule.total_steps: ") and "\n" not in str(err.value)
     assert f"{kind!r} schedule needs a total length" in str(err.value)
@@ -140,7 +145,7 @@ def test_schedule_without_a_total_length_is_a_one_line_error(kind):
 
 def test_impossible_lengths_name_the_field():
     with pytest.raises(SpecError, match=r"^train\.schedule\.warmup_steps: must be less than the total length \(10 optimizer steps\).*Received: 10$"):
-        build_schedule({"type": "cosine", "warmup_steps": 10}, 0.1, 10)
+        build_schedule(typed({"type": "cosine", "warmup_steps": 10}), 0.1, 10)
     with pytest.raises(SpecError, match=r"^train\.schedule\.pct_start: leaves a phase without steps at a total length of 3 "):
-        build_schedule({"type": "onecycle", "max_lr": 0.1}, 0.1, 3)  # 0.3 * 3 - 1 < 0: torch would divide by zero
-    assert math.isfinite(build_schedule({"type": "onecycle", "max_lr": 0.1}, 0.1, 4).lr(0))
+        build_schedule(typed({"type": "onecycle", "max_lr": 0.1}), 0.1, 3)  # 0.3 * 3 - 1 < 0: torch would divide by zero
+    assert math.isfinite(build_schedule(typed({"type": "onecycle", "max_lr": 0.1}), 0.1, 4).lr(0))

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cnnkit import SpecError, load_spec, validate_spec
-from cnnkit.spec import apply_overrides, parameter_count, read_spec_file, resolve_layers
+from cnnkit.spec import apply_overrides, parameter_count, read_spec_file
 from conftest import SEED_SPEC, TINY_SPEC
 
 
@@ -29,26 +29,27 @@ def changed(edit) -> dict:
 
 def test_seed_spec_validates_with_12832_parameters():
     spec = load_spec(SEED_SPEC)
-    resolved = resolve_layers(spec)
+    resolved = spec.layers
     assert [r.type for r in resolved] == ["conv2d", "relu", "conv2d", "relu", "maxpool2d", "flatten", "dense", "softmax"]
     assert sum(parameter_count(resolved)) == 12_832
     assert resolved[5].output_shape == (6 * 14 * 14,)
     assert resolved[-1].output_shape == (10,)
-    assert (spec.train.epochs, spec.train.batch_size, spec.train.optimizer["lr"]) == (3, 1, 0.005)
+    assert (spec.train.epochs, spec.train.batch_size, spec.train.optimizer.lr) == (3, 1, 0.005)
 
 
 def test_dense_input_size_is_inferred_not_written():
     spec = validate_spec(seed())
-    dense = resolve_layers(spec)[6]
+    dense = spec.layers[6]
     assert dense.input_shape == (1176,)
     assert dense.layer.weights(dense.input_shape)  # shapes come from the inferred input
-    assert "in_features" not in spec.layers[6] and "units" in spec.layers[6]
+    assert "in_features" not in spec.to_dict()["layers"][6] and spec.layers[6].params.units == 10
 
 
 def test_validated_spec_normalizes_layer_params_with_defaults():
     spec = validate_spec(seed())
-    assert spec.layers[0]["stride"] == 1 and spec.layers[0]["padding"] == "same"
-    assert spec.train.optimizer == {**spec.train.optimizer, "type": "sgd", "lr": 0.005}
+    assert spec.layers[0].params.stride == 1 and spec.layers[0].params.padding == "same"
+    assert spec.to_dict()["layers"][0]["padding"] == "same"
+    assert (spec.train.optimizer.type, spec.train.optimizer.lr, spec.train.optimizer.momentum) == ("sgd", 0.005, 0.0)
     assert validate_spec(spec.to_dict()).to_dict() == spec.to_dict()  # what bundles store re-validates
 
 
@@ -177,14 +178,14 @@ def test_overrides_set_json_values_at_dotted_paths():
     data = apply_overrides(seed(), ["train.epochs=1", "data.train_limit=2000", "layers[0].filters=8", "layers.2.filters=4", "name=my-net"])
     spec = validate_spec(data)
     assert spec.train.epochs == 1 and spec.data.train_limit == 2000 and spec.name == "my-net"
-    assert spec.layers[0]["filters"] == 8 and spec.layers[2]["filters"] == 4
+    assert spec.layers[0].params.filters == 8 and spec.layers[2].params.filters == 4
     assert seed()["train"]["epochs"] == 3  # the input is not modified
 
 
 def test_overrides_can_create_missing_objects():
     data = apply_overrides(TINY_SPEC, ["train.optimizer.momentum=0.9", "input.preprocess.subtract=0"])
     spec = validate_spec(data)
-    assert spec.train.optimizer["momentum"] == 0.9 and spec.input.preprocess.subtract == 0.0
+    assert spec.train.optimizer.momentum == 0.9 and spec.input.preprocess.subtract == 0.0
 
 
 @pytest.mark.parametrize(

@@ -67,8 +67,8 @@ def test_torchvision_fashion_mnist_gives_the_fashion_mnist_model(tmp_path):
 
 
 def test_torchvision_missing_files_are_one_line_with_the_download_hint(tmp_path):
-    script = ("from cnnkit.data import load_dataset; from cnnkit.spec import DataSpec, validate_data; from cnnkit.errors import DataError\n"
-              "try:\n    load_dataset(DataSpec(dataset='torchvision', name='FashionMNIST', root=r'%s'), (1, 28, 28))\n"
+    script = ("from cnnkit.data import load_dataset; from cnnkit.spec import validate_data; from cnnkit.errors import DataError\n"
+              "try:\n    load_dataset(validate_data({'dataset': 'torchvision', 'name': 'FashionMNIST', 'root': r'%s'}), (1, 28, 28))\n"
               "except DataError as e:\n    print(e)\n") % (tmp_path / "empty")
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     result = subprocess.run([str(TV_PYTHON), "-c", script], capture_output=True, text=True, env=env, timeout=600)

@@ -44,10 +44,10 @@ def test_defaults_and_normalised_values():
     assert (train.schedule, train.label_smoothing, train.clip_grad_norm) == (None, 0.0, None)
     train = cnnkit.validate_spec(spec_with(optimizer={"type": "adamw"}, schedule={"type": "onecycle", "max_lr": 0.003},
                                            label_smoothing=0.1, clip_grad_norm=5)).train
-    assert train.optimizer == {"type": "adamw", "lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01}
-    assert train.schedule["max_lr"] == 0.003 and train.schedule["pct_start"] == 0.3 and train.schedule["total_steps"] is None
+    assert train.optimizer.model_dump() == {"type": "adamw", "lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01}
+    assert train.schedule.max_lr == 0.003 and train.schedule.pct_start == 0.3 and train.schedule.total_steps is None
     assert train.clip_grad_norm == 5.0 and train.label_smoothing == 0.1
-    assert cnnkit.validate_spec(spec_with(schedule={"type": "step", "step_size": 10})).train.schedule == {"type": "step", "step_size": 10, "gamma": 0.1}
+    assert cnnkit.validate_spec(spec_with(schedule={"type": "step", "step_size": 10})).to_dict()["train"]["schedule"] == {"type": "step", "step_size": 10, "gamma": 0.1}
 
 
 BAD = [
@@ -133,8 +133,8 @@ def test_run_length_reaches_the_schedule():
     """Without total_steps in the spec, the length is epochs * batches per epoch (a partial last batch counts)."""
     data = tiny_data(train=250)  # ceil(250 / 16) = 16 steps per epoch
     epochs = []
-    cnnkit.train(spec_with(epochs=2, schedule={"type": "onecycle", "max_lr": 0.1}), data, on_epoch=epochs.append)
-    expected = build_schedule({"type": "onecycle", "max_lr": 0.1}, 0.1, 32)
+    model = cnnkit.train(spec_with(epochs=2, schedule={"type": "onecycle", "max_lr": 0.1}), data, on_epoch=epochs.append)
+    expected = build_schedule(model.spec.train.schedule, 0.1, 32)
     assert epochs[0].lr == pytest.approx(expected.lr(15)) and epochs[1].lr == pytest.approx(0.1 / 25 / 1e4)
     epochs.clear()
     cnnkit.train(spec_with(epochs=2, schedule={"type": "cosine", "warmup_steps": 4, "min_lr": 0.001}), data, on_epoch=epochs.append)

@@ -273,7 +273,7 @@ def time_to_accuracy(spec_path: Path, target: float) -> dict:
     start = time.perf_counter()
     model = cnnkit.build(spec_path)
     d = model.spec.data
-    data = load_fashion_mnist(d.dir, d.train_limit, d.test_limit)
+    data = load_fashion_mnist(d.source.dir, d.train_limit, d.test_limit)
     epochs = []
 
     def on_epoch(record):

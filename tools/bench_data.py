@@ -84,8 +84,8 @@ def bench_image_folder(work: Path) -> None:
         for i, (image, label) in enumerate(zip(images, labels)):
             Image.fromarray(image).save(root / f"{label}" / f"{i:05d}.png")
         print(f"wrote {len(labels):,} PNGs in {time.perf_counter() - started:.0f}s")
-    code = ("import time; from cnnkit.data import load_dataset; from cnnkit.spec import DataSpec; t = time.perf_counter(); "
-            f"d = load_dataset(DataSpec(dataset='image-folder', path={str(root)!r}), (1, 28, 28)); "
+    code = ("import time; from cnnkit.data import load_dataset; from cnnkit.spec import validate_data; t = time.perf_counter(); "
+            f"d = load_dataset(validate_data({{'dataset': 'image-folder', 'path': {str(root)!r}}}), (1, 28, 28)); "
             "print(f'{len(d.train_labels) + len(d.test_labels):,} images in {time.perf_counter() - t:.1f}s')")
     env = {**os.environ, "XDG_CACHE_HOME": str(work / "cache")}
     for run in ("first run (decode + cache)", "cached"):

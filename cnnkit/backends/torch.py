@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import CnnkitError
 from ..export import require
 from ..runtime.model import Model
-from ..optim import OPTIMIZERS, build_schedule
+from ..optim import OptimizerParams, build_schedule
 
 DEVICES = ("cpu", "cuda", "mps")
 
@@ -59,11 +59,9 @@ def resolve_device(torch, device: str, local_rank: int):
     return torch.device(device)
 
 
-def torch_optimizer(torch, spec_optimizer: dict, params):
-    """The torch.optim optimizer matching a validated ``train.optimizer``, and its knobs."""
-    kind = spec_optimizer["type"]
-    cls = OPTIMIZERS[kind]
-    p = cls.Params.model_validate(spec_optimizer)
+def torch_optimizer(torch, p: OptimizerParams, params):
+    """The torch.optim optimizer matching a validated spec's ``train.optimizer`` params, and its knobs."""
+    kind = p.type
     if kind == "sgd":
         return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov and p.momentum > 0, weight_decay=p.weight_decay), _Knobs(p.lr, p.momentum)
     torch_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(kind)

@@ -2,27 +2,28 @@
 
 Reading is strict and bounded: :mod:`.scan` walks the bytes before msgpack builds anything,
 :mod:`.codec` checks every key, type, dtype and the checksum (docs/FORMAT.md is the reference).
-:func:`read` checks a file without importing any layer plugin; :func:`load` builds the Model, which
-re-validates the embedded spec and matches every weight name and shape against it.
+:func:`read` checks a file without importing any layer plugin; :func:`spec_and_weights` resolves what
+inference needs of its spec (provenance, input, layers) and checks the weights' kind; the Model is built
+from them by ``cnnkit.load`` (cnnkit.runtime.model), which matches every weight name and shape.
 
 Writing never clobbers and never writes what cannot be read back: :func:`save` checks the target
 (:func:`.atomic.check_target`: a regular file or nothing, an existing non-bundle file only with
-``force``), decodes the new bytes and rebuilds the model from them in memory, and only then
-renames them into place atomically.
+``force``), decodes the new bytes and compares their spec, classes, providers and weights with the
+model's, and only then renames them into place atomically.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-import warnings
-
-from ..plugins import provenance
 from ..errors import BundleError, CnnkitError, ProviderMismatchWarning
 from ..files import read_head, read_regular
+from ..plugins import provenance
+from ..spec import ModelSpec, validate_spec
 from .atomic import InterruptedAfterWrite, OutputError, check_target, remove_stale_temps, write_atomic
 from .codec import DTYPES, FORMAT, MAX_FILE_BYTES, VERSION, Bundle, decode, encode, pack, weight_entry
 from .describe import describe, weight_fingerprint
@@ -33,8 +34,8 @@ _MARKER = b"\xa6format\xad" + FORMAT.encode()
 
 __all__ = [
     "DTYPES", "FORMAT", "MAX_FILE_BYTES", "VERSION", "Bundle", "InterruptedAfterWrite", "OutputError",
-    "check_output", "decode", "describe", "encode", "estimated_size", "is_bundle_file", "load", "model_from_bundle",
-    "pack", "read", "remove_stale_temps", "save", "scan", "weight_entry", "weight_fingerprint", "write_atomic",
+    "check_output", "decode", "describe", "encode", "estimated_size", "is_bundle_file", "pack", "read",
+    "remove_stale_temps", "save", "scan", "spec_and_weights", "weight_entry", "weight_fingerprint", "write_atomic",
 ]
 
 
@@ -63,8 +64,11 @@ def save(model, path: str | os.PathLike, force: bool = False) -> Path:
     """Write ``model`` as a bundle at ``path`` atomically: readers see the old file or the new one.
 
     The target must pass :func:`check_output` (``force`` replaces a non-bundle or read-only file).
-    The bytes are decoded and rebuilt into a model before they replace anything, so a bundle that
-    ``load`` would refuse is never written. Returns the path written (a symlink's target).
+    The bytes are decoded and compared with the model before they replace anything: the spec the
+    model was resolved from, its classes, the providers of its layers, and every weight with the
+    name, shape and values its spec gives it. So what ``load`` reads back is this model, and a bundle
+    that ``load`` would refuse is never written, without running any layer code again.
+    Returns the path written (a symlink's target).
     """
     data = encode(model)
     try:
@@ -72,34 +76,57 @@ def save(model, path: str | os.PathLike, force: bool = False) -> Path:
     except OutputError as exc:
         raise BundleError(str(exc)) from None
     try:
-        model_from_bundle(decode(data, "the new bundle"), "the new bundle")
+        problem = _differs(decode(data, "the new bundle"), model)
     except BundleError as exc:
-        raise BundleError(f"refusing to save {path}: {exc}") from None
+        problem = str(exc)
+    if problem:
+        raise BundleError(f"refusing to save {path}: {problem}")
     try:
         return write_atomic(target, data)
     except OSError as exc:
         raise BundleError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def model_from_bundle(bundle: Bundle, source: str = "bundle", *, allow_provider_mismatch: bool = False):
-    """Build a Model from checked contents: providers checked, spec re-validated, weights matched.
+def _differs(bundle: Bundle, model) -> str | None:
+    """What the decoded ``bundle`` says differently from ``model`` (None: it reads back as the model)."""
+    if bundle.spec != model.spec.to_dict():
+        return "the spec does not read back as the model's"
+    if bundle.classes != [str(c) for c in model.classes]:
+        return "the class names do not read back as the model's"
+    if bundle.providers != {r.type: {"dist": r.entry.dist, "version": r.entry.version} for r in model.layers}:
+        return "the layer providers do not read back as the model's"
+    expected = model.weight_shapes()  # what the spec gives each layer
+    if list(bundle.weights) != list(expected):
+        return f"the weights do not match the spec: expected {list(expected)[:10]}, found {list(bundle.weights)[:10]}"
+    for name, shape in expected.items():
+        array = bundle.weights[name]
+        if array.shape != shape:
+            return f"weight {name!r} has shape {list(array.shape)}, the spec needs {list(shape)}"
+        if array.dtype.kind != "f":
+            return f"weight {name!r} has dtype {array.dtype.name}; cnnkit layers run on floating-point weights"
+        if not np.array_equal(array, model.weights[name]):
+            return f"weight {name!r} does not read back as the model's"
+    return None
+
+
+def spec_and_weights(bundle: Bundle, source: str = "bundle", *, allow_provider_mismatch: bool = False) -> tuple[ModelSpec, dict[str, np.ndarray]]:
+    """What a Model is built from: the bundle's spec resolved for inference (providers checked; input,
+    preprocessing and layers validated; its data and train sections left for whoever asks for them)
+    and its weights as float32.
 
     Each layer type must come from the distribution the bundle recorded (see cnnkit.plugins.provenance);
     another version of it loads with a ProviderMismatchWarning, another distribution only with
     ``allow_provider_mismatch=True`` (and a warning).
     """
-    from ..runtime.model import Model
-    from ..spec import validate_spec
-
     matches = provenance.resolve(bundle.spec["layers"], bundle.providers)
     for found in matches.values():
         if found.problem and not (allow_provider_mismatch and found.installed is not None):
             raise BundleError(f"{source}: {found.problem[:600]}")
         if found.problem:
             plain = found.recorded_type.rpartition(":")[2]
-            warnings.warn(ProviderMismatchWarning(f"{source}: layer type {plain!r} was recorded from {found.dist} {found.version}; using {found.installed.provider} instead, as allowed (results may differ)"), stacklevel=2)
+            warnings.warn(ProviderMismatchWarning(f"{source}: layer type {plain!r} was recorded from {found.dist} {found.version}; using {found.installed.provider} instead, as allowed (results may differ)"), stacklevel=3)
         elif found.note:
-            warnings.warn(ProviderMismatchWarning(f"{source}: {found.note}"), stacklevel=2)
+            warnings.warn(ProviderMismatchWarning(f"{source}: {found.note}"), stacklevel=3)
     # The spec names exactly the entries chosen above, so validation cannot pick another provider.
     spec_data = {**bundle.spec, "layers": [{**layer, "type": matches[layer["type"]].installed.spec_type} for layer in bundle.spec["layers"]]}
     try:
@@ -109,18 +136,4 @@ def model_from_bundle(bundle: Bundle, source: str = "bundle", *, allow_provider_
     for name, array in bundle.weights.items():
         if array.dtype.kind != "f":
             raise BundleError(f"{source}: weight {name!r} has dtype {array.dtype.name}; cnnkit layers run on floating-point weights")
-    weights = {name: np.ascontiguousarray(array, dtype=np.float32) for name, array in bundle.weights.items()}
-    try:  # the Model checks weight names and shapes against the spec, and the class count
-        return Model(spec, weights, classes=bundle.classes, metadata=bundle.training)
-    except CnnkitError as exc:
-        raise BundleError(f"{source}: {exc}") from None
-
-
-def load(path: str | Path, *, allow_provider_mismatch: bool = False):
-    """Load a bundle file as a ready-to-predict Model. Raises BundleError for anything wrong.
-
-    A layer type served by another distribution than the bundle recorded is an error unless
-    ``allow_provider_mismatch`` is true; another version of the recorded one loads with a
-    ProviderMismatchWarning.
-    """
-    return model_from_bundle(read(path), str(path), allow_provider_mismatch=allow_provider_mismatch)
+    return spec, {name: np.ascontiguousarray(array, dtype=np.float32) for name, array in bundle.weights.items()}

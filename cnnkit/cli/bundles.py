@@ -33,12 +33,14 @@ def predict(
     """
     import numpy as np
 
-    from ..bundle import load
     from ..data.images import RESAMPLING, read_images_noted
+    from ..runtime.model import load
 
     model = load(bundle, allow_provider_mismatch=allow_provider_mismatch)
     shape = model.input_shape
-    resample = model.spec.data.source_params().get("resize")
+    # The image-folder source's resize filter, as the bundle wrote it: predicting resolves no data source.
+    written = model.spec.to_dict().get("data")
+    resample = written.get("resize") if isinstance(written, dict) else None
     resample = resample if resample in RESAMPLING else "bilinear"
     results = []
     for path in images:
@@ -70,9 +72,9 @@ def evaluate(
     allow_provider_mismatch: AllowMismatchOption = False,
 ):
     """Per-class precision, recall, F1 and support, their averages and the confusion matrix of a bundle on the test set."""
-    from ..bundle import load
     from ..data import load_test_set
     from ..evaluation import evaluate_model, format_report
+    from ..runtime.model import load
 
     model = load(bundle, allow_provider_mismatch=allow_provider_mismatch)
     # The test set the model was trained against, as its spec's data section names it.

@@ -18,10 +18,10 @@ from .app import ForceOption, JsonOption, SetOption, _console, command
 @command()
 def validate(spec: Path, set_: SetOption = None):
     """Check a spec file: structure, layer params, and shapes. Exit 0 if valid."""
-    from ..spec import load_spec, parameter_count, resolve_layers
+    from ..spec import load_spec, parameter_count
 
     model_spec = load_spec(spec, set_ or [])
-    resolved = resolve_layers(model_spec)
+    resolved = model_spec.layers
     params = sum(parameter_count(resolved))
     out = resolved[-1].output_shape
     typer.echo(f"ok: {spec} ({model_spec.name}): {len(resolved)} layers, {params:,} parameters, output {list(out)}")
@@ -33,10 +33,10 @@ def summary(spec: Path, set_: SetOption = None, json_: JsonOption = False):
     from rich.table import Table
 
     from ..runtime.memory import estimate, human
-    from ..spec import load_spec, parameter_count, resolve_layers
+    from ..spec import load_spec, parameter_count
 
     model_spec = load_spec(spec, set_ or [])
-    resolved = resolve_layers(model_spec)
+    resolved = model_spec.layers
     counts = parameter_count(resolved)
     mem = estimate(resolved)
     rows = [

@@ -71,8 +71,8 @@ def export_bundle(bundle: str | Path, out: str | Path | None = None, format: str
     """
     if format not in FORMATS:
         raise CnnkitError(f"unknown export format {format!r}; cnnkit exports to: {', '.join(FORMATS)}")
-    from ..bundle import load
     from ..bundle.atomic import check_target
+    from ..runtime.model import load
 
     target = Path(out) if out is not None else Path(bundle).with_suffix(f".{format}")
     if target.exists() and target.resolve() == Path(bundle).resolve():

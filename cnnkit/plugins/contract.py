@@ -11,6 +11,7 @@ silently float64 model.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,7 +20,6 @@ from ..errors import RegistryError
 from ..layers.base import Context, Layer, Shape
 
 if TYPE_CHECKING:
-    from ..runtime.model import Model
     from .registry import LayerEntry
 
 SAMPLES = 2  # enough to see the batch axis; inference is per-sample by contract
@@ -40,18 +40,21 @@ def declared_output_shape(layer: Layer, input_shape: Shape, entry: LayerEntry) -
     return tuple(int(d) for d in dims)
 
 
-def check_first_forward(model: Model, x: np.ndarray) -> bool:
-    """Check every layer of ``model`` on a slice of its first batch ``x``; True once checked.
+def check_first_forward(layers: Sequence, layer_weights: Sequence[dict[str, np.ndarray]], x: np.ndarray) -> bool:
+    """Check every layer of a model on a slice of its first batch ``x``; True once checked.
 
-    An input of the wrong shape is not checked here (False): the model's own error reports it.
+    ``layers`` are the model's resolved layers (cnnkit.spec.ResolvedLayer) and ``layer_weights`` each
+    one's weights by name. An input of the wrong shape is not checked here (False): the model's own
+    error reports it.
     """
-    if np.ndim(x) != len(model.input_shape) + 1 or tuple(np.shape(x)[1:]) != model.input_shape or len(x) == 0:
+    input_shape = tuple(layers[0].input_shape)
+    if np.ndim(x) != len(input_shape) + 1 or tuple(np.shape(x)[1:]) != input_shape or len(x) == 0:
         return False
     for train in (False, True):
         y = np.ascontiguousarray(x[:SAMPLES], dtype=np.float32)
-        for i, r in enumerate(model.layers):
+        for i, r in enumerate(layers):
             where = f"layers[{r.index}] ({r.type} from {r.entry.provider})"
-            weights = {name: w.copy() for name, w in model._layer_weights[i].items()}
+            weights = {name: w.copy() for name, w in layer_weights[i].items()}
             ctx = Context(train, seed=[0])
             try:
                 out, _ = r.layer.forward(weights, y, ctx)

@@ -128,7 +128,7 @@ def write_samples(images: np.ndarray, labels: np.ndarray, class_names: list[str]
 
 def report_source(path: str | Path) -> tuple[Any, str, Path]:
     """(model, description, default output folder) for a bundle file or a run folder (its last.cnnkit)."""
-    from ..bundle import load
+    from ..runtime.model import load
 
     path = Path(path)
     if path.is_dir():

@@ -11,10 +11,10 @@ import numpy as np
 
 from . import allocator, parallel, tuning
 from ..plugins import contract
-from ..errors import CnnkitError, DataError
+from ..errors import BundleError, CnnkitError, DataError
 from ..layers.base import Context
 from .losses import softmax
-from ..spec import ModelSpec, ResolvedLayer, resolve_layers, validate_spec
+from ..spec import ModelSpec, ResolvedLayer, validate_spec
 
 
 # The context of every inference pass: it holds nothing per call (no generator, no updates).
@@ -56,7 +56,7 @@ class Model:
         metadata: dict[str, Any] | None = None,
     ):
         self.spec = spec if isinstance(spec, ModelSpec) else validate_spec(spec)
-        self.layers: list[ResolvedLayer] = resolve_layers(self.spec)
+        self.layers: tuple[ResolvedLayer, ...] = self.spec.layers
         self.weights: dict[str, np.ndarray] = weights if weights is not None else self.init_weights(self.spec.train.seed)
         self._check_weights()
         outputs = self.output_shape[-1]
@@ -148,7 +148,7 @@ class Model:
         if not self._contract_checked:  # once per model: each layer's output against its declared shape and float32
             tuning.check_environment()
             allocator.keep_freed_memory()  # once per process (see cnnkit.runtime.allocator)
-            self._contract_checked = contract.check_first_forward(self, x)
+            self._contract_checked = contract.check_first_forward(self.layers, self._layer_weights, x)
         count = len(self.layers) - 1 if logits and self.ends_with_softmax else len(self.layers)
         parts = self._parts(len(x), train)
         tasks = [functools.partial(self._forward_part, x[lo:hi], train, count, key, part) for part, (lo, hi) in enumerate(parts)]
@@ -284,3 +284,22 @@ class Model:
 
     def __repr__(self) -> str:
         return f"Model({self.spec.name!r}, layers={len(self.layers)}, params={sum(w.size for w in self.weights.values())})"
+
+
+def load(path: str | Path, *, allow_provider_mismatch: bool = False) -> Model:
+    """Load a bundle file as a ready-to-predict Model (``cnnkit.load``). Raises BundleError for anything wrong."""
+    from ..bundle import read
+
+    return model_from_bundle(read(path), str(path), allow_provider_mismatch=allow_provider_mismatch)
+
+
+def model_from_bundle(bundle, source: str = "bundle", *, allow_provider_mismatch: bool = False) -> Model:
+    """The Model of a decoded bundle (cnnkit.bundle.Bundle): its spec resolved for inference, its weights
+    matched by name and shape against that spec, its class count against the model's outputs."""
+    from ..bundle import spec_and_weights
+
+    spec, weights = spec_and_weights(bundle, source, allow_provider_mismatch=allow_provider_mismatch)
+    try:
+        return Model(spec, weights, classes=bundle.classes, metadata=bundle.training)
+    except CnnkitError as exc:
+        raise BundleError(f"{source}: {exc}") from None

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
-from ..plugins import registry
-from ..optim import OPTIMIZERS, SCHEDULES
 from ..data.sources import DATASETS
-from . import DataSpec, ModelSpec
+from ..optim import OPTIMIZERS, SCHEDULES
+from ..plugins import registry
+from .models import SpecOutline
+from .sections import DataSpec, TrainSpec
 
 DRAFT_07 = "http://json-schema.org/draft-07/schema#"
 DEFAULT_DATASET = DataSpec.model_fields["dataset"].default
@@ -54,6 +55,16 @@ def to_draft07(schema: Any) -> Any:
         ref = out.pop("$ref")
         out["allOf"] = [{"$ref": ref}]
     return out
+
+
+# The document the schema describes: the outline with its sections' own models.
+class _Document(SpecOutline):
+    """A whole model: architecture, input, data and training settings. Layers hold normalized params."""
+
+    model_config = ConfigDict(title="ModelSpec")
+
+    data: DataSpec = DataSpec()
+    train: TrainSpec = TrainSpec()
 
 
 def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -114,8 +125,10 @@ def _hoist_definitions(schemas: dict[str, dict[str, Any]], into: dict[str, Any])
 
 def spec_schema() -> tuple[dict[str, Any], list[registry.LayerStatus]]:
     """The spec's draft-07 schema, and the layer types and dataset sources left out of it (each with its error)."""
-    schema = _model_schema(ModelSpec)
+    schema = _model_schema(_Document)
     definitions = schema.setdefault("definitions", {})
+    for base in ("OptimizerParams", "ScheduleParams"):  # the typed fields' bases: replaced below by each type's own fields
+        definitions.pop(base, None)
     usable = {}
     skipped = []
     for status in registry.load_all():

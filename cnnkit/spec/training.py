@@ -1,27 +1,21 @@
 """The spec's training extras: augmentation (data.augment), validation (data.validation), early stopping.
 
-The models here are parts of ``DataSpec`` and ``TrainSpec`` (cnnkit/spec.py); the code that acts on
-them lives in cnnkit/training/ (augment.py, validation.py). Checks that need two parts of a spec (the
-crop padding against the input shape, early stopping without a validation split) are in
-``check_training_keys``, called by ``validate_spec`` with its error list.
+The models here are parts of ``DataSpec`` and ``TrainSpec`` (sections.py, which also checks what needs
+two parts of a spec: the crop padding against the input shape, early stopping without a validation
+split); the code that acts on them lives in cnnkit/training/ (augment.py, validation.py).
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt, field_validator
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, field_validator
 
-if TYPE_CHECKING:
-    from . import ModelSpec
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+from ..params import StrictParams
 
 
-class RandomErasing(_Strict):
+class RandomErasing(StrictParams):
     """torchvision's RandomErasing: with probability p, one rectangle of the image is set to ``value``."""
 
     p: float = Field(0.5, ge=0.0, le=1.0, description="probability that an image gets a rectangle erased")
@@ -44,7 +38,7 @@ class RandomErasing(_Strict):
         return v
 
 
-class AugmentSpec(_Strict):
+class AugmentSpec(StrictParams):
     """Random changes to training batches (never to validation or test data), drawn from the seed, epoch and step."""
 
     crop_padding: NonNegativeInt = Field(0, description="random crop: pad each side with this many black pixels (raw 0), crop back at a random offset; 0 = off")
@@ -57,7 +51,7 @@ class AugmentSpec(_Strict):
         return bool(self.crop_padding or self.hflip or (self.erasing and self.erasing.p > 0))
 
 
-class EarlyStopping(_Strict):
+class EarlyStopping(StrictParams):
     """Stop when the monitored validation figure has not improved by more than min_delta for ``patience`` epochs."""
 
     patience: PositiveInt = Field(5, description="epochs without improvement before training stops")
@@ -84,18 +78,3 @@ def check_validation_size(value: Any) -> Any:
         received = repr(value)
     raise ValueError(f"expected a number of examples (an integer >= 1) or a fraction strictly between 0 and 1. Received: {received[:60]}")
 
-
-def check_training_keys(spec: ModelSpec, errors: list[tuple[str, str]]) -> None:
-    """Checks that need two parts of the spec: augmentation against the input shape, validation-only keys."""
-    augment, shape = spec.data.augment, spec.input.shape
-    if augment is not None and augment.active:
-        if len(shape) != 3:
-            errors.append(("data.augment", f"augmentation works on images, input.shape [C, H, W]. Received: input.shape={shape}"))
-        elif augment.crop_padding >= min(shape[1:]):
-            errors.append(("data.augment.crop_padding", f"must be smaller than the image ({shape[1]}x{shape[2]}), or a crop could miss "
-                           f"the image entirely. Received: {augment.crop_padding}"))
-    if spec.data.validation is None:
-        if spec.train.early_stopping is not None:
-            errors.append(("train.early_stopping", "needs data.validation: early stopping watches the validation split"))
-        if spec.train.restore_best:
-            errors.append(("train.restore_best", "needs data.validation: the best weights are those of the best validation epoch"))

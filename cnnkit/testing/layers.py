@@ -157,7 +157,7 @@ def _resolve_class(type_or_class: str | type[Layer]) -> tuple[type[Layer], str |
 
 
 def _subject(type_or_class, params, input_shape, batch, seed) -> _Subject:
-    from ..spec.models import _pydantic_errors
+    from ..spec.problems import pydantic_problems
 
     cls, layer_type = _resolve_class(type_or_class)
     params = dict(params or {})
@@ -165,7 +165,7 @@ def _subject(type_or_class, params, input_shape, batch, seed) -> _Subject:
     try:
         layer = adapt(cls(cls.Params.model_validate(params)))
     except ValidationError as exc:
-        raise SpecError([(f"{label} params{path[len('params'):]}", msg) for path, msg in _pydantic_errors(exc, cls.Params, ("params",))]) from None
+        raise SpecError([(f"{label} params{path[len('params'):]}", msg) for path, msg in pydantic_problems(exc, cls.Params, ("params",))]) from None
     candidates = [tuple(input_shape)] if input_shape is not None else list(DEFAULT_INPUT_SHAPES)
     rejected = []
     for shape in candidates:
@@ -298,8 +298,8 @@ def _check_randomness(s: _Subject) -> CheckResult | str:
 def _check_bundle_round_trip(s: _Subject) -> CheckResult | str:
     if s.layer_type is None:
         return CheckResult("bundle round trip", "skip", "the class is not registered under the cnnkit.layers entry points, so no bundle can name it")
-    from ..bundle import load, save
-    from ..runtime.model import Model
+    from ..bundle import save
+    from ..runtime.model import Model, load
 
     # A qualified type ("dist:type") holds a ':', which a spec name may not.
     spec = {"name": f"check-{s.layer_type.replace(':', '-')}", "input": {"shape": list(s.input_shape)}, "layers": [{"type": s.layer_type, **s.params}]}

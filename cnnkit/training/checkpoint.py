@@ -19,10 +19,10 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from ..bundle import DTYPES, FORMAT, MAX_FILE_BYTES, decode, encode, model_from_bundle, weight_entry
-from ..errors import BundleError
+from ..bundle import DTYPES, FORMAT, MAX_FILE_BYTES, decode, encode, weight_entry
+from ..errors import BundleError, SpecError
 from ..files import read_regular
-from ..runtime.model import Model
+from ..runtime.model import Model, model_from_bundle
 from .loop import EpochRecord, History, TrainState, new_state
 
 VERSION = (1, 2)  # format 1.1 plus the payload's "checkpoint" map
@@ -109,7 +109,13 @@ def read_checkpoint(path: str | Path) -> tuple[Model, dict[str, Any]]:
     if bundle.version != VERSION or not isinstance(saved, dict):
         raise BundleError(f"{path} is a bundle without training state (format {bundle.version[0]}.{bundle.version[1]}), "
                           "not a checkpoint; only a run folder's last.cnnkit can be resumed")
-    return model_from_bundle(bundle, str(path)), saved
+    model = model_from_bundle(bundle, str(path))
+    try:  # training goes on from here: its data and train sections must resolve too (loading leaves them until asked for)
+        model.spec.data
+        model.spec.train
+    except SpecError as exc:
+        raise BundleError(f"{path}: embedded spec is invalid: {exc}") from None
+    return model, saved
 
 
 def restore_state(model: Model, saved: dict[str, Any], source: str = "checkpoint") -> TrainState:

@@ -112,8 +112,7 @@ class TrainState:
 def new_state(model: Model) -> TrainState:
     """The state of a run that has not started: a fresh optimizer, the seed's shuffling generator."""
     settings = model.spec.train
-    optimizer_cls = OPTIMIZERS[settings.optimizer["type"]]
-    optimizer = optimizer_cls(optimizer_cls.Params.model_validate(settings.optimizer), model.weights)
+    optimizer = OPTIMIZERS[settings.optimizer.type](settings.optimizer, model.weights)
     return TrainState(optimizer, np.random.default_rng(settings.seed).bit_generator.state, new_monitor(model))
 
 

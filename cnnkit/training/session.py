@@ -84,11 +84,11 @@ def train_session(
     StrictFailure on ``strict`` with training warnings (no bundle is written), and ``loop.Interrupted``
     when Ctrl-C or SIGTERM stopped training (the run folder's last checkpoint is then up to date).
     """
-    from .. import build
-    from ..runtime import memory
     from ..bundle import check_output, estimated_size
     from ..data import load_dataset
-    from ..spec import load_spec, parameter_count, resolve_layers
+    from ..runtime import memory
+    from ..runtime.model import Model
+    from ..spec import load_spec, parameter_count
 
     check_backend(backend, device, resume)
     check_environment()  # before any data is loaded or folder created
@@ -98,8 +98,8 @@ def train_session(
         model, state = resume_run(resume, overrides or [])
         model_spec = model.spec
     else:
-        model_spec, state = load_spec(spec, overrides or []), None
-    resolved = model.layers if resume is not None else resolve_layers(model_spec)
+        model_spec, state = load_spec(spec, overrides or []), None  # the one time this run's spec is resolved
+    resolved = model_spec.layers
     # Checked before training, so a bad --out or a batch that cannot fit costs no training time.
     target = check_output(out or f"{model_spec.name}.cnnkit", force=force, size_hint=estimated_size(sum(parameter_count(resolved))))
     too_big = memory.batch_fits(memory.estimate(resolved), min(model_spec.train.batch_size, model_spec.data.train_limit or model_spec.train.batch_size))
@@ -113,7 +113,7 @@ def train_session(
     d = model_spec.data
     data = load_dataset(d, tuple(model_spec.input.shape))
     if resume is None:
-        model = build(model_spec)
+        model = Model(model_spec)
         model.classes = list(data.classes)
         folder = start_run(run_dir, model_spec.name, model_spec.to_dict())
     else:

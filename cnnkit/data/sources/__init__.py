@@ -1,36 +1,35 @@
-"""Dataset sources: the `cnnkit.datasets` registry, and loading the dataset a spec's ``data`` names."""
+"""Dataset sources: the `cnnkit.datasets` registry, and loading the dataset a spec's ``data`` names.
+
+The loaders take the ``data`` section of a validated spec (cnnkit.spec.DataSpec), whose source the
+spec resolved once: its class and typed params. They read it by its attributes and do not import the
+spec package, which imports this one to resolve sources.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
+from pydantic import ValidationError
+
+from ...errors import CnnkitError, DataError
 from ...plugins.registry import Registry
 from ..dataset import Dataset, checked, limit
 from .base import DatasetSource, SourceParams, contract_problem
 
-if TYPE_CHECKING:
-    from ...spec import DataSpec
-
 DATASETS = Registry("cnnkit.datasets", "dataset", DatasetSource, "cnnkit.data.DatasetSource", "dataset source", contract_problem)
 
 
-def load_dataset(data: DataSpec, input_shape: tuple[int, ...]) -> Dataset:
-    """The dataset of a validated spec's ``data`` section: loaded by its source, limited, checked.
+def load_dataset(data: Any, input_shape: tuple[int, ...]) -> Dataset:
+    """The dataset of a validated spec's ``data`` section (a cnnkit.spec.DataSpec whose source is
+    resolved): loaded by its source, limited, checked.
 
-    Raises DataError (one line) for missing or malformed data, RegistryError for a source that
-    cannot be loaded.
+    Raises DataError (one line) for missing or malformed data.
     """
-    from ...spec import validate_data  # the spec module imports this package: a top-level import would be a cycle
-
-    data = validate_data(data)  # a no-op for a validated spec; a bundle's spec is checked here
-    cls = DATASETS.load(data.dataset)
-    source = cls(cls.Params.model_validate(data.source_params()))
-    loaded = checked(source.load(tuple(input_shape)), tuple(input_shape), data.dataset)
-    return limit(loaded, data.train_limit, data.test_limit)
+    return _load(_source_of(data), data.dataset, tuple(input_shape), data.train_limit, data.test_limit)
 
 
-def load_test_set(data: DataSpec, input_shape: tuple[int, ...], data_dir: str | None = None, limit: int | None = None) -> Dataset:
-    """The test set of a (bundle's) ``data`` section, for evaluation: the first ``limit`` test examples.
+def load_test_set(data: Any, input_shape: tuple[int, ...], data_dir: str | None = None, limit: int | None = None) -> Dataset:
+    """The test set of a validated spec's ``data`` section, for evaluation: the first ``limit`` test examples.
 
     ``data_dir`` replaces the source's folder (its ``folder_key``: fashion-mnist's ``dir``,
     torchvision's ``root``, the others' ``path``).
@@ -38,10 +37,27 @@ def load_test_set(data: DataSpec, input_shape: tuple[int, ...], data_dir: str | 
     """
     from ..fashion_mnist import load_fashion_mnist
 
+    source = _source_of(data)
     if data.dataset == "fashion-mnist":
-        return load_fashion_mnist(data_dir or data.source_params().get("dir"), test_limit=limit, splits=("test",))
-    update = {"test_limit": limit, **({DATASETS.load(data.dataset).folder_key: str(data_dir)} if data_dir is not None else {})}
-    return load_dataset(data.model_copy(update=update), input_shape)
+        return load_fashion_mnist(data_dir or source.params.dir, test_limit=limit, splits=("test",))
+    if data_dir is not None:
+        key = data.source_class.folder_key
+        try:  # the source's own params, checked again with the new folder
+            source = data.source_class(type(data.source).model_validate({**data.source.model_dump(), key: str(data_dir)}))
+        except ValidationError as exc:
+            raise DataError(f"--data-dir cannot be data.{key} of {data.dataset}: {exc.errors()[0]['msg']}. Received: {str(data_dir)!r}") from None
+    return _load(source, data.dataset, tuple(input_shape), None, limit)
+
+
+def _source_of(data: Any) -> DatasetSource:
+    """The source a resolved data section names, ready to load (its constructor only stores its params)."""
+    if data.source_class is None:
+        raise CnnkitError("this data section was not validated: resolve it first with cnnkit.spec.validate_data (validate_spec does it for a whole spec)")
+    return data.source_class(data.source)
+
+
+def _load(source: DatasetSource, name: str, input_shape: tuple[int, ...], train_limit: int | None, test_limit: int | None) -> Dataset:
+    return limit(checked(source.load(input_shape), input_shape, name), train_limit, test_limit)
 
 
 __all__ = ["DATASETS", "DatasetSource", "SourceParams", "load_dataset", "load_test_set"]
