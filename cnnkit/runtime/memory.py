@@ -40,7 +40,7 @@ def _workspace(layer, input_shape, output_shape) -> int:
 
 
 def estimate(resolved) -> MemoryEstimate:
-    """The estimate for a resolved spec (``cnnkit.spec.resolve_layers``)."""
+    """The estimate for a resolved spec's layers (``ModelSpec.layers``)."""
     kept = 0
     peak_inference = 0
     peak_extra = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,8 @@ class ModelSpec:
     ``to_dict()`` gives those sections back as the bundle holds them.
     """
 
+    _resolving = threading.Lock()  # a bundle's section asked for by several threads at once is resolved once
+
     def __init__(self, document: dict[str, Any], input: InputSpec, layers: tuple[ResolvedLayer, ...], data: DataSpec | None, train: TrainSpec | None):
         for key, value in (("_document", document), ("name", document["name"]), ("input", input), ("layers", layers), ("_data", data), ("_train", train)):
             object.__setattr__(self, key, value)
@@ -87,14 +90,18 @@ class ModelSpec:
     def data(self) -> DataSpec:
         """The ``data`` section, resolved (a bundle's: when first asked for)."""
         if self._data is None:
-            object.__setattr__(self, "_data", _resolved(resolve_data, self._document.get("data", {}), tuple(self.input.shape)))
+            with self._resolving:
+                if self._data is None:
+                    object.__setattr__(self, "_data", _resolved(resolve_data, self._document.get("data", {}), tuple(self.input.shape)))
         return self._data
 
     @property
     def train(self) -> TrainSpec:
         """The ``train`` section, resolved (a bundle's: when first asked for)."""
         if self._train is None:
-            object.__setattr__(self, "_train", _resolved(resolve_train, self._document.get("train", {}), _has_validation(self._document)))
+            with self._resolving:
+                if self._train is None:
+                    object.__setattr__(self, "_train", _resolved(resolve_train, self._document.get("train", {}), _has_validation(self._document)))
         return self._train
 
     @property
@@ -164,7 +171,7 @@ def validate_spec(data: Any, *, from_bundle: bool = False) -> ModelSpec:
         raise SpecError(errors)
     layer_dicts = [r.to_dict() for r in layers]
     if from_bundle:
-        document = {**data, "name": outline.name, "input": outline.input.model_dump(mode="json"), "layers": layer_dicts}
+        document = {**copy.deepcopy(data), "name": outline.name, "input": outline.input.model_dump(mode="json"), "layers": layer_dicts}
     else:
         document = {"name": outline.name, "input": outline.input.model_dump(mode="json"), "layers": layer_dicts,
                     "data": _dump(sections["data"], "data"), "train": _dump(sections["train"], "train")}
