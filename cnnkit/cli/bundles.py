@@ -33,20 +33,14 @@ def predict(
     """
     import numpy as np
 
-    from ..data.images import RESAMPLING, read_images_noted
+    from ..data.images import read_images_for
     from ..runtime.model import load
 
     model = load(bundle, allow_provider_mismatch=allow_provider_mismatch)
-    shape = model.input_shape
-    # The image-folder source's resize filter, as the bundle wrote it: predicting resolves no data source.
-    written = model.spec.to_dict().get("data")
-    resample = written.get("resize") if isinstance(written, dict) else None
-    resample = resample if resample in RESAMPLING else "bilinear"
     results = []
     for path in images:
-        size, channels = (shape[-2:], shape[0]) if len(shape) == 3 else (None, 1)
-        array, converted = read_images_noted(path, size=size, channels=channels, invert=invert, background=background, frame=frame,
-                                             warn=lambda message: typer.echo(f"warning: {message}", err=True), resample=resample)
+        array, converted = read_images_for(model, path, invert=invert, background=background, frame=frame,
+                                           warn=lambda message: typer.echo(f"warning: {message}", err=True))
         proba = model.predict_proba(array)
         for i, row in enumerate(proba):
             best = np.argsort(-row)[:top]

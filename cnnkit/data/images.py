@@ -84,6 +84,21 @@ def read_images_noted(
     return array, note
 
 
+def read_images_for(model, path: str | Path, invert: bool = False, background: int = 0, frame: int | None = None,
+                    warn: Callable[[str], None] | None = None) -> tuple[np.ndarray, str | None]:
+    """Images from ``path`` as ``model`` (a cnnkit Model) takes them, and the note of
+    :func:`read_images_noted`: what `cnnkit predict` and the server's page read. Pictures are converted
+    to the model's channel count and resized to its input size with the filter its image-folder
+    training used (else bilinear)."""
+    shape = model.input_shape
+    # The image-folder source's resize filter, as the bundle wrote it: predicting resolves no data source.
+    written = model.spec.to_dict().get("data")
+    resample = written.get("resize") if isinstance(written, dict) else None
+    resample = resample if resample in RESAMPLING else "bilinear"
+    size, channels = (shape[-2:], shape[0]) if len(shape) == 3 else (None, 1)
+    return read_images_noted(path, size=size, channels=channels, invert=invert, background=background, frame=frame, warn=warn, resample=resample)
+
+
 def read_picture(path: Path, size: tuple[int, int] | None, channels: int, resample: str = "bilinear") -> np.ndarray:
     """One picture file as uint8 (C, H, W), read as for prediction (transparency over black), for datasets.
 
