@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data run fast test tv-venv bench layers-doc clean
+.PHONY: setup data browser run fast test tv-venv bench bench-serve layers-doc clean
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) tools/package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +22,18 @@ data:
 	@if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null; fi
 
+# Debian's chromium for the page test (tests/test_serve_page.py drives it with Playwright and skips without it).
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) >/dev/null; fi
+
 run: setup data
 	$(BIN)/cnnkit run specs/fashion_mnist_seed.json --out seed.cnnkit
 
 fast: setup data
 	$(BIN)/cnnkit run specs/fashion_mnist_fast.json --out fast.cnnkit
 
-test: setup data tv-venv
+test: setup data browser tv-venv
 	$(BIN)/python -m pytest -q
 
 # The torchvision dataset source's tests need torchvision 0.29.1, built for torch 2.14.1 (a CUDA build,
@@ -43,6 +48,9 @@ $(TV_VENV)/.installed: pyproject.toml
 
 bench: setup data
 	$(BIN)/python tools/bench.py
+
+bench-serve: setup
+	$(BIN)/python tools/bench_serve.py
 
 # docs/LAYERS.md documents every layer type installed by `make setup` (built-ins + plugins/*).
 layers-doc: setup

@@ -61,13 +61,24 @@ def _stopped(signum, frame):
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """A socket listening on ``host:port`` (port 0: a free one), or a CnnkitError saying why not."""
+    """A socket listening on ``host:port`` (port 0: a free one), or a CnnkitError saying why not.
+
+    Its protocol is IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP, and
+    without it a response's body waits for the client's delayed ACK of its head (40 ms a request).
+    """
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family = infos[0][0]
-        return socket.create_server((host, port), family=family, backlog=2048)
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
     except (OSError, UnicodeError) as exc:
         raise CnnkitError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise CnnkitError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def stderr_line(text: str) -> None:
