@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import threading
 import time
@@ -274,3 +275,11 @@ def test_metrics_and_access_log_count_the_requests(server):
     assert re.search(r'cnnkit_request_duration_seconds_bucket\{endpoint="infer",le="\+Inf",model="second"\} [1-9]', text)
     time.sleep(0.1)
     assert any(re.search(r'"POST /v2/models/second/infer" 200 \d+B [\d.]+ms$', line) for line in server.lines), server.lines[-5:]
+
+
+def test_ctrl_c_stops_the_server_cleanly(bundles):
+    process = ServerProcess(bundles[0], "--quiet")
+    assert httpx.get(f"{process.url}/v2/health/live").json() == {"live": True}
+    process.process.send_signal(signal.SIGINT)
+    assert process.stop() == 0
+    assert process.lines[-1].endswith("cnnkit serve: stopped")
