@@ -11,7 +11,7 @@ from .app import AllowMismatchOption, command
 
 @command()
 def serve(
-    bundles: Annotated[list[str], typer.Argument(help="Bundles to serve: PATH (served under its spec's name) or NAME=PATH.", show_default=False)],
+    bundles: Annotated[list[str], typer.Argument(metavar="BUNDLE", help="Bundles to serve: PATH (served under its spec's name) or NAME=PATH.", show_default=False)],
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: a free one, shown at start).")] = 8000,
     max_body: Annotated[int, typer.Option(min=1, help="Largest request body in bytes (larger: 413).")] = 64 * 1024 * 1024,
