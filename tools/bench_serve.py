@@ -99,6 +99,20 @@ def http_call(host: str, port: int, name: str, x: np.ndarray, expected: np.ndarr
     return make
 
 
+def ready_call(host: str, port: int):
+    """GET /v2/health/ready: the HTTP round trip alone (uvicorn, routing, this client), no model."""
+    def make():
+        connection = http.client.HTTPConnection(host, port)
+
+        def call():
+            connection.request("GET", "/v2/health/ready")
+            connection.getresponse().read()
+
+        return call
+
+    return make
+
+
 def summary(latencies: list[float], seconds: float, batch: int) -> dict:
     ordered = sorted(latencies)
     return {"requests_per_s": round(len(ordered) / seconds, 1), "images_per_s": round(len(ordered) * batch / seconds, 1),
@@ -127,6 +141,7 @@ def main(argv=None):
         name = model.spec.name
         process, host, port = start_server(bundle, shlex.split(args.server_args))
         try:
+            floor = summary(run_threads(1, args.seconds, ready_call(host, port)), args.seconds, 0)
             rows = []
             for concurrency in args.concurrency:
                 for batch in args.batch:
@@ -141,11 +156,12 @@ def main(argv=None):
             process.wait(30)
     report = {"cpu_model": tuning.cpu_model(), "cores": os.cpu_count(), "cnnkit_threads": parallel.num_threads(),
               "load_average": [round(v, 2) for v in os.getloadavg()], "bundle": str(args.bundle or "seed spec (untrained)"),
-              "server_args": args.server_args, "seconds": args.seconds, "results": rows}
+              "server_args": args.server_args, "seconds": args.seconds, "http_round_trip_p50_ms": floor["p50_ms"], "results": rows}
     if args.json:
         print(json.dumps(report, indent=2))
         return
     print(f"{report['cpu_model']}, {report['cores']} cores, cnnkit threads {report['cnnkit_threads']}, load average {report['load_average']}")
+    print(f"HTTP round trip alone (GET /v2/health/ready, 1 client): p50 {floor['p50_ms']} ms")
     print(f"{'conc':>4} {'batch':>5} | {'server req/s':>12} {'p50 ms':>8} {'p99 ms':>8} | {'in-process req/s':>16} {'p50 ms':>8} {'p99 ms':>8} | {'p50 overhead ms':>15}")
     for row in rows:
         s, p = row["server"], row["in_process"]
