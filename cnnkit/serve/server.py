@@ -1,7 +1,8 @@
 """Running the app: a listening socket, uvicorn with the limits set, a clean stop on SIGTERM/Ctrl-C.
 
-uvicorn (the reference ASGI server; httptools parses HTTP when installed) closes a keep-alive
-connection that stays idle after a response, and the app bounds the time a request body may take.
+uvicorn (the reference ASGI server; httptools, in the serve extra, parses HTTP, else h11) closes a
+keep-alive connection that stays idle after a response, and the app bounds the time a request body
+may take.
 What uvicorn does not bound is the time before a request's head is complete: a client that connects
 and sends nothing, or one header byte a minute, would hold its connection for ever. So the
 connection is given ``timeout`` seconds from its start (and again after each response) to deliver a
