@@ -12,6 +12,9 @@ from pathlib import Path
 
 from .errors import CnnkitError
 
+# Bytes read at a time from a file that is longer than fstat said when it was opened.
+READ_CHUNK = 1 << 20
+
 
 def file_kind(mode: int) -> str:
     """'regular file', 'directory', 'FIFO (named pipe)', 'character device', ... for an st_mode."""
@@ -66,7 +69,16 @@ def read_regular(path: str | os.PathLike, what: str, error: type[CnnkitError], m
         if st.st_size > max_bytes:
             raise error(f"{path}: {st.st_size:,} bytes is more than {_a(what)} may have ({max_bytes:,})")
         try:
-            data = fh.read(max_bytes + 1)
+            # What fstat says is there, plus one byte to notice growth: a buffered read allocates its
+            # whole size up front, so asking for max_bytes would need 4 GiB of address space for a
+            # 50 KB bundle (and fail under `ulimit -v` or in a memory-capped container).
+            data = fh.read(st.st_size + 1)
+            if len(data) > st.st_size:  # it grew, or reports no size (/proc): read on, still bounded
+                parts, total = [data], len(data)
+                while total <= max_bytes and (part := fh.read(READ_CHUNK)):
+                    parts.append(part)
+                    total += len(part)
+                data = b"".join(parts)
         except OSError as exc:
             raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     if len(data) > max_bytes:  # it grew while we read

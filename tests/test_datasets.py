@@ -21,12 +21,12 @@ from cnnkit.cli import app
 from cnnkit.data import DATASETS, DatasetSource, SourceParams, load_dataset, load_fashion_mnist
 from cnnkit.errors import SpecError
 from cnnkit.spec import validate_spec
+from cnnkit.training import loop as train_module  # the loop module (cnnkit.train is the function)
 
 from conftest import REAL_DATA, SEED_SPEC, TINY_SPEC, synthetic_images, write_idx
 from fakeplugins import write_dist
 
 runner = CliRunner()
-train_module = sys.modules["cnnkit.training.loop"]  # the loop module (the package attribute `train` is the function)
 realdata = pytest.mark.skipif(not (REAL_DATA / "train-images-idx3-ubyte.gz").is_file(), reason="real Fashion-MNIST not installed")
 
 

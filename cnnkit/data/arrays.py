@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import tempfile
@@ -47,23 +48,30 @@ def read_npz(path: str | Path, required: tuple[str, ...], optional: tuple[str, .
 
 
 def _member(path: Path, archive: zipfile.ZipFile, key: str, info: zipfile.ZipInfo, mmap: bool) -> np.ndarray:
+    """One array, after its header's claims are checked against the bytes the member holds: a header
+    claiming 3e9 images must not reach an allocation or a memory map of that size."""
     try:
         with archive.open(info) as fh:
             version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-            else:
-                shape, fortran, dtype = None, True, None  # a newer header: np.load below reads it
+            if version not in ((1, 0), (2, 0)):  # 3.0 only adds UTF-8 field names of structured dtypes, which hold no pixels
+                raise ValueError(f".npy format version {version[0]}.{version[1]}; cnnkit reads versions 1.0 and 2.0 (what np.save writes)")
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(fh)
             header_length = fh.tell()
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path}: array {key!r} is not a readable .npy member: {exc}") from None
-    if dtype is not None and dtype.hasobject:
+    if dtype.hasobject:
         raise DataError(f"{path}: array {key!r} is an object array (dtype {dtype}); cnnkit reads .npz without pickle, "
                         f"so save plain numeric or string arrays (e.g. x.astype(np.uint8))")
-    if mmap and dtype is not None and not fortran and info.compress_type == zipfile.ZIP_STORED and np.prod(shape) > 0:
-        return np.memmap(path, dtype=dtype, mode="r", offset=_data_offset(path, info) + header_length, shape=shape)
+    claimed, held = math.prod(shape) * dtype.itemsize, info.file_size - header_length
+    if claimed > held:
+        raise DataError(f"{path}: array {key!r} claims shape {list(shape)} ({claimed:,} bytes) but its .npy member holds {held:,}; "
+                        f"the file is damaged or was not written by np.savez")
+    if mmap and not fortran and info.compress_type == zipfile.ZIP_STORED and claimed > 0:
+        offset = _data_offset(path, info) + header_length
+        if offset + claimed > path.stat().st_size:  # the zip's directory overstates the member
+            raise DataError(f"{path}: array {key!r} claims {claimed:,} bytes from byte {offset:,}, past the end of the file ({path.stat().st_size:,} bytes)")
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
     try:
         with np.load(path, allow_pickle=False) as npz:
             return npz[key]

@@ -11,6 +11,9 @@ from ..errors import DataError
 # Float images are checked for NaN/infinity this many at a time, so a memory-mapped array is never
 # read into memory whole.
 CHECK_CHUNK = 4096
+# Class names made up from the labels ("0", "1", ...) stop here: a label of 2**40 in a file that names
+# no classes would otherwise have cnnkit build a name for every class below it.
+MAX_INFERRED_CLASSES = 100_000
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,23 @@ def limit(data: Dataset, train_limit: int | None, test_limit: int | None) -> Dat
         test_images=data.test_images[:test_limit],
         test_labels=data.test_labels[:test_limit],
     )
+
+
+def inferred_classes(labels: dict[str, np.ndarray], where: str, unnamed: str, fix: str) -> list[str]:
+    """Class names "0", "1", ... up to the largest integer label of ``labels`` ({split: labels}), for
+    sources whose files name no classes. A label of MAX_INFERRED_CLASSES or more is one DataError,
+    before any name is built; other bad labels (negative, not integers) are left to :func:`checked`.
+    ``where`` starts the message, ``unnamed`` says why names are made up, ``fix`` what to do instead.
+    """
+    top = 0
+    for split, y in labels.items():
+        if y.size and np.issubdtype(y.dtype, np.integer):
+            high = int(y.max())
+            if high >= MAX_INFERRED_CLASSES:
+                raise DataError(f"{where}: {split} labels go up to {high:,} {unnamed}; class names are made up from the labels "
+                                f"(\"0\", \"1\", ...) for at most {MAX_INFERRED_CLASSES:,} classes: fix the labels or {fix}")
+            top = max(top, high)
+    return [str(k) for k in range(top + 1)]
 
 
 def checked(data: Dataset, input_shape: tuple[int, ...], name: str) -> Dataset:

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from ...errors import DataError
-from ..dataset import Dataset
+from ..dataset import Dataset, inferred_classes
 from ..idx import map_idx
 from .base import DatasetSource, SourceParams
 
@@ -30,8 +30,8 @@ class IdxFolder(DatasetSource):
         arrays = {key: map_idx(self._file(folder, key)) for key in ("train_images", "train_labels", "test_images", "test_labels")}
         classes = self.params.classes
         if classes is None:
-            top = max((int(arrays[k].max()) for k in ("train_labels", "test_labels") if arrays[k].size), default=0)
-            classes = [str(k) for k in range(max(top, 0) + 1)]
+            classes = inferred_classes({"train": arrays["train_labels"], "test": arrays["test_labels"]}, "idx-folder",
+                                       f"in {folder} and data.classes is not set", "set data.classes")
         return Dataset(arrays["train_images"], arrays["train_labels"], arrays["test_images"], arrays["test_labels"], list(classes), str(folder))
 
     def _file(self, folder: Path, key: str) -> Path:

@@ -6,7 +6,7 @@ import numpy as np
 from pydantic import Field
 
 from ..arrays import read_npz
-from ..dataset import Dataset
+from ..dataset import Dataset, inferred_classes
 from .base import DatasetSource, SourceParams
 
 
@@ -28,6 +28,6 @@ class Npz(DatasetSource):
         if "classes" in arrays:
             classes = [str(c) for c in np.asarray(arrays["classes"]).reshape(-1)]
         else:  # class k is named "k", up to the largest label (a bad label is reported by the checks)
-            top = max((int(y.max()) for y in labels if y.size and np.issubdtype(y.dtype, np.integer)), default=0)
-            classes = [str(k) for k in range(max(top, 0) + 1)]
+            classes = inferred_classes(dict(zip(("train", "test"), labels)), "npz", f"in {path}, which has no classes array",
+                                       "add a classes array of names")
         return Dataset(arrays["x_train"], labels[0], arrays["x_test"], labels[1], classes, str(path))
