@@ -19,11 +19,14 @@ def load(path, *, allow_provider_mismatch=False):
     return _load(path, allow_provider_mismatch=allow_provider_mismatch)
 
 
-def save(model, path):
-    """Write ``model`` to ``path`` as a bundle, atomically."""
+def save(model, path, *, force=False):
+    """Write ``model`` to ``path`` as a bundle, atomically; returns the path written.
+
+    An existing bundle is replaced; any other file (or a read-only one) only with ``force=True``.
+    """
     from .bundle import save as _save
 
-    return _save(model, path)
+    return _save(model, path, force=force)
 
 
 def build(spec) -> Model:

@@ -51,18 +51,20 @@ def check_target(
     recognise: Callable[[Path], bool] | None = None,
     what: str = "file",
     size_hint: int = 0,
+    example: str = "model.cnnkit",
 ) -> Path:
     """The path to write for ``path`` (symlinks followed), or OutputError saying why it must not be written.
 
     ``recognise(path)`` says whether an existing regular file is one of ours (e.g. a bundle), which
     may be replaced without ``force``; ``what`` names such files in messages. ``size_hint`` is the
-    expected size in bytes, checked against the free space of the folder.
+    expected size in bytes, checked against the free space of the folder. ``example`` is the file
+    name suggested when ``path`` names a folder (model.cnnkit, schema.json, ...).
     """
     raw = os.fspath(path)
     if isinstance(raw, bytes):
         raw = os.fsdecode(raw)
     if not raw or raw.endswith(("/", os.sep)) or Path(raw).name in ("", ".", ".."):
-        raise OutputError(f"cannot write {raw!r}: it names a folder; give a file name such as {os.path.join(raw or '.', 'model.cnnkit')}")
+        raise OutputError(f"cannot write {raw!r}: it names a folder; give a file name such as {os.path.join(raw or '.', example)}")
     target = Path(os.path.realpath(raw)) if os.path.islink(raw) else Path(raw)
     shown = raw if target == Path(raw) else f"{raw} (a symlink to {target})"
     folder = target.parent
@@ -77,7 +79,7 @@ def check_target(
         raise OutputError(f"cannot write {shown}: {exc.strerror or exc}") from None
     if st is not None:
         if stat.S_ISDIR(st.st_mode):
-            raise OutputError(f"cannot write {shown}: it is a directory; give a file name such as {target / 'model.cnnkit'}")
+            raise OutputError(f"cannot write {shown}: it is a directory; give a file name such as {target / example}")
         if not stat.S_ISREG(st.st_mode):
             raise OutputError(f"cannot write {shown}: it is a {file_kind(st.st_mode)}, not a regular file; refusing to replace it")
         if not force and recognise is not None and not recognise(target):

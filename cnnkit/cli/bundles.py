@@ -85,7 +85,7 @@ def evaluate(
 def export(
     bundle: Path,
     format_: Annotated[str, typer.Option("--format", "-f", help="Target format: onnx.")] = "onnx",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="File to write (default: the bundle's name with the format's suffix).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="File to write (default: the bundle's name with the format's suffix).")] = None,
     input_dtype: Annotated[str, typer.Option("--input-dtype", help="dtype of the graph's raw-pixel input: uint8 or float32.")] = "uint8",
     force: ForceOption = False,
 ):

@@ -42,7 +42,7 @@ def report(
 @command()
 def show(
     spec: Path,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="PNG to write (default: <spec name>-samples.png).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="PNG to write (default: <spec name>-samples.png).")] = None,
     count: Annotated[int, typer.Option(min=1, max=100, help="How many training images.")] = 9,
     set_: SetOption = None,
     force: ForceOption = False,
@@ -56,9 +56,9 @@ def show(
 
     require_plots()
     model_spec = load_spec(spec, set_ or [])
-    target = out or Path(f"{Path(model_spec.name).name or 'model'}-samples.png")
-    if not target.is_dir():  # before the data is read; write_samples names a folder itself
-        check_picture(target, force)
+    target = out or f"{Path(model_spec.name).name or 'model'}-samples.png"
+    if not Path(target).is_dir():  # before the data is read; write_samples names a folder itself
+        target = check_picture(target, force)
     data = load_dataset(model_spec.data.model_copy(update={"train_limit": count, "test_limit": 1}), tuple(model_spec.input.shape))
     columns = math.ceil(math.sqrt(len(data.train_labels)))
     write_samples(data.train_images, data.train_labels, list(data.classes), target,

@@ -71,7 +71,7 @@ def schema(
     from ..spec.schema import spec_schema
 
     if out is not None:  # before the work, as for bundles: a regular file that is an earlier schema, or nothing
-        out = check_target(out, force=force, recognise=_is_schema_file, what="cnnkit spec schema")
+        out = check_target(out, force=force, recognise=_is_schema_file, what="cnnkit spec schema", example="schema.json")
 
     document, skipped = spec_schema()
     for status in skipped:

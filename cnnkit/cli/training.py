@@ -33,8 +33,10 @@ def run(
     from ..training.session import StrictFailure, check_backend, train_session
 
     check_backend(backend, device, resume)
-    if (spec is None) == (resume is None):
-        _fail("give a spec to train, or --resume RUN_FOLDER to go on with a run (not both)", 2)
+    if spec is None and resume is None:
+        _fail("give a spec to train (cnnkit run SPEC.json), or --resume RUN_FOLDER to go on with a run", 2)
+    if spec is not None and resume is not None:
+        _fail(f"give a spec to train or --resume RUN_FOLDER, not both. Received: {spec} and --resume {resume}", 2)
     say = (lambda msg: None) if quiet else typer.echo
     try:
         result = train_session(spec, set_ or [], resume=resume, out=out, run_dir=run_dir, force=force, strict=strict,

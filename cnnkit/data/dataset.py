@@ -84,6 +84,8 @@ def checked(data: Dataset, input_shape: tuple[int, ...], name: str) -> Dataset:
         arrays[split] = (images, labels)
     if not len(arrays["train"][1]):
         raise DataError(f"{name}: the training set is empty")
+    if not len(arrays["test"][1]):  # every run is scored on the test set: refused now, not as a NaN score after training
+        raise DataError(f"{name}: the test set is empty (0 test images); every run is scored on test images, so add some")
     (x, y), (xt, yt) = arrays["train"], arrays["test"]
     return Dataset(x, y, xt, yt, list(classes), data.source)
 

@@ -47,11 +47,32 @@ def _complete(folder: Path, keys=tuple(FILES)) -> bool:
     return all(_find_file(folder, FILES[key][0]) for key in keys)
 
 
+def downloads_allowed() -> bool:
+    """Whether $CNNKIT_OFFLINE allows a download: unset, empty or 0 allow it, 1 does not; any other
+    value (``true``, ``yes``, ``2``) is a DataError rather than a guess."""
+    value = os.environ.get("CNNKIT_OFFLINE", "").strip()
+    if value not in ("", "0", "1"):
+        raise DataError(f"CNNKIT_OFFLINE must be 1 (never download) or 0 (downloads allowed, the default). Received: {os.environ['CNNKIT_OFFLINE']!r}")
+    return value != "1"
+
+
+def _data_root() -> Path | None:
+    """$CNNKIT_DATA as a folder, None when unset; a value naming no folder is a DataError, not ignored."""
+    value = os.environ.get("CNNKIT_DATA", "")
+    if not value:
+        return None
+    root = Path(value)
+    if not root.is_dir():
+        problem = "does not exist" if not os.path.lexists(root) else "is not a folder"
+        raise DataError(f"CNNKIT_DATA names {value}, which {problem}; set it to the folder holding the Fashion-MNIST files, or unset it")
+    return root
+
+
 def _search_dirs() -> list[tuple[Path, bool]]:
     """(folder, chosen_by_user) in search order; folders under $CNNKIT_DATA are the user's choice."""
     dirs = []
-    if os.environ.get("CNNKIT_DATA"):
-        root = Path(os.environ["CNNKIT_DATA"])
+    root = _data_root()
+    if root is not None:
         dirs += [(root, True), (root / "fashion-mnist", True), (root / "FashionMNIST" / "raw", True)]
     dirs += [(cache_dir(), False), (DEBIAN_DIR, False), (Path("data") / "FashionMNIST" / "raw", False)]
     return dirs
@@ -64,6 +85,7 @@ def candidate_dirs() -> list[Path]:
 
 def _find_dataset(explicit_dir: str | Path | None, download: bool, keys=tuple(FILES)) -> tuple[Path, bool]:
     """(folder holding the files of ``keys``, whether the user chose it) — see :func:`locate`."""
+    allowed = downloads_allowed()  # a bad CNNKIT_OFFLINE is an error whether or not a download would happen
     if explicit_dir is not None:
         folder = Path(explicit_dir)
         if not folder.is_dir():
@@ -77,7 +99,7 @@ def _find_dataset(explicit_dir: str | Path | None, download: bool, keys=tuple(FI
             return folder, chosen
     if not download:
         problem = "not found"
-    elif os.environ.get("CNNKIT_OFFLINE") == "1":
+    elif not allowed:
         problem = "not found (downloads are off: CNNKIT_OFFLINE=1)"
     else:
         try:

@@ -9,6 +9,7 @@ only when an export is asked for.
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 
 from ..errors import CnnkitError
@@ -62,6 +63,14 @@ def is_cnnkit_onnx_file(path: str | Path) -> bool:
     return head[:1] == b"\x08" and b"\x12\x06cnnkit" in head
 
 
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether ``a`` and ``b`` are one existing file (False for a name too long, missing, ...: check_target says why)."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
 def export_bundle(bundle: str | Path, out: str | Path | None = None, format: str = "onnx", force: bool = False, **options) -> Path:
     """Export the bundle file ``bundle`` to ``out`` (default: the bundle's name with the format's suffix).
 
@@ -74,10 +83,11 @@ def export_bundle(bundle: str | Path, out: str | Path | None = None, format: str
     from ..bundle.atomic import check_target
     from ..runtime.model import load
 
-    target = Path(out) if out is not None else Path(bundle).with_suffix(f".{format}")
-    if target.exists() and target.resolve() == Path(bundle).resolve():
+    # The text as given: a Path would drop the "/" of "NAME/", which names a folder, not a file.
+    target = os.fspath(out) if out is not None else str(Path(bundle).with_suffix(f".{format}"))
+    if _same_file(target, bundle):
         raise CnnkitError(f"cannot write {target}: that is the bundle being exported; give another --out")
-    target = check_target(target, force=force, recognise=is_cnnkit_onnx_file, what="cnnkit ONNX export")  # OutputError is a CnnkitError
+    target = check_target(target, force=force, recognise=is_cnnkit_onnx_file, what="cnnkit ONNX export", example=f"model.{format}")  # OutputError is a CnnkitError
     from .onnx import save_onnx
 
     require("onnx", "onnxruntime", extra="onnx", purpose="ONNX export")  # before loading: fail fast

@@ -49,11 +49,12 @@ def is_report_page(path: Path) -> bool:
     return PAGE_MARKER in read_head(path, 200)
 
 
-def check_picture(path: str | Path, force: bool = False) -> Path:
-    """The path a picture may be written to: nothing there, or a PNG; anything else only with ``force`` (OutputError)."""
+def check_picture(path: str | Path, force: bool = False, example: str = "samples.png") -> Path:
+    """The path a picture may be written to: nothing there, or a PNG; anything else only with ``force`` (OutputError).
+    ``example`` is the file name suggested when ``path`` names a folder."""
     from ..bundle.atomic import check_target
 
-    return check_target(path, force=force, recognise=is_png_file, what="PNG image")
+    return check_target(path, force=force, recognise=is_png_file, what="PNG image", example=example)
 
 
 def worst_mistakes(proba: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:

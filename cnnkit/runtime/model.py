@@ -276,11 +276,12 @@ class Model:
         """Predicted class indices, (N,)."""
         return self.predict_proba(images, batch_size, preprocessed).argmax(axis=1)
 
-    def save(self, path: str | Path) -> Path:
-        """Write this model as one bundle file (atomically)."""
+    def save(self, path: str | Path, *, force: bool = False) -> Path:
+        """Write this model as one bundle file (atomically). An existing bundle is replaced; any
+        other file, or a read-only one, only with ``force=True``."""
         from ..bundle import save
 
-        return save(self, path)
+        return save(self, path, force=force)
 
     def __repr__(self) -> str:
         return f"Model({self.spec.name!r}, layers={len(self.layers)}, params={sum(w.size for w in self.weights.values())})"

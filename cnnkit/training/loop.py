@@ -227,12 +227,15 @@ def check_classes(model: Model, data: Dataset) -> None:
     classes = model.output_shape[-1]
     # Checked before any training time is spent: a bundle pairs each output with a class name, and
     # a model whose outputs do not match the dataset's classes would save a bundle no one can load.
+    # Labels first: with class names made up from the labels, one stray test label of 12 would
+    # otherwise read as "the dataset has 13 classes".
+    for split, labels in (("train", data.train_labels), ("test", data.test_labels)):
+        if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+            raise DataError(f"{split} labels range over {labels.min()}..{labels.max()}, but the model has {classes} outputs "
+                            f"(classes 0..{classes - 1}); fix the labels, or make the last layer produce {labels.max() + 1} outputs")
     if len(data.classes) != classes:
         raise DataError(f"the model has {classes} outputs but the dataset has {len(data.classes)} classes; "
                         f"make the last layer produce {len(data.classes)} outputs (e.g. dense units={len(data.classes)})")
-    for split, labels in (("train", data.train_labels), ("test", data.test_labels)):
-        if len(labels) and (labels.min() < 0 or labels.max() >= classes):
-            raise DataError(f"{split} labels range over {labels.min()}..{labels.max()}, but the model has {classes} outputs")
 
 
 def score_epoch(model: Model, epoch: int, train_loss: float, lr: float, seconds: float, x_test: np.ndarray, test_labels: np.ndarray,

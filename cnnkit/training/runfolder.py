@@ -38,9 +38,9 @@ def start_run(base: str | Path, name: str, spec_dict: dict[str, Any]) -> Path:
     """Create ``base/<name>`` (or the first free ``base/<name>-N``) holding the resolved spec; returns it."""
     base = Path(base)
     stem = Path(name).name or "run"
-    if base.exists() and not base.is_dir():  # mkdir would say only "File exists"
-        raise CnnkitError(f"cannot create a run folder in {base}: it is a file, not a folder (--run-dir, CNNKIT_RUN_DIR)")
-    try:
+    try:  # even a look at base can fail (a name too long): OSError below
+        if base.exists() and not base.is_dir():  # mkdir would say only "File exists"
+            raise CnnkitError(f"cannot create a run folder in {base}: it is a file, not a folder (--run-dir, CNNKIT_RUN_DIR)")
         base.mkdir(parents=True, exist_ok=True)
         for n in range(1, 10_000):
             folder = base / (stem if n == 1 else f"{stem}-{n}")
