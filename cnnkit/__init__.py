@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .errors import BundleError, CnnkitError, CnnkitWarning, DataError, ProviderMismatchWarning, RegistryError, SpecError  # noqa: E402
+from .errors import BundleError, CnnkitError, CnnkitWarning, DataError, DataWarning, ProviderMismatchWarning, RegistryError, SpecError  # noqa: E402
 from .runtime.model import Model  # noqa: E402
 from .spec import ModelSpec, load_spec, validate_spec  # noqa: E402
 
@@ -58,6 +58,7 @@ __all__ = [
     "CnnkitError",
     "CnnkitWarning",
     "DataError",
+    "DataWarning",
     "Model",
     "ModelSpec",
     "ProviderMismatchWarning",

@@ -36,6 +36,10 @@ class CnnkitWarning(UserWarning):
     """Something a user should know that does not stop the work (the CLI prints it as one line)."""
 
 
+class DataWarning(CnnkitWarning):
+    """Data that looks wrong for the model, such as a pixel range the preprocessing does not expect; the work goes on."""
+
+
 class ProviderMismatchWarning(CnnkitWarning):
     """A bundle's layer type is served by another version (or, when allowed, another distribution) than recorded."""
 

@@ -74,7 +74,7 @@ def test_bundle_round_trip_gives_identical_predictions(trained, tmp_path):
     [
         np.zeros((2, 28, 27), np.uint8),
         np.zeros((2, 3, 28, 28), np.uint8),
-        np.zeros((28, 28, 1), np.uint8),
+        np.zeros((28, 28, 2), np.uint8),  # (28, 28, 1) is one channels-last image
         np.zeros(784, np.uint8),
         np.zeros((), np.uint8),
         np.array([["a"] * 28] * 28),
@@ -134,7 +134,8 @@ def test_wrong_image_shape_message_names_only_shapes_that_are_accepted():
     flat = cnnkit.build({"input": {"shape": [784]}, "layers": [{"type": "dense", "units": 10}]})
     with pytest.raises(cnnkit.DataError) as caught:
         flat.predict(np.zeros((2, 28, 28), np.uint8))
-    assert str(caught.value) == "images must have shape (N, 784) for input.shape [784]. Received: [2, 28, 28]"
+    assert str(caught.value) == "images must have shape (N, 784) for input.shape [784], or be one such image without N. Received: [2, 28, 28]"
     image = cnnkit.build({"input": {"shape": [1, 28, 28]}, "layers": [{"type": "flatten"}, {"type": "dense", "units": 10}]})
-    with pytest.raises(cnnkit.DataError, match=r"must have shape \(N, 1, 28, 28\) or \(N, 28, 28\) for input.shape \[1, 28, 28\]\. Received: \[2, 27, 28\]"):
+    with pytest.raises(cnnkit.DataError, match=r"must have shape \(N, 1, 28, 28\), \(N, 28, 28\) or channels last \(N, 28, 28, 1\) "
+                                               r"for input.shape \[1, 28, 28\], or be one such image without N\. Received: \[2, 27, 28\]"):
         image.predict(np.zeros((2, 27, 28), np.uint8))

@@ -30,31 +30,25 @@ def predict(
 
     Pictures are converted to the model's channel count (grayscale or RGB) and resized to its input
     size (with the filter its image-folder training used, else bilinear); --json says what was done.
+    Arrays may be channels first or channels last. A file that cannot be used is named on stderr,
+    the others are still classified, and the exit code is 1.
     """
-    import numpy as np
-
-    from ..data.images import read_images_for
     from ..runtime.model import load
+    from ..runtime.prediction import predict_files
 
     model = load(bundle, allow_provider_mismatch=allow_provider_mismatch)
-    results = []
-    for path in images:
-        array, converted = read_images_for(model, path, invert=invert, background=background, frame=frame,
-                                           warn=lambda message: typer.echo(f"warning: {message}", err=True))
-        proba = model.predict_proba(array)
-        for i, row in enumerate(proba):
-            best = np.argsort(-row)[:top]
-            name = str(path) if len(proba) == 1 else f"{path}[{i}]"
-            result = {"input": name, "top": [{"class": model.classes[j], "index": int(j), "probability": float(row[j])} for j in best]}
-            if converted is not None:
-                result["converted"] = converted
-            results.append(result)
+    found = predict_files(model, images, top=top, invert=invert, background=background, frame=frame,
+                          warn=lambda message: typer.echo(f"warning: {message}", err=True))
     if json_:
-        typer.echo(json.dumps(results, indent=2))
-        return
-    for r in results:
-        note = f"  [{r['converted']}]" if "converted" in r else ""
-        typer.echo(f"{r['input']}: " + ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in r["top"]) + note)
+        typer.echo(json.dumps(found.results, indent=2))
+    else:
+        for r in found.results:
+            note = f"  [{r['converted']}]" if "converted" in r else ""
+            typer.echo(f"{r['input']}: " + ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in r["top"]) + note)
+    for line in found.errors:
+        typer.echo(f"error: {line}", err=True)
+    if found.errors:
+        raise typer.Exit(1)
 
 
 @command()

@@ -79,6 +79,8 @@ def read_images_noted(
     else:
         image, note = _read_picture(path, size, channels, 255 - background if invert else background, frame, warn, resample)
         array = (image[0] if channels == 1 else image)[None]  # grayscale as (1, H, W), as it always was
+    if array.size == 0:  # nothing to predict is not a success
+        raise DataError(f"{path}: holds no images (shape {list(array.shape)})")
     if invert:
         array = 255 - array if array.dtype == np.uint8 else 255.0 - array
     return array, note
@@ -138,13 +140,16 @@ def _read_picture(path: Path, size, channels: int, background: int, frame: int |
                 if img.mode != mode:
                     done.append("grayscale" if mode == "L" else "RGB")
                 img = _pick_frame(img, path, frame)
-                img = _to_8bit(img)
+                img, scaled = _to_8bit(img, path)
+                done.extend(scaled)
                 img = _composite(img, background)
                 img = img.convert(mode)
                 if size is not None and img.size != (size[1], size[0]):
                     img = img.resize((size[1], size[0]), getattr(Image.Resampling, resample.upper()))
                     done.append(f"resized to {size[1]}x{size[0]}")
                 array = np.asarray(img, dtype=np.uint8)
+        except DataError:  # ours, already one line naming the file (a DataError is a ValueError too)
+            raise
         except UnidentifiedImageError:
             raise DataError(f"{path}: not an image Pillow can read (expected PNG, JPEG, ... or .npy / IDX)") from None
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # Pillow's ways to say "broken"
@@ -170,19 +175,36 @@ def _pick_frame(img, path: Path, frame: int | None):
     return img
 
 
-def _to_8bit(img):
-    """16- and 32-bit integer images scaled to 0..255 by their bit depth (Pillow's convert would clip)."""
+def _to_8bit(img, path: Path):
+    """16- and 32-bit images as 8-bit grayscale, and what was done (Pillow's convert would clip or
+    truncate them: a float 0.8 became black, an int 70,000 white).
+
+    Integer images are scaled by their bit depth (16-bit: 65535 -> 255); float images in 0..1 are
+    scaled to 0..255 and those in 0..255 kept. Values outside those ranges have no scale cnnkit can
+    tell, and are refused rather than clipped.
+    """
     from PIL import Image
 
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        top = 65535
+    if img.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return img, []
+    values = np.asarray(img).astype(np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if img.mode == "F":
+        if not np.isfinite(values).all():
+            raise DataError(f"{path}: a floating-point image holding NaN or infinity")
+        if low < 0 or high > 255:
+            raise DataError(f"{path}: a floating-point image with values {low:g}..{high:g}; cnnkit reads float pictures "
+                            f"on a 0..1 or a 0..255 scale, so rescale it to one of those")
+        top, done = (1.0, ["values 0..1 scaled to 0..255"]) if high <= 1 else (255.0, [])
+    elif low < 0 or high > 65535:
+        raise DataError(f"{path}: a 32-bit integer image with values {low:,.0f}..{high:,.0f}, beyond 16 bits; cnnkit cannot "
+                        f"tell its scale, so save it with 8 or 16 bits per pixel")
     elif img.mode == "I":
         # Older Pillow opens a 16-bit PNG as "I"; other formats' "I" images count as 16-bit once a value needs it.
-        top = 65535 if img.format == "PNG" or np.asarray(img).max(initial=0) > 255 else 255
+        top, done = (65535.0 if img.format == "PNG" or high > 255 else 255.0), []
     else:
-        return img
-    values = np.asarray(img).astype(np.float64)
-    return Image.fromarray(np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+        top, done = 65535.0, []
+    return Image.fromarray(np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8), "L"), done
 
 
 def _composite(img, background: int):

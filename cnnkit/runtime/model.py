@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import allocator, parallel, tuning
+from . import allocator, inputs, parallel, tuning
 from ..plugins import contract
-from ..errors import BundleError, CnnkitError, DataError
+from ..errors import BundleError, CnnkitError, DataError, DataWarning
 from ..layers.base import Context
 from .losses import softmax
 from ..spec import ModelSpec, ResolvedLayer, validate_spec
@@ -237,26 +238,19 @@ class Model:
     def preprocess(self, images: np.ndarray, preprocessed: bool = False) -> np.ndarray:
         """Raw images -> float32 model input of shape (N, *input_shape).
 
-        Accepts (N, H, W) or (N, C, H, W) (or a single image without N) of raw pixel values, uint8 or
-        float, and applies the spec's preprocessing (x / divide - subtract). Pass ``preprocessed=True``
-        for arrays already in model units.
+        Accepts (N, C, H, W), for grayscale also (N, H, W), and channels last (N, H, W, C) (see
+        cnnkit.runtime.inputs), or a single image without N, of raw pixel values, uint8 or float, and
+        applies the spec's preprocessing (x / divide - subtract). Pass ``preprocessed=True`` for
+        arrays already in model units.
         """
         x = np.asarray(images)
         if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
             raise DataError(f"images must be a numeric array. Received: dtype={x.dtype}")
-        shape = self.input_shape
         received = list(x.shape)
-        if x.shape == shape or (len(shape) == 3 and shape[0] == 1 and x.shape == shape[1:]):
-            x = x[None]
-        if len(shape) == 3 and shape[0] == 1 and x.ndim == 3:
-            x = x[:, None]
-        if x.shape[1:] != shape:
-            full = f"(N, {', '.join(map(str, shape))})"
-            also = f" or (N, {', '.join(map(str, shape[1:]))})" if len(shape) == 3 and shape[0] == 1 else ""  # what is accepted above
-            raise DataError(f"images must have shape {full}{also} for input.shape {list(shape)}. Received: {received}")
+        x = inputs.as_batch(x, self.input_shape)
         if x.dtype.kind in "fc" and not np.isfinite(x).all():  # NaN in, NaN probabilities out, silently
             raise DataError(f"images must hold finite values. Received: NaN or infinity in an array of shape {received}")
-        x = x.astype(np.float32)
+        x = x.astype(np.float32, order="C")  # channels-last input arrives as a strided view
         if not preprocessed:
             p = self.spec.input.preprocess
             x /= np.float32(p.divide)
@@ -264,7 +258,15 @@ class Model:
         return x
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 256, preprocessed: bool = False) -> np.ndarray:
-        """Class probabilities, (N, classes), each row summing to 1."""
+        """Class probabilities, (N, classes), each row summing to 1.
+
+        Float images of raw pixels that look scaled to 0..1 already, while the spec divides by 255,
+        give a DataWarning (they would be answered at chance level, silently).
+        """
+        if not preprocessed:
+            problem = inputs.prescaled_warning(np.asarray(images), self.spec.input.preprocess.divide)
+            if problem:
+                warnings.warn(DataWarning(problem), stacklevel=2)
         x = self.preprocess(images, preprocessed)
         out = np.empty((len(x), self.output_shape[-1]), np.float32)
         for start in range(0, len(x), batch_size):

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from ..data.dataset import Dataset
-from ..errors import CnnkitError, DataError
+from ..errors import CnnkitError, DataError, DataWarning
 from ..runtime.losses import softmax_cross_entropy
 from ..metrics import accuracy, macro_f1
+from ..runtime.inputs import training_range_warning
 from ..runtime.model import Model
 from ..optim import OPTIMIZERS, Optimizer, build_schedule, clip_grad_norm
 from .augment import Augmenter
@@ -81,7 +82,9 @@ EVAL_CHUNK = 8192
 def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, batch_size: int = 256, preprocessed: bool = False) -> dict[str, float]:
     """Accuracy and macro-F1 of ``model`` on labelled images (converted EVAL_CHUNK at a time)."""
     chunks = range(0, len(images), EVAL_CHUNK)
-    predicted = np.concatenate([model.predict(images[s : s + EVAL_CHUNK], batch_size=batch_size, preprocessed=preprocessed) for s in chunks] or [np.zeros(0, np.int64)])
+    # Converted here, not by predict: the pixel range was looked at once, when training started.
+    chunk = (lambda s: images[s : s + EVAL_CHUNK]) if preprocessed else (lambda s: model.preprocess(images[s : s + EVAL_CHUNK]))
+    predicted = np.concatenate([model.predict(chunk(s), batch_size=batch_size, preprocessed=True) for s in chunks] or [np.zeros(0, np.int64)])
     labels = np.asarray(labels, dtype=np.int64)
     return {"accuracy": accuracy(labels, predicted), "macro_f1": macro_f1(labels, predicted, model.output_shape[-1])}
 
@@ -165,6 +168,9 @@ def fit(
     """
     settings = model.spec.train
     check_classes(model, data)
+    problem = training_range_warning(data.train_images, model.spec.input.preprocess.divide)
+    if problem:  # before any training time is spent: the run may be stopped and the spec fixed
+        warnings.warn(DataWarning(problem), stacklevel=2)
     x, y, held_out, rows = training_arrays(model, data)
     test_eager = _eager(model, data.test_images)
     x_test = model.preprocess(data.test_images) if test_eager else data.test_images
