@@ -9,8 +9,9 @@ one line each. Only regular files are read; a FIFO or a device is refused by nam
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -104,10 +105,53 @@ def read_images_for(model, path: str | Path, invert: bool = False, background: i
 def read_picture(path: Path, size: tuple[int, int] | None, channels: int, resample: str = "bilinear") -> np.ndarray:
     """One picture file as uint8 (C, H, W), read as for prediction (transparency over black), for datasets.
 
-    Safe to call from several threads at once: Pillow's warnings go through :mod:`warnings` as they
-    are (catching them would swap the process-wide warning filters under the other threads).
+    Safe to call from several threads at once. Pillow's warnings go through :mod:`warnings` as they
+    are; inside :func:`named_picture_warnings` they become one line naming the file.
     """
-    return _read_picture(path, size, channels, 0, None, None, resample)[0]
+    with _reading_file(path):
+        return _read_picture(path, size, channels, 0, None, None, resample)[0]
+
+
+# The picture each thread is reading, so that a Pillow warning (which names no file) can be named.
+_reading = threading.local()
+
+
+@contextlib.contextmanager
+def _reading_file(path: Path) -> Iterator[None]:
+    _reading.path = path
+    try:
+        yield
+    finally:
+        _reading.path = None
+
+
+@contextlib.contextmanager
+def named_picture_warnings(warn: Callable[[str], None]) -> Iterator[None]:
+    """While active, the warnings raised while :func:`read_picture` or :func:`picture_size` reads a
+    file (Pillow's, in any thread) are collected; on exit each goes to ``warn`` as one line naming
+    its file (e.g. a picture so large that Pillow suspects a decompression bomb). Other warnings are
+    shown as usual.
+
+    Enter it in the thread that starts the readers and leave it after they finish: the warning
+    filters it sets are process-wide.
+    """
+    from PIL import Image
+
+    caught: list[str] = []
+    with warnings.catch_warnings():
+        shown = warnings.showwarning  # the one in force outside (the CLI's, or Python's)
+        warnings.simplefilter("always", Image.DecompressionBombWarning)
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            path = getattr(_reading, "path", None)
+            if path is None:
+                return shown(message, category, filename, lineno, file, line)
+            caught.append(_warning_line(path, category, message))  # list.append is atomic: threads may share it
+
+        warnings.showwarning = show
+        yield
+    for line in caught:
+        warn(line)
 
 
 def picture_size(path: Path) -> tuple[int, int]:
@@ -115,7 +159,7 @@ def picture_size(path: Path) -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with _reading_file(path), Image.open(path) as img:
             return img.size
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image Pillow can read") from None
@@ -155,10 +199,7 @@ def _read_picture(path: Path, size, channels: int, background: int, frame: int |
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # Pillow's ways to say "broken"
             raise DataError(f"{path}: cannot read image: {_one_line(exc)}") from None
     for w in caught:
-        if issubclass(w.category, Image.DecompressionBombWarning):
-            warn(f"{path}: a very large image ({_one_line(w.message)}); reading it anyway")
-        else:
-            warn(f"{path}: {_one_line(w.message)}")
+        warn(_warning_line(path, w.category, w.message))
     note = f"{original} -> {', '.join(done)}" if done else None
     return (array[None] if channels == 1 else array.transpose(2, 0, 1)), note
 
@@ -220,6 +261,14 @@ def _composite(img, background: int):
     rgba = img.convert("RGBA")
     ground = Image.new("RGBA", rgba.size, (background, background, background, 255))
     return Image.alpha_composite(ground, rgba).convert("RGB")
+
+
+def _warning_line(path: Path, category: type[Warning], message) -> str:
+    from PIL import Image
+
+    if issubclass(category, Image.DecompressionBombWarning):
+        return f"{path}: a very large image ({_one_line(message)}); reading it anyway"
+    return f"{path}: {_one_line(message)}"
 
 
 def _one_line(message) -> str:

@@ -3,7 +3,11 @@
 Pictures are converted to the spec's channel count (1: grayscale, 3: RGB) and resized to its
 height and width, decoded on all cores, and kept as one uncompressed .npz in the user cache
 ($XDG_CACHE_HOME/cnnkit/image-folder, default ~/.cache/cnnkit), memory-mapped from there. The cache
-is rebuilt when any picture is added, removed or changed (name, size or modification time).
+is rebuilt when any picture is added, removed or changed (name, size or modification time), and
+when its bytes no longer match their CRC-32 checksums (a damaged cache file is never used).
+
+A picture name that is not a regular file (a dangling symlink, a FIFO) and a class folder whose name
+is not UTF-8 (class names are text in bundles) are one-line errors, not skipped.
 
 Examples are ordered class by class in turn (the first picture of every class, then the second,
 ...; pictures sorted by name within a class), so ``train_limit`` takes a mix of all classes.
@@ -14,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
@@ -21,10 +27,11 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, NonNegativeInt
 
-from ...errors import DataError
+from ...errors import DataError, DataWarning
+from ...files import file_kind
 from ..arrays import cache_root, read_npz, write_npz
 from ..dataset import Dataset
-from ..images import PICTURE_SUFFIXES, picture_size, read_picture
+from ..images import PICTURE_SUFFIXES, named_picture_warnings, picture_size, read_picture
 from .base import DatasetSource, SourceParams
 
 CACHE_VERSION = 1  # bump when the cached layout or the decoding changes
@@ -50,7 +57,7 @@ class ImageFolder(DatasetSource):
         test_files = _list_folder(Path(p.test_path), classes)[1] if p.test_path else None
         signature = _signature(train_files + (test_files or []))
         cache = _cache_file(p, input_shape) if p.cache else None
-        if cache is not None and cache.is_file():
+        if cache is not None and cache.is_file() and _intact(cache):
             try:
                 arrays = read_npz(cache, ("x_train", "y_train", "x_test", "y_test", "signature"))
                 if str(arrays["signature"]) == signature:
@@ -69,9 +76,10 @@ class ImageFolder(DatasetSource):
     def _decode(self, train_files: list[tuple[Path, int]], test_files: list[tuple[Path, int]] | None, input_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
         p = self.params
         everything = train_files + (test_files or [])
-        if p.resize is None:
-            _check_sizes(everything, input_shape)
-        images = _decode_all([path for path, _ in everything], input_shape, p.resize or "nearest")
+        with named_picture_warnings(lambda line: warnings.warn(DataWarning(f"image-folder: {line}"), stacklevel=2)):
+            if p.resize is None:
+                _check_sizes(everything, input_shape)
+            images = _decode_all([path for path, _ in everything], input_shape, p.resize or "nearest")
         labels = np.array([label for _, label in everything], dtype=np.int64)
         if test_files is not None:
             n = len(train_files)
@@ -86,6 +94,12 @@ def _list_folder(folder: Path, classes: list[str] | None) -> tuple[list[str], li
     if not folder.is_dir():
         raise DataError(f"image-folder: folder not found: {folder}")
     found = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+    for name in found:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # os.scandir gives undecodable bytes as surrogates
+            raise DataError(f"image-folder: class folder {os.fsencode(name)!r} in {folder} is not named in UTF-8; "
+                            f"class names are stored as text, so rename it") from None
     if classes is None:
         if not found:
             raise DataError(f"image-folder: {folder} has no class subfolders; put each class's pictures in path/<class name>/")
@@ -94,8 +108,11 @@ def _list_folder(folder: Path, classes: list[str] | None) -> tuple[list[str], li
         raise DataError(f"image-folder: test folder {folder} has classes {found[:10]}, the training folder {classes[:10]}; they must match")
     per_class = []
     for label, name in enumerate(classes):
-        pictures = sorted(entry.path for entry in os.scandir(folder / name)
-                          if entry.is_file() and not entry.name.startswith(".") and entry.name.lower().endswith(PICTURE_SUFFIXES))
+        named = [entry for entry in os.scandir(folder / name) if not entry.name.startswith(".") and entry.name.lower().endswith(PICTURE_SUFFIXES)]
+        for entry in named:
+            if not entry.is_file() and not entry.is_dir():  # a picture's name on something that is none
+                raise DataError(f"image-folder: {entry.path} is {_what(entry)}, not a picture; remove it or put the picture there")
+        pictures = sorted(entry.path for entry in named if entry.is_file())
         if not pictures:
             raise DataError(f"image-folder: class folder {folder / name} has no PNG or JPEG pictures")
         per_class.append([(Path(path), label) for path in pictures])
@@ -103,13 +120,33 @@ def _list_folder(folder: Path, classes: list[str] | None) -> tuple[list[str], li
     return classes, [files[i] for i in range(depth) for files in per_class if i < len(files)]
 
 
+def _what(entry: os.DirEntry) -> str:
+    """'a dangling symlink (to X)', 'a FIFO (named pipe)', ...: what a directory entry is, for messages."""
+    try:
+        return f"a {file_kind(entry.stat().st_mode)}"
+    except FileNotFoundError:
+        return f"a dangling symlink (to {os.readlink(entry.path)})" if entry.is_symlink() else "gone"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+
+
 def _signature(files: list[tuple[Path, int]]) -> str:
     """sha256 over every picture's path, label, size and modification time: changes when any file does."""
     digest = hashlib.sha256()
     for path, label in files:
         stat = path.stat()
-        digest.update(f"{path}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        digest.update(os.fsencode(path) + f"\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def _intact(cache: Path) -> bool:
+    """Whether every member of the cache file matches its CRC-32 (zip's own checksum, written by
+    np.savez): the arrays are memory-mapped, so damage would otherwise be trained on unseen."""
+    try:
+        with zipfile.ZipFile(cache) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+        return False
 
 
 def _cache_file(params: ImageFolder.Params, input_shape: tuple[int, ...]) -> Path:
