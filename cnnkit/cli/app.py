@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import warnings
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -35,6 +36,10 @@ AllowMismatchOption = Annotated[
     bool, typer.Option("--allow-provider-mismatch", help="Load even if another distribution than the bundle recorded provides a layer type (a warning says which).")
 ]
 ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing file that is not ours, or is read-only.")]
+# evaluate and report: where the test data is now (a bundle records its data paths as given where it was trained)
+DataOption = Annotated[Optional[Path], typer.Option("--data", help="The test data: an .npz file (npz), a folder of class folders, all of it test data (image-folder), a folder with the IDX test files (fashion-mnist, idx-folder).")]
+DataDirOption = Annotated[Optional[Path], typer.Option("--data-dir", help="Where the data is: the source's data.dir (fashion-mnist), data.root (torchvision) or data.path (the others) in place of the bundle spec's.")]
+DataSetOption = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override the bundle spec's data section: data.KEY=JSON, e.g. data.test_path=photos/test (repeatable).")]
 
 
 class Terminated(KeyboardInterrupt):

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import AllowMismatchOption, ForceOption, JsonOption, _console, command
+from .app import AllowMismatchOption, DataDirOption, DataOption, DataSetOption, ForceOption, JsonOption, _console, command
 
 
 @command()
@@ -54,7 +54,9 @@ def predict(
 @command()
 def evaluate(
     bundle: Path,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Where the data is: the source's data.dir (fashion-mnist) or data.path (the others) in place of the bundle spec's.")] = None,
+    data: DataOption = None,
+    data_dir: DataDirOption = None,
+    set_: DataSetOption = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use the first N test images.")] = None,
     json_: JsonOption = False,
     allow_provider_mismatch: AllowMismatchOption = False,
@@ -65,8 +67,8 @@ def evaluate(
     from ..runtime.model import load
 
     model = load(bundle, allow_provider_mismatch=allow_provider_mismatch)
-    # The test set the model was trained against, as its spec's data section names it.
-    data = load_test_set(model.spec.data, model.input_shape, data_dir, limit)
+    # The test set the model was trained against, as its spec's data section names it (or as given).
+    data = load_test_set(model.spec.data, model.input_shape, data_dir, limit, test_data=data, overrides=set_, classes=model.classes)
     report = evaluate_model(model, data.test_images, data.test_labels)
     if json_:
         typer.echo(json.dumps(report, indent=2))

@@ -11,14 +11,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import ForceOption, SetOption, command
+from .app import DataDirOption, DataOption, DataSetOption, ForceOption, SetOption, command
 
 
 @command()
 def report(
-    source: Annotated[Path, typer.Argument(metavar="BUNDLE_OR_RUN", help="A bundle, or a run folder (its last.cnnkit).")],
+    source: Annotated[Path, typer.Argument(metavar="BUNDLE_OR_RUN", help="A bundle, or a run folder (the bundle the run delivered).")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the PNGs and index.html (default: <bundle>-report/, or <run>/report/).")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Where the data is: the source's data.dir (fashion-mnist) or data.path (the others) in place of the bundle spec's.")] = None,
+    data: DataOption = None,
+    data_dir: DataDirOption = None,
+    set_: DataSetOption = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use the first N test images.")] = None,
     force: ForceOption = False,
 ):
@@ -34,8 +36,8 @@ def report(
         for name in (CURVES, CONFUSION, WORST):
             check_picture(target / name, force)
         check_target(target / INDEX, force=force, recognise=is_report_page, what="cnnkit report page")
-    data = load_test_set(model.spec.data, model.input_shape, data_dir, limit)
-    written = write_report(model, data.test_images, data.test_labels, target, described, force=force)
+    test = load_test_set(model.spec.data, model.input_shape, data_dir, limit, test_data=data, overrides=set_, classes=model.classes)
+    written = write_report(model, test.test_images, test.test_labels, target, described, force=force)
     typer.echo(f"wrote {', '.join(p.name for p in written.values())} in {written['index'].parent}")
 
 

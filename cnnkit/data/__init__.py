@@ -4,7 +4,8 @@ from .dataset import Dataset
 from .fashion_mnist import CLASSES, load_fashion_mnist, locate
 from .idx import parse_idx, read_idx
 from .images import read_images
-from .sources import DATASETS, DatasetSource, SourceParams, load_dataset, load_test_set
+from .sources import DATASETS, DatasetSource, SourceParams, load_dataset
+from .testset import load_test_set
 
 __all__ = [
     "CLASSES",

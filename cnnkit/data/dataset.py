@@ -33,6 +33,11 @@ class Dataset:
     source: str
 
 
+def test_only(images: np.ndarray, labels: np.ndarray, classes: list[str], source: str) -> Dataset:
+    """A Dataset of test examples alone (empty train arrays of the same per-image shape)."""
+    return Dataset(images[:0], labels[:0], images, labels, list(classes), source)
+
+
 def limit(data: Dataset, train_limit: int | None, test_limit: int | None) -> Dataset:
     """The first ``train_limit`` / ``test_limit`` examples (views: nothing is copied)."""
     return replace(
@@ -88,6 +93,24 @@ def checked(data: Dataset, input_shape: tuple[int, ...], name: str) -> Dataset:
         raise DataError(f"{name}: the test set is empty (0 test images); every run is scored on test images, so add some")
     (x, y), (xt, yt) = arrays["train"], arrays["test"]
     return Dataset(x, y, xt, yt, list(classes), data.source)
+
+
+def checked_test(data: Dataset, input_shape: tuple[int, ...], name: str, classes: list[str] | None) -> Dataset:
+    """The test half of :func:`checked`, for evaluation: images, labels (against ``classes``, the
+    model's class names: as many as the data's, which may be named otherwise), at least one example."""
+    if not isinstance(data, Dataset):
+        raise DataError(f"{name}: the source returned {type(data).__name__}, not a cnnkit.data.Dataset")
+    if classes is not None and len(data.classes) != len(classes):  # names may differ: a model's classes may be renamed
+        raise DataError(f"{name}: the test data has {len(data.classes)} classes ({', '.join(map(str, list(data.classes)[:5]))}, ...), "
+                        f"the model {len(classes)} ({', '.join(map(str, list(classes)[:5]))}, ...); they must pair up")
+    classes = list(classes if classes is not None else data.classes)
+    images = _images(data.test_images, input_shape, f"{name}: test images")
+    labels = _labels(data.test_labels, len(classes), f"{name}: test labels")
+    if len(images) != len(labels):
+        raise DataError(f"{name}: test has {len(images):,} images but {len(labels):,} labels; they must pair up one to one")
+    if not len(labels):
+        raise DataError(f"{name}: the test data holds no images")
+    return Dataset(images[:0], labels[:0], images, labels, classes, data.source)
 
 
 def _images(images: object, input_shape: tuple[int, ...], where: str) -> np.ndarray:

@@ -128,13 +128,16 @@ def write_samples(images: np.ndarray, labels: np.ndarray, class_names: list[str]
 
 
 def report_source(path: str | Path) -> tuple[Any, str, Path]:
-    """(model, description, default output folder) for a bundle file or a run folder (its last.cnnkit)."""
+    """(model, description, default output folder) for a bundle file, or for a run folder the bundle
+    the run delivered (not its last checkpoint), into the run's report folder: the same model the
+    report written at the end of the run shows. A bundle named inside a run folder (``last.cnnkit``)
+    gets its own folder (``last-report``), so the run's report is not replaced by another model's."""
     from ..runtime.model import load
 
     path = Path(path)
     if path.is_dir():
-        last = path / "last.cnnkit"
-        if not last.is_file():
-            raise CnnkitError(f"{path} is a folder without last.cnnkit; give a bundle or a run folder")
-        return load(last), str(last), path / "report"
+        from ..training.runfolder import delivered_bundle
+
+        delivered = delivered_bundle(path)
+        return load(delivered), str(delivered), path / "report"
     return load(path), str(path), path.with_name(f"{path.stem}-report")

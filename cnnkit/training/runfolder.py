@@ -5,7 +5,7 @@ is never overwritten); ``train_in_folder`` trains with a checkpoint (``last.cnnk
 written atomically at each epoch end and whenever a stop is asked for (Ctrl-C, SIGTERM: see
 ``stop_on_signals``), and ``resume_run`` goes on from a folder's last checkpoint to the same final
 bundle an uninterrupted run writes (same thread count). With a validation split, ``best.cnnkit`` is the
-plain bundle of the best epoch so far.
+plain bundle of the best epoch so far. ``delivered.json`` records the final bundle (path, checksum).
 """
 
 from __future__ import annotations
@@ -21,15 +21,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..bundle import save, write_atomic
+from ..bundle import read, save, write_atomic
 from ..data.fashion_mnist import Dataset
 from ..errors import BundleError, CnnkitError
+from ..files import read_regular
 from ..runtime.model import Model
 from .checkpoint import read_checkpoint, restore_state, save_checkpoint
 from .health import TrainingDiverged
 from .loop import EpochRecord, Hooks, Interrupted, TrainState, fit, training_metadata
 
 SPEC_FILE, HISTORY_FILE, LAST, BEST = "spec.json", "history.csv", "last.cnnkit", "best.cnnkit"
+DELIVERED = "delivered.json"  # the final bundle's path and checksum
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1",
                    "lr", "images_per_second", "seconds")
 
@@ -170,12 +172,42 @@ def resume_run(folder: str | Path, overrides: list[str] | None = None) -> tuple[
 
 
 def save_final(model: Model, target: Path, folder: Path, force: bool = False) -> None:
-    """Write the final bundle; if that fails (disk full), say that the run folder's last checkpoint is intact."""
+    """Write the final bundle and record it in the run folder (``delivered.json``: its path and
+    checksum, what `cnnkit report RUN` reports); if the bundle cannot be written (disk full), say
+    that the run folder's last checkpoint is intact."""
     try:
-        save(model, target, force=force)
+        written = save(model, target, force=force)
     except BundleError as exc:
         raise BundleError(f"{exc}; the run's last checkpoint {folder / LAST} is intact: free space, then write the bundle with "
                           f"cnnkit run --resume {folder} --out {target}") from None
+    try:  # best effort: without the record, `cnnkit report RUN` asks for a bundle by name
+        record = {"bundle": str(Path(written).resolve()), "sha256": read(written).sha256}
+        write_atomic(folder / DELIVERED, (json.dumps(record, indent=2) + "\n").encode())
+    except (OSError, CnnkitError):
+        pass
+
+
+def delivered_bundle(folder: str | Path) -> Path:
+    """The bundle a finished run wrote, as its run folder recorded it, or one CnnkitError saying why
+    not (not finished, gone, replaced by another model since) and naming the run's own bundles."""
+    folder = Path(folder)
+    own = [f"{folder / name} ({what})" for name, what in ((BEST, "the best epoch"), (LAST, "the last checkpoint")) if (folder / name).is_file()]
+    instead = f"; report a bundle by name, e.g. {' or '.join(own)}" if own else ""
+    record = folder / DELIVERED
+    if not record.is_file():
+        raise CnnkitError(f"{folder} records no bundle it delivered (the run has not finished, or finished before cnnkit recorded it){instead}")
+    try:
+        info = json.loads(read_regular(record, "run record", CnnkitError, 1 << 16))
+        path, sha256 = Path(info["bundle"]), info["sha256"]
+        if not isinstance(sha256, str):
+            raise TypeError(sha256)
+    except (ValueError, KeyError, TypeError):
+        raise CnnkitError(f"{record} is damaged{instead}") from None
+    if not path.is_file():
+        raise CnnkitError(f"{folder} delivered {path}, which is gone{instead}")
+    if read(path).sha256 != sha256:
+        raise CnnkitError(f"{folder} delivered {path}, which has been replaced by another model since{instead}")
+    return path
 
 
 @contextlib.contextmanager

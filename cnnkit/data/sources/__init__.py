@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
-from ...errors import CnnkitError, DataError
+from ...errors import CnnkitError
 from ...plugins.registry import Registry
 from ..dataset import Dataset, checked, limit
 from .base import DatasetSource, SourceParams, contract_problem
@@ -28,27 +26,6 @@ def load_dataset(data: Any, input_shape: tuple[int, ...]) -> Dataset:
     return _load(_source_of(data), data.dataset, tuple(input_shape), data.train_limit, data.test_limit)
 
 
-def load_test_set(data: Any, input_shape: tuple[int, ...], data_dir: str | None = None, limit: int | None = None) -> Dataset:
-    """The test set of a validated spec's ``data`` section, for evaluation: the first ``limit`` test examples.
-
-    ``data_dir`` replaces the source's folder (its ``folder_key``: fashion-mnist's ``dir``,
-    torchvision's ``root``, the others' ``path``).
-    Fashion-MNIST reads only its two test files, so a folder holding just those is enough.
-    """
-    from ..fashion_mnist import load_fashion_mnist
-
-    source = _source_of(data)
-    if data.dataset == "fashion-mnist":
-        return load_fashion_mnist(data_dir or source.params.dir, test_limit=limit, splits=("test",))
-    if data_dir is not None:
-        key = data.source_class.folder_key
-        try:  # the source's own params, checked again with the new folder
-            source = data.source_class(type(data.source).model_validate({**data.source.model_dump(), key: str(data_dir)}))
-        except ValidationError as exc:
-            raise DataError(f"--data-dir cannot be data.{key} of {data.dataset}: {exc.errors()[0]['msg']}. Received: {str(data_dir)!r}") from None
-    return _load(source, data.dataset, tuple(input_shape), None, limit)
-
-
 def _source_of(data: Any) -> DatasetSource:
     """The source a resolved data section names, ready to load (its constructor only stores its params)."""
     if data.source_class is None:
@@ -60,4 +37,4 @@ def _load(source: DatasetSource, name: str, input_shape: tuple[int, ...], train_
     return limit(checked(source.load(input_shape), input_shape, name), train_limit, test_limit)
 
 
-__all__ = ["DATASETS", "DatasetSource", "SourceParams", "load_dataset", "load_test_set"]
+__all__ = ["DATASETS", "DatasetSource", "SourceParams", "load_dataset"]

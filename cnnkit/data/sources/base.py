@@ -30,6 +30,8 @@ class DatasetSource:
     Params: ClassVar[type[SourceParams]] = SourceParams
     # The Params field naming the source's folder: what `cnnkit evaluate --data-dir` replaces.
     folder_key: ClassVar[str] = "path"
+    # The Params field naming the test data alone: what `cnnkit evaluate --data` sets (None: folder_key).
+    test_key: ClassVar[str | None] = None
 
     def __init__(self, params: SourceParams):
         self.params = params
@@ -42,6 +44,17 @@ class DatasetSource:
         line naming the file and the problem for anything unreadable.
         """
         raise NotImplementedError
+
+    def load_test(self, input_shape: tuple[int, ...], classes: list[str] | None) -> Dataset:
+        """The test examples alone, for `cnnkit evaluate` and `report` (the train arrays may be empty:
+        see :func:`cnnkit.data.dataset.test_only`). ``classes`` are the model's class names, for files
+        that name none. Optional: by default, everything :meth:`load` gives."""
+        return self.load(input_shape)
+
+    def test_files(self) -> list[str]:
+        """The Params fields naming files or folders :meth:`load_test` reads. Each is checked to exist
+        first, so a missing one is named with where it was looked for. Default: none."""
+        return []
 
 
 def contract_problem(cls: type[DatasetSource]) -> str | None:

@@ -19,3 +19,10 @@ class FashionMNIST(DatasetSource):
 
     def load(self, input_shape: tuple[int, ...]) -> Dataset:
         return load_fashion_mnist(self.params.dir)
+
+    def load_test(self, input_shape: tuple[int, ...], classes: list[str] | None) -> Dataset:
+        """The two test files only, so a folder holding just those is enough."""
+        return load_fashion_mnist(self.params.dir, splits=("test",))
+
+    def test_files(self) -> list[str]:
+        return ["dir"] if self.params.dir is not None else []  # else searched for, and named when not found

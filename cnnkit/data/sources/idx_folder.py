@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from ...errors import DataError
-from ..dataset import Dataset, inferred_classes
+from ..dataset import Dataset, inferred_classes, test_only
 from ..idx import map_idx
 from .base import DatasetSource, SourceParams
 
@@ -33,6 +33,18 @@ class IdxFolder(DatasetSource):
             classes = inferred_classes({"train": arrays["train_labels"], "test": arrays["test_labels"]}, "idx-folder",
                                        f"in {folder} and data.classes is not set", "set data.classes")
         return Dataset(arrays["train_images"], arrays["train_labels"], arrays["test_images"], arrays["test_labels"], list(classes), str(folder))
+
+    def load_test(self, input_shape: tuple[int, ...], classes: list[str] | None) -> Dataset:
+        """The two test files only."""
+        folder = Path(self.params.path)
+        images, labels = (map_idx(self._file(folder, key)) for key in ("test_images", "test_labels"))
+        classes = self.params.classes or classes
+        if classes is None:
+            classes = inferred_classes({"test": labels}, "idx-folder", f"in {folder} and data.classes is not set", "set data.classes")
+        return test_only(images, labels, classes, str(folder))
+
+    def test_files(self) -> list[str]:
+        return ["path"]
 
     def _file(self, folder: Path, key: str) -> Path:
         name = getattr(self.params, key)

@@ -30,7 +30,7 @@ from pydantic import Field, NonNegativeInt
 from ...errors import DataError, DataWarning
 from ...files import file_kind
 from ..arrays import cache_root, read_npz, write_npz
-from ..dataset import Dataset
+from ..dataset import Dataset, test_only
 from ..images import PICTURE_SUFFIXES, named_picture_warnings, picture_size, read_picture
 from .base import DatasetSource, SourceParams
 
@@ -39,6 +39,8 @@ CACHE_VERSION = 1  # bump when the cached layout or the decoding changes
 
 class ImageFolder(DatasetSource):
     """``path/<class>/<picture>``; class names are the subfolder names, sorted."""
+
+    test_key = "test_path"  # `cnnkit evaluate --data FOLDER`: a folder of class folders, all of it test data
 
     class Params(SourceParams):
         path: str = Field(description="folder with one subfolder of PNG/JPEG pictures per class")
@@ -51,10 +53,9 @@ class ImageFolder(DatasetSource):
 
     def load(self, input_shape: tuple[int, ...]) -> Dataset:
         p = self.params
-        if len(input_shape) != 3 or input_shape[0] not in (1, 3):
-            raise DataError(f"image-folder: input.shape must be [1, H, W] (grayscale) or [3, H, W] (RGB). Received: {list(input_shape)}")
+        _check_input_shape(input_shape)
         classes, train_files = _list_folder(Path(p.path), None)
-        test_files = _list_folder(Path(p.test_path), classes)[1] if p.test_path else None
+        test_files = _list_folder(Path(p.test_path), classes, "the training folder's")[1] if p.test_path else None
         signature = _signature(train_files + (test_files or []))
         cache = _cache_file(p, input_shape) if p.cache else None
         if cache is not None and cache.is_file() and _intact(cache):
@@ -73,14 +74,36 @@ class ImageFolder(DatasetSource):
                 pass  # an unwritable cache costs time, not correctness
         return Dataset(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], classes, p.path)
 
+    def load_test(self, input_shape: tuple[int, ...], classes: list[str] | None) -> Dataset:
+        """Only the test pictures are decoded: all of test_path when set (the training folder is not
+        needed), else the held-out share of path, the same pictures :meth:`load` holds out."""
+        p = self.params
+        _check_input_shape(input_shape)
+        whose = "the model's" if classes is not None else None
+        if p.test_path:
+            classes, files = _list_folder(Path(p.test_path), classes, whose)
+        else:
+            classes, everything = _list_folder(Path(p.path), classes, whose)
+            held = _held_out(np.array([label for _, label in everything], dtype=np.int64), p.test_fraction, p.split_seed)
+            files = [everything[i] for i in held]
+        images, labels = self._decode_files(files, input_shape)
+        return test_only(images, labels, classes, p.test_path or p.path)
+
+    def test_files(self) -> list[str]:
+        return ["test_path"] if self.params.test_path else ["path"]
+
+    def _decode_files(self, files: list[tuple[Path, int]], input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 images (N, C, H, W) and int64 labels of (picture, label) pairs; Pillow's warnings one line each."""
+        p = self.params
+        with named_picture_warnings(lambda line: warnings.warn(DataWarning(f"image-folder: {line}"), stacklevel=3)):
+            if p.resize is None:
+                _check_sizes(files, input_shape)
+            images = _decode_all([path for path, _ in files], input_shape, p.resize or "nearest")
+        return images, np.array([label for _, label in files], dtype=np.int64)
+
     def _decode(self, train_files: list[tuple[Path, int]], test_files: list[tuple[Path, int]] | None, input_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
         p = self.params
-        everything = train_files + (test_files or [])
-        with named_picture_warnings(lambda line: warnings.warn(DataWarning(f"image-folder: {line}"), stacklevel=2)):
-            if p.resize is None:
-                _check_sizes(everything, input_shape)
-            images = _decode_all([path for path, _ in everything], input_shape, p.resize or "nearest")
-        labels = np.array([label for _, label in everything], dtype=np.int64)
+        images, labels = self._decode_files(train_files + (test_files or []), input_shape)
         if test_files is not None:
             n = len(train_files)
             return {"x_train": images[:n], "y_train": labels[:n], "x_test": images[n:], "y_test": labels[n:]}
@@ -89,8 +112,14 @@ class ImageFolder(DatasetSource):
         return {"x_train": images[keep], "y_train": labels[keep], "x_test": images[held], "y_test": labels[held]}
 
 
-def _list_folder(folder: Path, classes: list[str] | None) -> tuple[list[str], list[tuple[Path, int]]]:
-    """Class names and (picture, label) pairs, interleaved class by class; ``classes`` fixes the names (test folder)."""
+def _check_input_shape(input_shape: tuple[int, ...]) -> None:
+    if len(input_shape) != 3 or input_shape[0] not in (1, 3):
+        raise DataError(f"image-folder: input.shape must be [1, H, W] (grayscale) or [3, H, W] (RGB). Received: {list(input_shape)}")
+
+
+def _list_folder(folder: Path, classes: list[str] | None, whose: str | None = None) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Class names and (picture, label) pairs, interleaved class by class; ``classes`` fixes the names
+    (a test folder's must be ``whose``: the training folder's, the model's)."""
     if not folder.is_dir():
         raise DataError(f"image-folder: folder not found: {folder}")
     found = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
@@ -105,7 +134,7 @@ def _list_folder(folder: Path, classes: list[str] | None) -> tuple[list[str], li
             raise DataError(f"image-folder: {folder} has no class subfolders; put each class's pictures in path/<class name>/")
         classes = found
     elif found != classes:
-        raise DataError(f"image-folder: test folder {folder} has classes {found[:10]}, the training folder {classes[:10]}; they must match")
+        raise DataError(f"image-folder: {folder} has class folders {found[:10]}, but {whose} classes are {classes[:10]}; they must match")
     per_class = []
     for label, name in enumerate(classes):
         named = [entry for entry in os.scandir(folder / name) if not entry.name.startswith(".") and entry.name.lower().endswith(PICTURE_SUFFIXES)]

@@ -6,7 +6,7 @@ import numpy as np
 from pydantic import Field
 
 from ..arrays import read_npz
-from ..dataset import Dataset, inferred_classes
+from ..dataset import Dataset, inferred_classes, test_only
 from .base import DatasetSource, SourceParams
 
 
@@ -31,3 +31,16 @@ class Npz(DatasetSource):
             classes = inferred_classes(dict(zip(("train", "test"), labels)), "npz", f"in {path}, which has no classes array",
                                        "add a classes array of names")
         return Dataset(arrays["x_train"], labels[0], arrays["x_test"], labels[1], classes, str(path))
+
+    def load_test(self, input_shape: tuple[int, ...], classes: list[str] | None) -> Dataset:
+        """x_test and y_test only (an .npz holding just those is enough)."""
+        path = self.params.path
+        arrays = read_npz(path, ("x_test", "y_test"), ("classes",), mmap=self.params.mmap)
+        if "classes" in arrays:
+            classes = [str(c) for c in np.asarray(arrays["classes"]).reshape(-1)]
+        elif classes is None:
+            classes = inferred_classes({"test": np.asarray(arrays["y_test"])}, "npz", f"in {path}, which has no classes array", "add a classes array of names")
+        return test_only(arrays["x_test"], np.asarray(arrays["y_test"]), classes, str(path))
+
+    def test_files(self) -> list[str]:
+        return ["path"]
