@@ -159,3 +159,70 @@ def test_save_takes_force_as_documented(tmp_path, tiny_spec):
     (tmp_path / "other.txt").write_text("mine too")
     assert cnnkit.save(model, tmp_path / "other.txt", force=True) == tmp_path / "other.txt"
     assert cnnkit.load(tmp_path / "other.txt").spec.name == "tiny"
+
+
+# -- finding 22: under torchrun, a bad setting once; --nproc-per-node checks before any process starts --
+
+
+def _torch_env():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _cnnkit(*args, env, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.torch
+def test_under_torchrun_a_bad_setting_is_said_once_not_once_per_process(work):
+    pytest.importorskip("torch")
+    env = {**_torch_env(), "CNNKIT_NUM_THREADS": "abc"}
+    result = _cnnkit("torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "cnnkit", "run", "tiny.json",
+                     "--backend", "torch", "--out", "m.cnnkit", env=env, cwd=work)
+    assert result.returncode != 0
+    assert result.stderr.count("CNNKIT_NUM_THREADS must be a positive integer") == 1, result.stderr
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(("env_extra", "args", "fragment"), [
+    ({"CNNKIT_NUM_THREADS": "abc"}, (), "CNNKIT_NUM_THREADS must be a positive integer"),
+    ({}, ("--set", "train.epochs=0"), "train.epochs"),
+    ({}, ("--set", "data.dir=/nonexistent"), "data directory not found: /nonexistent"),
+    ({}, ("--device", "cuda"), "--device cuda: no CUDA device is available here"),
+])
+def test_nproc_per_node_checks_once_before_any_process_starts(work, env_extra, args, fragment):
+    pytest.importorskip("torch")
+    result = _cnnkit("cnnkit", "run", "tiny.json", "--backend", "torch", "--nproc-per-node", "2", "--out", "m.cnnkit", *args,
+                     env={**_torch_env(), **env_extra}, cwd=work)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
+    assert "training" not in result.stdout and not (work / "m.cnnkit").exists()
+
+
+def test_nproc_per_node_needs_the_torch_backend(work):
+    one_line_error(cli("run", work / "tiny.json", "--nproc-per-node", "2"), "--nproc-per-node needs --backend torch", code=2)
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_nproc_per_node_trains_in_two_processes_and_a_failure_in_them_is_two_lines(work):
+    pytest.importorskip("torch")
+    result = _cnnkit("cnnkit", "run", "tiny.json", "--backend", "torch", "--nproc-per-node", "2", "--out", "m.cnnkit", "--quiet",
+                     env=_torch_env(), cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert cnnkit.load(work / "m.cnnkit").metadata["backend"]["processes"] == 2
+    # The global batch smaller than the process count is found in the processes: each says nothing more
+    # than the first one's line, and the launcher one line, no traceback.
+    result = _cnnkit("cnnkit", "run", "tiny.json", "--backend", "torch", "--nproc-per-node", "2", "--out", "n.cnnkit", "--quiet",
+                     "--set", "train.batch_size=1", env=_torch_env(), cwd=work)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error: ")]
+    assert lines[0] == "error: train.batch_size 1 is the global batch: it must be at least the number of processes (2)", result.stderr
+    assert lines[1].startswith("error: 2 of 2 training processes failed") and "Traceback" not in result.stderr

@@ -59,6 +59,12 @@ def resolve_device(torch, device: str, local_rank: int):
     return torch.device(device)
 
 
+def check_device(device: str) -> None:
+    """A one-line error unless torch is installed and this machine has ``device``."""
+    (torch,) = require("torch", extra="torch", purpose="--backend torch")
+    resolve_device(torch, device, 0)
+
+
 def torch_optimizer(torch, p: OptimizerParams, params):
     """The torch.optim optimizer matching a validated spec's ``train.optimizer`` params, and its knobs."""
     kind = p.type

@@ -84,6 +84,10 @@ def command(*args, **kwargs):
             except CnnkitError as exc:
                 if _state["debug"]:
                     raise
+                if os.environ.get("LOCAL_RANK", "0") != "0":
+                    # Under torchrun every process reads the same input and fails the same way: the
+                    # first process on each machine says it, the others exit quietly.
+                    raise typer.Exit(1) from None
                 _fail(str(exc))
             except Exception as exc:
                 if _state["debug"]:

@@ -27,6 +27,7 @@ def run(
     force: ForceOption = False,
     backend: Annotated[str, typer.Option("--backend", help="numpy (default) or torch (PyTorch; DistributedDataParallel under torchrun).")] = "numpy",
     device: Annotated[str, typer.Option("--device", help="With --backend torch: cpu, cuda or mps.")] = "cpu",
+    nproc_per_node: Annotated[Optional[int], typer.Option("--nproc-per-node", min=1, help="With --backend torch: train in N processes on this machine (as torchrun --standalone does), after checking the spec, settings and data once.")] = None,
 ):
     """Train the model a spec describes on its dataset; write a bundle and a run folder (spec, history.csv, checkpoints)."""
     from ..training.loop import Interrupted
@@ -38,6 +39,9 @@ def run(
     if spec is not None and resume is not None:
         _fail(f"give a spec to train or --resume RUN_FOLDER, not both. Received: {spec} and --resume {resume}", 2)
     say = (lambda msg: None) if quiet else typer.echo
+    if nproc_per_node is not None:
+        _launch(spec, out, set_ or [], quiet, strict, force, backend, device, nproc_per_node)
+        return
     try:
         result = train_session(spec, set_ or [], resume=resume, out=out, run_dir=run_dir, force=force, strict=strict,
                                backend=backend, device=device, say=say, bar=not quiet and sys.stderr.isatty(),
@@ -49,3 +53,21 @@ def run(
     if result is not None:
         written = f" (checkpoint {result.checkpoint_bytes:,} bytes, {result.checkpoint_seconds:.3f}s to write)" if result.checkpoint_bytes else ""
         say(f"wrote {result.target} and {result.folder}/ in {result.seconds:.1f}s total{written}")
+
+
+def _launch(spec, out, sets, quiet, strict, force, backend, device, nproc) -> None:
+    """--nproc-per-node: check once in this process, then start the training processes."""
+    import os
+
+    from ..backends.launch import launch_processes
+    from ..training.session import train_session
+
+    if backend != "torch":
+        _fail(f"--nproc-per-node needs --backend torch (the NumPy backend trains in one process, on all cores). Received: --backend {backend}", 2)
+    if os.environ.get("WORLD_SIZE"):
+        _fail("--nproc-per-node starts the processes itself; under torchrun, leave it out", 2)
+    train_session(spec, sets, out=out, force=force, backend=backend, device=device, check_only=True)
+    args = ["run", str(spec), "--backend", backend, "--device", device, *(["--out", out] if out else []),
+            *(part for s in sets for part in ("--set", s)), *(["--quiet"] if quiet else []), *(["--strict"] if strict else []),
+            *(["--force"] if force else [])]
+    launch_processes(nproc, args)

@@ -77,12 +77,15 @@ def train_session(
     say: Callable[[str], None] = print,
     warn: Callable[[str], None] = print,
     bar: bool = False,
+    check_only: bool = False,
 ) -> SessionResult | None:
     """Train ``spec`` (or go on with the run folder ``resume``) and write the bundle ``out``.
 
     Returns None for the torch backend (it writes no run folder). Raises CnnkitError on bad input,
     StrictFailure on ``strict`` with training warnings (no bundle is written), and ``loop.Interrupted``
     when Ctrl-C or SIGTERM stopped training (the run folder's last checkpoint is then up to date).
+    ``check_only`` checks everything that can fail before training (spec, settings, output, memory,
+    device, data) and returns None: what a launcher does before it starts training processes.
     """
     from ..bundle import check_output, estimated_size
     from ..data import load_dataset
@@ -105,6 +108,13 @@ def train_session(
     too_big = memory.batch_fits(memory.estimate(resolved), min(model_spec.train.batch_size, model_spec.data.train_limit or model_spec.train.batch_size))
     if too_big:
         raise CnnkitError(too_big)
+    if check_only:  # each process would fail the same way: better here, once, before any starts
+        if backend == "torch":
+            from ..backends.torch import check_device
+
+            check_device(device)
+        load_dataset(model_spec.data, tuple(model_spec.input.shape))
+        return None
     if backend == "torch":
         from ..backends.torch import run_spec
 
