@@ -181,7 +181,7 @@ def test_missing_data_directory(work):
 
 def test_evaluate_missing_data_directory(bundle, tmp_path):
     path, _, _ = bundle
-    assert_one_line_error(cli("evaluate", path, "--data-dir", tmp_path / "nowhere"), "data directory not found", "nowhere")
+    assert_one_line_error(cli("evaluate", path, "--data-dir", tmp_path / "nowhere"), f"data.dir {tmp_path / 'nowhere'} (from --data-dir) not found")
 
 
 def test_dataset_not_found_anywhere(work, monkeypatch):

@@ -46,9 +46,10 @@ def test_run_writes_a_numbered_run_folder_and_resume_finishes_it(spec_file, tmp_
 
 
 def test_run_needs_a_spec_or_resume_not_both(spec_file, tmp_path):
-    for args in ((), (spec_file, "--resume", tmp_path)):
-        result = cli("run", *args)
-        assert result.exit_code == 2 and result.stderr.startswith("error: give a spec to train, or --resume")
+    result = cli("run")
+    assert result.exit_code == 2 and result.stderr.startswith("error: give a spec to train (cnnkit run SPEC.json), or --resume")
+    result = cli("run", spec_file, "--resume", tmp_path)
+    assert result.exit_code == 2 and result.stderr.startswith("error: give a spec to train or --resume RUN_FOLDER, not both")
     result = cli("run", "--resume", tmp_path / "nothing")
     assert result.exit_code == 1 and result.stderr.strip() == f"error: cannot resume {tmp_path / 'nothing'}: not a run folder (no such directory)"
 
