@@ -6,12 +6,23 @@ import math
 import os
 import struct
 import tempfile
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+
+
+# How a damaged .npz shows itself: zipfile's and zlib's errors, and those of numpy's header parser
+# (it tokenizes the header's Python literal: a flipped bit can end it mid-statement).
+_BROKEN = (OSError, ValueError, SyntaxError, TypeError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, tokenize.TokenError)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
 
 
 def cache_root() -> Path:
@@ -33,8 +44,8 @@ def read_npz(path: str | Path, required: tuple[str, ...], optional: tuple[str, .
         archive = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise DataError(f"file not found: {path}") from None
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not a readable .npz file: {exc}") from None
+    except (*_BROKEN, NotImplementedError) as exc:  # NotImplementedError: a compression zipfile lacks
+        raise DataError(f"{path}: not a readable .npz file: {_one_line(exc)}") from None
     with archive:
         members = {name[:-4]: archive.getinfo(name) for name in archive.namelist() if name.endswith(".npy")}
         missing = [key for key in required if key not in members]
@@ -58,8 +69,8 @@ def _member(path: Path, archive: zipfile.ZipFile, key: str, info: zipfile.ZipInf
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, fortran, dtype = read_header(fh)
             header_length = fh.tell()
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{path}: array {key!r} is not a readable .npy member: {exc}") from None
+    except _BROKEN as exc:
+        raise DataError(f"{path}: array {key!r} is not a readable .npy member: {_one_line(exc)}") from None
     if dtype.hasobject:
         raise DataError(f"{path}: array {key!r} is an object array (dtype {dtype}); cnnkit reads .npz without pickle, "
                         f"so save plain numeric or string arrays (e.g. x.astype(np.uint8))")
@@ -78,9 +89,9 @@ def _member(path: Path, archive: zipfile.ZipFile, key: str, info: zipfile.ZipInf
     except ValueError as exc:
         if "allow_pickle" in str(exc):
             raise DataError(f"{path}: array {key!r} is an object array; cnnkit reads .npz without pickle, so save plain numeric or string arrays") from None
-        raise DataError(f"{path}: array {key!r} cannot be read: {exc}") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: array {key!r} cannot be read: {exc}") from None
+        raise DataError(f"{path}: array {key!r} cannot be read: {_one_line(exc)}") from None
+    except _BROKEN as exc:
+        raise DataError(f"{path}: array {key!r} cannot be read: {_one_line(exc)}") from None
 
 
 def _data_offset(path: Path, info: zipfile.ZipInfo) -> int:

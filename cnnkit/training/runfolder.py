@@ -201,9 +201,10 @@ def delivered_bundle(folder: str | Path) -> Path:
         path, sha256 = Path(info["bundle"]), info["sha256"]
         if not isinstance(sha256, str):
             raise TypeError(sha256)
-    except (ValueError, KeyError, TypeError):
+        present = path.is_file()
+    except (ValueError, KeyError, TypeError, OSError):  # OSError, ValueError: a name too long, a NUL byte
         raise CnnkitError(f"{record} is damaged{instead}") from None
-    if not path.is_file():
+    if not present:
         raise CnnkitError(f"{folder} delivered {path}, which is gone{instead}")
     if read(path).sha256 != sha256:
         raise CnnkitError(f"{folder} delivered {path}, which has been replaced by another model since{instead}")
