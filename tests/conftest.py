@@ -57,6 +57,17 @@ def write_dataset(folder: Path, train: int = 240, test: int = 100, gz: bool = Tr
     return folder
 
 
+def one_line_error(result, *fragments, code=1) -> str:
+    """A CliRunner result that failed with exit ``code`` and one "error: " line on stderr holding every
+    fragment (no traceback, no "internal error"); returns the line."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "internal error" not in lines[0], result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
 TINY_SPEC = {
     "name": "tiny",
     "input": {"shape": [1, 28, 28]},

@@ -18,7 +18,7 @@ import cnnkit
 from cnnkit.cli import app
 from cnnkit.data import load_test_set
 from cnnkit.errors import SpecError
-from conftest import TINY_SPEC, synthetic_images
+from conftest import TINY_SPEC, one_line_error, synthetic_images
 
 runner = CliRunner()
 
@@ -27,13 +27,6 @@ def cli(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def one_line_error(result, *fragments):
-    assert result.exit_code == 1, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "internal error" not in lines[0], result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def evaluated(result) -> dict:

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 import cnnkit
 from cnnkit import bundle
 from cnnkit.cli import app
-from conftest import TINY_SPEC
+from conftest import TINY_SPEC, one_line_error
 
 runner = CliRunner()
 
@@ -34,13 +34,6 @@ def cli(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def one_line_error(result, *fragments, code=1):
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from cnnkit.cli import app
 from cnnkit.data import load_dataset, load_fashion_mnist
 from cnnkit.errors import DataError
 from cnnkit.spec import validate_spec
-from conftest import TINY_SPEC
+from conftest import TINY_SPEC, one_line_error
 
 runner = CliRunner()
 
@@ -24,13 +24,6 @@ def cli(*args, env=None):
     return runner.invoke(app, [str(a) for a in args], env=env)
 
 
-def one_line_error(result, *fragments, code=1):
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "internal error" not in lines[0], result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture
