@@ -113,7 +113,7 @@ def test_same_provider_loads_silently_and_builtins_ignore_the_cnnkit_version(sit
 def test_cli_provenance_errors_warnings_and_inspect(site, tmp_path):
     path = saved_with_hidden(site, tmp_path)
     images = tmp_path / "x.npy"
-    np.save(images, np.ones((1, 4), np.float32))
+    np.save(images, np.full((1, 4), 3.0, np.float32))  # raw values above 1: no pixel-range warning among the provenance lines
     uninstall(site, "fake-hidden")
     write_dist(site, "fake-hidden", "0.3", {"tanhish": "fake_hidden_mod:Scale"})
     env = subprocess_env(site)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CnnkitError, DataWarning
+from ..errors import DataError, DataWarning
 from . import inputs
 
 
@@ -53,7 +53,7 @@ def predict_files(
             array, converted = read_images_for(model, path, invert=invert, background=background, frame=frame, warn=warn)
             problem = inputs.prescaled_warning(array, divide, source=str(path))
             proba = model.predict_proba(model.preprocess(array), preprocessed=True)
-        except CnnkitError as exc:
+        except DataError as exc:  # about this file; anything else (a bad setting, a layer) stops the command
             message = str(exc)
             found.errors.append(message if str(path) in message else f"{path}: {message}")
             continue
