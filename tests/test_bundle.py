@@ -239,6 +239,29 @@ def test_newer_minor_version_may_add_keys_which_are_ignored():
         bundle.decode(repack(payload))  # the same keys claimed by a 1.1 file are an error
 
 
+def test_a_payload_with_extra_keys_is_packed_once_and_read_back_whole(monkeypatch, tmp_path):
+    """A checkpoint is a model's payload plus its checkpoint map, packed once; the reader keeps the
+    map (Bundle.extra) instead of dropping it, so nobody unpacks the file a second time."""
+    from cnnkit.training.checkpoint import encode_checkpoint, read_checkpoint
+    from cnnkit.training.loop import new_state
+
+    model = tiny_model()
+    data = bundle.pack({**bundle.model_payload(model), "checkpoint": {"epoch": 2}}, bundle.CHECKPOINT_VERSION)
+    b = bundle.decode(data)
+    assert b.version == (1, 2) and b.extra == {"checkpoint": {"epoch": 2}} and b.classes == model.classes
+    assert bundle.decode(bundle.encode(model)).extra == {}
+    calls = {"packb": 0, "unpackb": 0}
+    for name in calls:
+        real = getattr(msgpack, name)
+        monkeypatch.setattr(msgpack, name, lambda *a, _real=real, _name=name, **k: calls.__setitem__(_name, calls[_name] + 1) or _real(*a, **k))
+    written = encode_checkpoint(model, new_state(model))
+    assert calls == {"packb": 2, "unpackb": 0}  # the payload, then the outer map; nothing unpacked and repacked
+    path = tmp_path / "last.cnnkit"
+    path.write_bytes(written)
+    _, saved = read_checkpoint(path)
+    assert calls["unpackb"] == 2 and saved["epoch"] == 1  # the outer map and the payload, each once
+
+
 def test_checksum_mismatch():
     data = bytearray(bundle.encode(tiny_model()))
     data[-5] ^= 0x01  # inside the last weight's data

@@ -25,7 +25,7 @@ from ..files import read_head, read_regular
 from ..plugins import provenance
 from ..spec import ModelSpec, validate_spec
 from .atomic import InterruptedAfterWrite, OutputError, check_target, remove_stale_temps, write_atomic
-from .codec import DTYPES, FORMAT, MAX_FILE_BYTES, VERSION, Bundle, decode, encode, pack, weight_entry
+from .codec import CHECKPOINT_VERSION, DTYPES, FORMAT, MAX_FILE_BYTES, VERSION, Bundle, decode, encode, model_payload, pack, weight_entry
 from .describe import describe, weight_fingerprint
 from .scan import scan
 
@@ -33,8 +33,8 @@ from .scan import scan
 _MARKER = b"\xa6format\xad" + FORMAT.encode()
 
 __all__ = [
-    "DTYPES", "FORMAT", "MAX_FILE_BYTES", "VERSION", "Bundle", "InterruptedAfterWrite", "OutputError",
-    "check_output", "decode", "describe", "encode", "estimated_size", "is_bundle_file", "pack", "read",
+    "CHECKPOINT_VERSION", "DTYPES", "FORMAT", "MAX_FILE_BYTES", "VERSION", "Bundle", "InterruptedAfterWrite", "OutputError",
+    "check_output", "decode", "describe", "encode", "estimated_size", "is_bundle_file", "model_payload", "pack", "read",
     "remove_stale_temps", "save", "scan", "spec_and_weights", "weight_entry", "weight_fingerprint", "write_atomic",
 ]
 

@@ -7,7 +7,8 @@ Layout (docs/FORMAT.md is the full reference)::
       {"spec": {...}, "classes": [str], "providers": {type: {"dist": str, "version": str}},
        "training": {...}, "weights": {name: {"dtype": str, "shape": [int], "data": bin}}}
 
-Decoding runs the byte pre-scanner (scan.py) first, then checks the format version (first), the
+:func:`pack` wraps any payload map (a plain bundle's, or a checkpoint's with its extra ``checkpoint``
+map) in the outer map once. Decoding runs the byte pre-scanner (scan.py) first, then checks the format version (first), the
 checksum, every key and type, a dtype allow-list, little-endian data whose length equals
 prod(shape) * itemsize, and finite float weights.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -31,6 +32,8 @@ from .scan import unpack
 FORMAT = "cnnkit.bundle"
 # 1.1: plugin layer types are recorded qualified ("dist:type"); maxpool2d's stride is stored filled in.
 VERSION = (1, 1)
+# 1.2: a checkpoint, a 1.1 bundle whose payload also holds a "checkpoint" map (docs/FORMAT.md).
+CHECKPOINT_VERSION = (1, 2)
 # Weight dtypes a bundle may hold, by the name stored in the file; data is always little-endian.
 DTYPES = {
     name: np.dtype(name).newbyteorder("<")
@@ -56,6 +59,8 @@ class Bundle:
     training: dict[str, Any]
     weights: dict[str, np.ndarray]
     sha256: str
+    # Payload keys a newer minor version added (a checkpoint's "checkpoint" map), decoded but not checked here.
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -64,6 +69,11 @@ class Bundle:
 
 def encode(model) -> bytes:
     """The bundle bytes for ``model``; equal inputs give byte-identical output (no timestamps)."""
+    return pack(model_payload(model))
+
+
+def model_payload(model) -> dict[str, Any]:
+    """The payload map of ``model``'s bundle: spec, classes, providers, training metadata, weights."""
     spec = model.spec.to_dict()
     # The reader rejects this mismatch, so writing it would only produce a bundle no one can load.
     if len(model.classes) != model.output_shape[-1]:
@@ -74,15 +84,13 @@ def encode(model) -> bytes:
     weights = {}
     for name in model.weight_shapes():  # layer order, then each layer's declared order
         weights[name] = weight_entry(name, model.weights[name])
-    return pack(
-        {
-            "spec": spec,
-            "classes": [str(c) for c in model.classes],
-            "providers": providers,
-            "training": _plain(model.metadata, "training metadata"),
-            "weights": weights,
-        }
-    )
+    return {
+        "spec": spec,
+        "classes": [str(c) for c in model.classes],
+        "providers": providers,
+        "training": _plain(model.metadata, "training metadata"),
+        "weights": weights,
+    }
 
 
 def weight_entry(name: str, array: np.ndarray) -> dict[str, Any]:
@@ -97,10 +105,10 @@ def weight_entry(name: str, array: np.ndarray) -> dict[str, Any]:
     return {"dtype": dtype_name, "shape": [int(d) for d in array.shape], "data": data}
 
 
-def pack(payload: dict[str, Any]) -> bytes:
-    """Wrap a payload map in the outer map with format marker, version and checksum."""
+def pack(payload: dict[str, Any], version: tuple[int, int] = VERSION) -> bytes:
+    """Wrap a payload map in the outer map with format marker, ``version`` and checksum (packed once)."""
     body = msgpack.packb(payload, use_bin_type=True)
-    outer = {"format": FORMAT, "version": list(VERSION), "sha256": hashlib.sha256(body).digest(), "payload": body}
+    outer = {"format": FORMAT, "version": list(version), "sha256": hashlib.sha256(body).digest(), "payload": body}
     return msgpack.packb(outer, use_bin_type=True)
 
 
@@ -201,7 +209,8 @@ def decode(data: bytes, source: str = "bundle") -> Bundle:
     _check_plain(training, f"{where}.training")
     entries = _expect(body["weights"], dict, f"{where}.weights")
     weights = {name: _decode_weight(name, entry, len(spec["layers"]), f"{where}.weights", newer) for name, entry in entries.items()}
-    return Bundle((major, minor), spec, classes, providers, training, weights, digest.hex())
+    extra = {k: v for k, v in body.items() if k not in PAYLOAD_KEYS}  # only a newer minor gets here with any
+    return Bundle((major, minor), spec, classes, providers, training, weights, digest.hex(), extra)
 
 
 def _check_spec_outline(spec: Any, where: str) -> dict[str, Any]:

@@ -10,34 +10,27 @@ layers draw from (seed, epoch, step), so they need nothing. docs/FORMAT.md descr
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import numpy as np
 
-from ..bundle import DTYPES, FORMAT, MAX_FILE_BYTES, decode, encode, weight_entry
+from ..bundle import CHECKPOINT_VERSION, DTYPES, MAX_FILE_BYTES, decode, model_payload, pack, weight_entry
 from ..errors import BundleError, SpecError
 from ..files import read_regular
 from ..runtime.model import Model, model_from_bundle
 from .loop import EpochRecord, History, TrainState, new_state
 
-VERSION = (1, 2)  # format 1.1 plus the payload's "checkpoint" map
+VERSION = CHECKPOINT_VERSION  # format 1.1 plus the payload's "checkpoint" map
 KEYS = ("epoch", "step", "optimizer_steps", "loss_sum", "seconds", "first_loss", "stopped", "shuffle", "optimizer",
         "monitor", "best_weights", "history")
 
 
 def encode_checkpoint(model: Model, state: TrainState) -> bytes:
     """The checkpoint bytes of ``model`` (its weights and metadata as a bundle) at ``state``; deterministic."""
-    outer = msgpack.unpackb(encode(model), raw=False)
-    body = msgpack.unpackb(outer["payload"], raw=False)
-    body["checkpoint"] = _state_map(state)
-    payload = msgpack.packb(body, use_bin_type=True)
-    return msgpack.packb({"format": FORMAT, "version": list(VERSION), "sha256": hashlib.sha256(payload).digest(), "payload": payload},
-                         use_bin_type=True)
+    return pack({**model_payload(model), "checkpoint": _state_map(state)}, VERSION)
 
 
 def _state_map(state: TrainState) -> dict[str, Any]:
@@ -103,9 +96,8 @@ def read_checkpoint(path: str | Path) -> tuple[Model, dict[str, Any]]:
     path = Path(path)
     # Like bundle.read: a regular file under the bundle size cap (a FIFO or /dev/zero would never end).
     data = read_regular(path, "checkpoint", BundleError, MAX_FILE_BYTES)
-    bundle = decode(data, str(path))  # every bundle check: checksum, keys, weights
-    body = msgpack.unpackb(msgpack.unpackb(data, raw=False)["payload"], raw=False)
-    saved = body.get("checkpoint")
+    bundle = decode(data, str(path))  # every bundle check: checksum, keys, weights; the checkpoint map comes in `extra`
+    saved = bundle.extra.get("checkpoint")
     if bundle.version != VERSION or not isinstance(saved, dict):
         raise BundleError(f"{path} is a bundle without training state (format {bundle.version[0]}.{bundle.version[1]}), "
                           "not a checkpoint; only a run folder's last.cnnkit can be resumed")
