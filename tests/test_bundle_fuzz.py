@@ -7,6 +7,7 @@ so the checks behind it (keys, types, dtypes, shapes, the spec, the weight names
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import random
 from collections import Counter
@@ -250,3 +251,139 @@ def test_ext_type_is_rejected_by_the_scan_before_msgpack_decodes_it(monkeypatch)
     with pytest.raises(cnnkit.BundleError, match=r"extension type \(0xd6\) is not allowed.*at byte"):
         bundle.decode(data)
     assert len(hooked) == 1  # the outer map only; the payload never reached msgpack
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints: random edits of the checkpoint map, checksum fixed up. Only BundleError may come out,
+# and a checkpoint that passes must resume.
+
+from test_checkpoints import checkpoint, edited  # noqa: E402,F401  (the fixture: a rich run stopped at epoch 2, step 3)
+
+_CHECKPOINT_VALUES = _HOSTILE_VALUES + [-7, 10**9, 0.0, -0.5, 1e308, "-1", str(2**200), str(2**128 - 1), "12x", [None], {"epoch": 1}]
+
+
+def _checkpoint_nodes(saved):
+    return [(saved, k) for k in saved] + list(_nodes(saved))
+
+
+def _field_swapped(rng: random.Random):
+    def change(saved):
+        for _ in range(rng.randint(1, 2)):
+            container, key = rng.choice(_checkpoint_nodes(saved))
+            container[key] = rng.choice(_CHECKPOINT_VALUES)
+    return change
+
+
+def _number_nudged(rng: random.Random):
+    def change(saved):
+        numbers = [(c, k) for c, k in _checkpoint_nodes(saved) if type(c[k]) in (int, float)]
+        container, key = rng.choice(numbers)
+        value = container[key]
+        container[key] = rng.choice([value + 1, value - 1, -value, value * 1000, 0, type(value)(2**31)])
+    return change
+
+
+def _key_dropped_or_renamed(rng: random.Random):
+    def change(saved):
+        maps = [c for c, _ in _checkpoint_nodes(saved) if isinstance(c, dict) and c]
+        target = rng.choice(maps)
+        key = rng.choice(list(target))
+        value = target.pop(key)
+        if rng.random() < 0.5:
+            target[rng.choice(["", key.upper(), key + "_", "epochs", "0.kernel"])] = value
+    return change
+
+
+def _array_damaged(rng: random.Random):
+    def change(saved):
+        holders = [saved["optimizer"]["arrays"]["m"], saved["optimizer"]["arrays"]["v"], saved["best_weights"]]
+        entry = rng.choice(holders)[rng.choice(["0.kernel", "1.gamma", "1.running_var", "6.bias"])]
+        choice = rng.randrange(4)
+        if choice == 0:
+            entry["data"] = entry["data"][: rng.randrange(len(entry["data"]))]
+        elif choice == 1:  # NaN or infinity at a random float
+            at = 4 * rng.randrange(len(entry["data"]) // 4)
+            entry["data"] = entry["data"][:at] + rng.choice([b"\x00\x00\xc0\x7f", b"\x00\x00\x80\x7f", b"\x00\x00\x80\xff"]) + entry["data"][at + 4:]
+        elif choice == 2:
+            entry["shape"] = entry["shape"][::-1] + [1]
+        else:
+            entry["dtype"] = rng.choice(["float64", "float16", "int32", "object"])
+    return change
+
+
+def _history_reshaped(rng: random.Random):
+    def change(saved):
+        rows = saved["history"]
+        choice = rng.randrange(3)
+        if choice == 0:
+            rows.extend(copy.deepcopy(rows) * rng.randint(1, 149))
+        elif choice == 1:
+            rows.clear()
+        else:
+            rows[0].pop(rng.choice(list(rows[0])))
+    return change
+
+
+CHECKPOINT_FUZZ = {
+    "checkpoint fields swapped for hostile values": (_field_swapped, 700),
+    "checkpoint numbers nudged": (_number_nudged, 500),
+    "checkpoint keys dropped or renamed": (_key_dropped_or_renamed, 300),
+    "checkpoint arrays damaged": (_array_damaged, 300),
+    "checkpoint history reshaped": (_history_reshaped, 100),
+}
+
+
+def _checkpoint_outcome(data: bytes) -> str:
+    from cnnkit.training.checkpoint import decode_checkpoint, restore_state
+    from cnnkit.training.checkpoint_check import check_position
+
+    try:
+        model, saved = decode_checkpoint(data, "fuzz.cnnkit")
+        state = restore_state(model, saved, "fuzz.cnnkit")
+        check_position(state.epoch, state.step, state.examples, model.spec.train.batch_size, 192, "fuzz.cnnkit: checkpoint")
+    except cnnkit.BundleError as exc:
+        message = str(exc)
+        assert message.startswith("fuzz.cnnkit") and "\n" not in message, message
+        return "rejected"
+    return "accepted"
+
+
+def test_edited_checkpoints_raise_only_bundle_error_and_accepted_ones_resume(checkpoint, synthetic_dir, tmp_path, capsys):
+    import warnings
+
+    from cnnkit.data import load_fashion_mnist
+    from cnnkit.training.health import TrainingWarning
+    from cnnkit.training.runfolder import LAST, resume_run, train_in_folder
+
+    rng = random.Random(20250923)
+    tally, accepted = {}, []
+    for name, (mutator, count) in CHECKPOINT_FUZZ.items():
+        tally[name] = Counter()
+        for _ in range(count):
+            data = edited(checkpoint, mutator(rng))
+            outcome = _checkpoint_outcome(data)
+            tally[name][outcome] += 1
+            if outcome == "accepted":
+                accepted.append(data)
+    with capsys.disabled():
+        print(f"\ncheckpoint fuzz: {sum(sum(c.values()) for c in tally.values())} edited checkpoints")
+        for name, counts in tally.items():
+            print(f"  {name:58s} {sum(counts.values()):5d} tried, {counts['rejected']:5d} rejected, {counts['accepted']:4d} accepted")
+    assert tally["checkpoint history reshaped"]["accepted"] == 0 and tally["checkpoint arrays damaged"]["accepted"] == 0
+    # What passes is a checkpoint a run can go on from: a sample of them trains to the end of its epoch.
+    data = load_fashion_mnist(synthetic_dir)
+    for i, good in enumerate(accepted[:: max(1, len(accepted) // 6)]):
+        folder = tmp_path / f"run{i}"
+        folder.mkdir()
+        (folder / LAST).write_bytes(good)
+        model, state = resume_run(folder, [f"train.epochs={max(state_epoch(good), 1)}"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TrainingWarning)
+            train_in_folder(model, data, folder, state=state)
+        assert model.metadata["history"][-1]["epoch"] <= state_epoch(good)
+
+
+def state_epoch(data: bytes) -> int:
+    from cnnkit.training.checkpoint import decode_checkpoint
+
+    return decode_checkpoint(data)[1]["epoch"]

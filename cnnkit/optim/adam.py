@@ -13,6 +13,8 @@ from .base import Optimizer, OptimizerParams
 class Adam(Optimizer):
     """m, v: running means of g and g²;  w -= lr * m̂ / (sqrt(v̂) + eps), with m̂, v̂ bias-corrected."""
 
+    NON_NEGATIVE_STATE = ("v",)
+
     class Params(OptimizerParams):
         type: Literal["adam"] = "adam"
         lr: PositiveFloat = 0.001

@@ -22,6 +22,9 @@ class Optimizer:
     """
 
     Params: ClassVar[type[OptimizerParams]]
+    # Per-weight state maps (name -> {weight name: array}) whose values can never be negative (Adam's v):
+    # a checkpoint holding a negative one is refused instead of turning into NaN at the next step.
+    NON_NEGATIVE_STATE: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: OptimizerParams, weights: dict[str, np.ndarray]):
         self.params = params

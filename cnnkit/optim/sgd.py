@@ -23,7 +23,9 @@ class SGD(Optimizer):
     def __init__(self, params: Params, weights: dict[str, np.ndarray]):
         super().__init__(params, weights)
         self.momentum: float = params.momentum
-        self.velocity: dict[str, np.ndarray] = {}  # created at the first step with momentum (a schedule may turn it on)
+        # One per weight from the start (zeros: the first step with momentum gives v = g, as torch's
+        # first momentum_buffer), so a checkpoint always holds the whole map (a schedule may turn momentum on).
+        self.velocity = {k: np.zeros_like(w) for k, w in weights.items()}
 
     def step(self, weights: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
         p = self.params
@@ -32,9 +34,7 @@ class SGD(Optimizer):
             if p.weight_decay:
                 g = g + p.weight_decay * w
             if self.momentum:
-                v = self.velocity.get(name)
-                if v is None:
-                    v = self.velocity[name] = np.zeros_like(w)
+                v = self.velocity[name]
                 v *= self.momentum
                 v += g
                 g = g + self.momentum * v if p.nesterov else v

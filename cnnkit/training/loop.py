@@ -93,9 +93,11 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, batch_size: i
 class TrainState:
     """Everything a run needs to go on from where it is: what a checkpoint stores (train/checkpoint.py).
 
-    The position is ``step`` steps into ``epoch`` (``step`` may equal the epoch's step count: its
-    training is done, its scoring not yet). ``shuffle_state`` is the shuffling generator's state at the
-    start of ``epoch``: the epoch's order is drawn again from it, so no order needs storing.
+    The position is ``step`` steps and ``examples`` examples into ``epoch`` (all of them: its training
+    is done, its scoring not yet). The next step trains the examples after ``examples`` in the
+    epoch's order, so a run resumed with another batch size skips none. ``shuffle_state`` is the
+    shuffling generator's state at the start of ``epoch``: the epoch's order is drawn again from it,
+    so no order needs storing.
     """
 
     optimizer: Optimizer
@@ -103,6 +105,7 @@ class TrainState:
     monitor: Monitor | None = None
     epoch: int = 1
     step: int = 0
+    examples: int | None = 0  # None: from a checkpoint older than this field, ``step`` whole batches
     done: int = 0  # optimizer steps so far: the schedule's clock
     loss_sum: float = 0.0  # sum over the epoch's steps so far of loss * batch size
     seconds: float = 0.0  # wall time of the epoch's steps so far
@@ -114,9 +117,13 @@ class TrainState:
 
 def new_state(model: Model) -> TrainState:
     """The state of a run that has not started: a fresh optimizer, the seed's shuffling generator."""
-    settings = model.spec.train
-    optimizer = OPTIMIZERS[settings.optimizer.type](settings.optimizer, model.weights)
-    return TrainState(optimizer, np.random.default_rng(settings.seed).bit_generator.state, new_monitor(model))
+    return TrainState(fresh_optimizer(model), np.random.default_rng(model.spec.train.seed).bit_generator.state, new_monitor(model))
+
+
+def fresh_optimizer(model: Model) -> Optimizer:
+    """The spec's optimizer for ``model``'s weights, before any step."""
+    settings = model.spec.train.optimizer
+    return OPTIMIZERS[settings.type](settings, model.weights)
 
 
 def new_monitor(model: Model) -> Monitor | None:
@@ -180,15 +187,17 @@ def fit(
     restore = held_out is not None and settings.restore_best is not False
     shuffler = np.random.default_rng(settings.seed)
     n, batch = len(y), settings.batch_size
-    steps = math.ceil(n / batch)
-    schedule = build_schedule(settings.schedule, optimizer.params.lr, total_steps=settings.epochs * steps)
+    schedule = build_schedule(settings.schedule, optimizer.params.lr, total_steps=settings.epochs * math.ceil(n / batch))
+    if state.examples is None:  # an older checkpoint: `step` whole batches of the batch size it ran with
+        state.examples = min(state.step * batch, n)
     while state.epoch <= settings.epochs and not state.stopped:
         epoch = state.epoch
         shuffler.bit_generator.state = state.shuffle_state
         order = shuffler.permutation(n) if settings.shuffle else np.arange(n)
+        steps = state.step + math.ceil((n - state.examples) / batch)  # this epoch's, after a resume with another batch size too
         clock = time.perf_counter()
-        for step in range(state.step, steps):
-            idx = order[step * batch : (step + 1) * batch]
+        while state.examples < n:
+            step, idx = state.step, order[state.examples : state.examples + batch]
             xb = x[idx] if rows is None else model.preprocess(x[rows[idx]])
             xb = xb if augment is None else augment(xb, epoch, step)
             # key: random layers (dropout) draw from (seed, epoch, step, layer, part) — see Model.forward.
@@ -204,11 +213,11 @@ def fit(
             optimizer.step(model.weights, grads)
             state.done += 1
             state.loss_sum += loss * len(idx)
-            state.step = step + 1
+            state.step, state.examples = step + 1, state.examples + len(idx)
             now = time.perf_counter()
             state.seconds, clock = state.seconds + now - clock, now
             if on_step is not None:
-                on_step(epoch, min((step + 1) * batch, n), n, loss)
+                on_step(epoch, state.examples, n, loss)
             if hooks is not None and hooks.after_step(state):
                 raise Interrupted(f"training stopped at epoch {epoch}, step {step + 1} of {steps}", state)
         train_loss, seconds = state.loss_sum / n, state.seconds
@@ -216,7 +225,7 @@ def fit(
         if improved and restore:
             state.best_weights = {name: w.copy() for name, w in model.weights.items()}
         history.append(record)
-        state.epoch, state.step, state.loss_sum, state.seconds = epoch + 1, 0, 0.0, 0.0
+        state.epoch, state.step, state.examples, state.loss_sum, state.seconds = epoch + 1, 0, 0, 0.0, 0.0
         state.shuffle_state = shuffler.bit_generator.state
         state.stopped = monitor is not None and monitor.should_stop
         if on_epoch is not None:
