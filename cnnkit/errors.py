@@ -32,6 +32,10 @@ class DataError(CnnkitError):
     """Input data is missing, malformed or of the wrong shape."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that temp files are removed and the work stops the same way."""
+
+
 class CnnkitWarning(UserWarning):
     """Something a user should know that does not stop the work (the CLI prints it as one line)."""
 

@@ -270,7 +270,7 @@ def _field_swapped(rng: random.Random):
     def change(saved):
         for _ in range(rng.randint(1, 2)):
             container, key = rng.choice(_checkpoint_nodes(saved))
-            container[key] = rng.choice(_CHECKPOINT_VALUES)
+            container[key] = copy.deepcopy(rng.choice(_CHECKPOINT_VALUES))  # a copy: the shared values must stay as they are
     return change
 
 
@@ -353,7 +353,8 @@ def test_edited_checkpoints_raise_only_bundle_error_and_accepted_ones_resume(che
 
     from cnnkit.data import load_fashion_mnist
     from cnnkit.training.health import TrainingWarning
-    from cnnkit.training.runfolder import LAST, resume_run, train_in_folder
+    from cnnkit.training.resume import resume_run
+    from cnnkit.training.runfolder import LAST, train_in_folder
 
     rng = random.Random(20250923)
     tally, accepted = {}, []

@@ -13,7 +13,8 @@ from cnnkit.data import load_fashion_mnist
 from cnnkit.errors import BundleError
 from cnnkit.training.checkpoint import read_checkpoint, restore_state
 from cnnkit.training.loop import Interrupted
-from cnnkit.training.runfolder import LAST, resume_run, train_in_folder
+from cnnkit.training.resume import resume_run
+from cnnkit.training.runfolder import LAST, train_in_folder
 from test_runs import rich_spec, run_in_folder
 
 

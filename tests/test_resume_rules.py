@@ -10,7 +10,8 @@ import pytest
 from cnnkit.data import load_fashion_mnist
 from cnnkit.errors import CnnkitError
 from cnnkit.training.loop import Interrupted
-from cnnkit.training.runfolder import LAST, SPEC_FILE, resume_run, train_in_folder
+from cnnkit.training.resume import resume_run
+from cnnkit.training.runfolder import LAST, SPEC_FILE, train_in_folder
 from test_runs import run_in_folder, sgd_spec
 
 

@@ -12,13 +12,15 @@ import sys
 import pytest
 
 import cnnkit
+from cnnkit import bundle
 from cnnkit.bundle import encode, read
 from cnnkit.data import load_fashion_mnist
 from cnnkit.errors import BundleError, CnnkitError
 from cnnkit.training.checkpoint import read_checkpoint
 from cnnkit.training.health import TrainingDiverged, TrainingWarning
 from cnnkit.training.loop import Interrupted
-from cnnkit.training.runfolder import BEST, HISTORY_COLUMNS, LAST, resume_run, save_final, start_run, train_in_folder
+from cnnkit.training.resume import resume_run
+from cnnkit.training.runfolder import BEST, HISTORY_COLUMNS, LAST, save_final, start_run, train_in_folder
 from conftest import TINY_SPEC
 
 
@@ -120,7 +122,9 @@ def test_run_folder_contents_and_numbering(synthetic_dir, tmp_path):
 def test_a_plain_bundle_is_not_a_checkpoint(synthetic_dir, tmp_path):
     spec, data = sgd_spec(synthetic_dir), load_fashion_mnist(synthetic_dir)
     _, folder = run_in_folder(spec, data, tmp_path / "runs")
-    cnnkit.save(cnnkit.load(folder / LAST), folder / LAST)
+    with pytest.raises(BundleError, match=r"refusing to overwrite .*last\.cnnkit: it is the checkpoint of the run in .*--force replaces it"):
+        cnnkit.save(cnnkit.load(folder / LAST), folder / LAST)  # a checkpoint is at least as valuable as a bundle
+    bundle.save(cnnkit.load(folder / LAST), folder / LAST, force=True)
     with pytest.raises(BundleError, match="not a checkpoint"):
         resume_run(folder)
     with pytest.raises(CnnkitError, match="not a run folder"):

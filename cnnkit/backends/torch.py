@@ -94,7 +94,7 @@ def fit_torch(model: Model, data, device: str = "cpu", on_epoch=None):
     (torch,) = require("torch", extra="torch", purpose="--backend torch")
     from ..export.torch import from_module, to_module
     from ..training.health import TrainingDiverged, TrainingWarning, divergence_message
-    from ..training.loop import History, augmenter, check_classes, finish, new_monitor, score_epoch, training_arrays
+    from ..training.loop import History, augmenter, check_classes, epoch_record, finish, new_monitor, training_arrays
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
@@ -160,7 +160,8 @@ def fit_torch(model: Model, data, device: str = "cpu", on_epoch=None):
             if rank == 0:
                 from_module(module, model)
                 _cross_check(torch, module, model, x_test if held_out is None else held_out[0], target)
-                record, improved = score_epoch(model, epoch, loss_sum / n, knobs.lr, seconds, x_test, data.test_labels, held_out, monitor)
+                record = epoch_record(model, epoch, loss_sum / n, knobs.lr, seconds, x_test, data.test_labels, held_out)
+                improved = monitor is not None and monitor.update(epoch, getattr(record, monitor.monitor))
                 if improved and restore:
                     best_weights = {name: w.copy() for name, w in model.weights.items()}
                 history.append(record)

@@ -14,6 +14,7 @@ model's, and only then renames them into place atomically.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -31,11 +32,13 @@ from .scan import scan
 
 # The start of every bundle this cnnkit writes: a msgpack map whose first key is "format".
 _MARKER = b"\xa6format\xad" + FORMAT.encode()
+# ... followed by "version": [1, 2] in a checkpoint (both numbers are msgpack fixints).
+_CHECKPOINT_MARKER = _MARKER + b"\xa7version\x92" + bytes(CHECKPOINT_VERSION)
 
 __all__ = [
     "CHECKPOINT_VERSION", "DTYPES", "FORMAT", "MAX_FILE_BYTES", "VERSION", "Bundle", "InterruptedAfterWrite", "OutputError",
-    "check_output", "decode", "describe", "encode", "estimated_size", "is_bundle_file", "model_payload", "pack", "read",
-    "remove_stale_temps", "save", "scan", "spec_and_weights", "weight_entry", "weight_fingerprint", "write_atomic",
+    "check_output", "decode", "describe", "encode", "estimated_size", "is_bundle_file", "is_checkpoint_file", "model_payload", "pack",
+    "read", "remove_stale_temps", "save", "scan", "spec_and_weights", "weight_entry", "weight_fingerprint", "write_atomic",
 ]
 
 
@@ -50,13 +53,28 @@ def is_bundle_file(path: str | Path) -> bool:
     return bool(head) and (0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)) and _MARKER in head
 
 
-def estimated_size(parameters: int) -> int:
-    """Bytes a bundle of ``parameters`` float32 weights takes, with room for the spec and metadata."""
-    return 4 * parameters + (1 << 20)
+def is_checkpoint_file(path: str | Path) -> bool:
+    """Whether ``path`` starts like a checkpoint (a bundle of format 1.2, a run folder's last.cnnkit)."""
+    return read_head(path).startswith(_CHECKPOINT_MARKER, 1)
+
+
+def estimated_size(parameters: int, spec=None) -> int:
+    """Bytes a bundle of ``parameters`` float32 weights takes (a little more): the weights, their
+    names and shapes, and the spec and the training metadata of ``spec`` (a ModelSpec) when given."""
+    overhead = 4096  # outer map, checksum, classes, providers, metrics
+    if spec is not None:
+        overhead += 2 * len(json.dumps(spec.to_dict())) + 256 * spec.train.epochs + 256 * len(spec.layers)  # spec, history rows, weight entries
+    return 4 * parameters + overhead
 
 
 def check_output(path: str | os.PathLike, force: bool = False, size_hint: int = 0) -> Path:
-    """The path a bundle may be written to (symlink followed), or OutputError — see :func:`.atomic.check_target`."""
+    """The path a bundle may be written to (symlink followed), or OutputError — see :func:`.atomic.check_target`.
+
+    A checkpoint (a run folder's last.cnnkit) is at least as valuable as a bundle: it is replaced only with ``force``."""
+    if not force and is_checkpoint_file(path):
+        folder = Path(os.path.realpath(path)).parent
+        raise OutputError(f"refusing to overwrite {path}: it is the checkpoint of the run in {folder} (cnnkit run --resume {folder} "
+                          "goes on with it; --force replaces it; in Python: force=True)")
     return check_target(path, force=force, recognise=is_bundle_file, what="cnnkit bundle", size_hint=size_hint)
 
 

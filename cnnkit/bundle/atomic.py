@@ -173,6 +173,14 @@ def _name_max(folder: Path) -> int:
         return 255
 
 
+def free_space(path: str | os.PathLike) -> int | None:
+    """Bytes free for an unprivileged writer where ``path`` is, or would be created (its nearest existing parent); None if unknown."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return _free_bytes(path)
+
+
 def _free_bytes(folder: Path) -> int | None:
     try:
         st = os.statvfs(folder)

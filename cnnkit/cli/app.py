@@ -20,7 +20,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import CnnkitError, CnnkitWarning
+from ..errors import CnnkitError, CnnkitWarning, Terminated
 
 app = typer.Typer(
     help="cnnkit: convolutional networks from JSON specs, trained with NumPy, shipped as one bundle.",
@@ -42,15 +42,21 @@ DataDirOption = Annotated[Optional[Path], typer.Option("--data-dir", help="Where
 DataSetOption = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override the bundle spec's data section: data.KEY=JSON, e.g. data.test_path=photos/test (repeatable).")]
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that temp files are removed on the way out."""
-
-
 def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+def ignore_signals() -> None:
+    """Ignore Ctrl-C and SIGTERM (main thread only) while a stop is reported or the process ends:
+    a second Ctrl-C must not cut the one-line message into a traceback."""
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+
+
 def _fail(message: str, code: int = 1):
+    if code in (130, 143):  # a stop is being reported: another Ctrl-C must not cut the message (the command restores the handlers)
+        ignore_signals()
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -61,7 +67,8 @@ def command(*args, **kwargs):
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*a, **kw):
-            previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
+            main = threading.current_thread() is threading.main_thread()
+            previous = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm)} if main else {}
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("always", CnnkitWarning)
@@ -70,6 +77,7 @@ def command(*args, **kwargs):
             except (typer.Exit, typer.Abort, SystemExit):
                 raise
             except KeyboardInterrupt as exc:
+                ignore_signals()  # first: a second Ctrl-C must not cut this message into a traceback
                 from ..bundle import InterruptedAfterWrite
 
                 code = 143 if isinstance(getattr(exc, "signal_exception", exc), Terminated) else 130
@@ -94,8 +102,8 @@ def command(*args, **kwargs):
                     raise
                 _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
             finally:
-                if previous is not None:
-                    signal.signal(signal.SIGTERM, previous)
+                for s, h in previous.items():
+                    signal.signal(s, h)
 
         return app.command(*args, **kwargs)(wrapper)
 
@@ -128,5 +136,8 @@ def main():
     try:
         app()
     except KeyboardInterrupt:  # between commands' own handlers, e.g. while Click parses arguments
+        ignore_signals()
         typer.echo("error: interrupted", err=True)
         sys.exit(130)
+    finally:  # the command is done: a late Ctrl-C must not turn its exit into a traceback or a death by SIGINT
+        ignore_signals()

@@ -17,12 +17,14 @@ from .app import ForceOption, SetOption, _fail, command
 
 @command()
 def run(
+    ctx: typer.Context,
     spec: Annotated[Optional[Path], typer.Argument(help="The spec to train (not with --resume).")] = None,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Bundle to write (default: <spec name>.cnnkit).")] = None,
     set_: SetOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-epoch lines (warnings are still shown).")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Fail (exit 1, no bundle written) when training ends with a warning.")] = False,
-    run_dir: Annotated[Path, typer.Option("--run-dir", envvar="CNNKIT_RUN_DIR", help="Where run folders go: DIR/<name>, DIR/<name>-2, ...")] = Path("runs"),
+    run_dir: Annotated[Optional[str], typer.Option("--run-dir", envvar="CNNKIT_RUN_DIR", show_default="runs",
+                                                   help="Where new run folders go: DIR/<name>, DIR/<name>-2, ... (not with --resume).")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Go on from a run folder's last checkpoint (e.g. runs/<name>).")] = None,
     force: ForceOption = False,
     backend: Annotated[str, typer.Option("--backend", help="numpy (default) or torch (PyTorch; DistributedDataParallel under torchrun).")] = "numpy",
@@ -32,24 +34,32 @@ def run(
     """Train the model a spec describes on its dataset; write a bundle and a run folder (spec, history.csv, checkpoints)."""
     from ..training.loop import Interrupted
     from ..training.session import StrictFailure, check_backend, train_session
+    from ..training.signals import stop_on_signals
+
+    from typer._click.core import ParameterSource
 
     check_backend(backend, device, resume)
     if spec is None and resume is None:
         _fail("give a spec to train (cnnkit run SPEC.json), or --resume RUN_FOLDER to go on with a run", 2)
     if spec is not None and resume is not None:
         _fail(f"give a spec to train or --resume RUN_FOLDER, not both. Received: {spec} and --resume {resume}", 2)
+    if resume is not None and ctx.get_parameter_source("run_dir") is not ParameterSource.COMMANDLINE:
+        run_dir = None  # CNNKIT_RUN_DIR is a standing choice for new runs; a resume goes on in its own folder
     say = (lambda msg: None) if quiet else typer.echo
     if nproc_per_node is not None:
         _launch(spec, out, set_ or [], quiet, strict, force, backend, device, nproc_per_node)
         return
-    try:
-        result = train_session(spec, set_ or [], resume=resume, out=out, run_dir=run_dir, force=force, strict=strict,
-                               backend=backend, device=device, say=say, bar=not quiet and sys.stderr.isatty(),
-                               warn=lambda message: typer.echo(f"warning: {message}", err=True))
-    except Interrupted as exc:
-        _fail(str(exc), 130)
-    except StrictFailure as exc:  # one line even with --debug, as the command always said it
-        _fail(str(exc))
+    # The session's signal handling covers this command's own last words too: a second Ctrl-C
+    # cannot cut the message that says how to go on.
+    with stop_on_signals() as stop:
+        try:
+            result = train_session(spec, set_ or [], resume=resume, out=out, run_dir=run_dir, force=force, strict=strict,
+                                   backend=backend, device=device, say=say, bar=not quiet and sys.stderr.isatty(),
+                                   warn=lambda message: typer.echo(f"warning: {message}", err=True), stop=stop)
+        except Interrupted as exc:
+            _fail(str(exc), 130)
+        except StrictFailure as exc:  # one line even with --debug, as the command always said it
+            _fail(str(exc))
     if result is not None:
         written = f" (checkpoint {result.checkpoint_bytes:,} bytes, {result.checkpoint_seconds:.3f}s to write)" if result.checkpoint_bytes else ""
         say(f"wrote {result.target} and {result.folder}/ in {result.seconds:.1f}s total{written}")

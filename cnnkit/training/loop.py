@@ -7,6 +7,7 @@ follow that split, and the test set is scored once, at the end, with the weights
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -139,6 +140,11 @@ class Hooks:
 
     ``after_step`` returning True stops training there: ``fit`` raises Interrupted with the state as
     it is (weights updated, ``state.step`` counted), so a checkpoint written by the hook resumes exactly.
+    Scoring (an epoch's, and the final test scoring) runs inside ``scoring()``. A KeyboardInterrupt
+    there calls ``interrupted(state)``: with the state before an epoch's scoring (its steps done, its
+    scores not yet; None in the final scoring, whose state the last epoch's end saved), it returns
+    True when the hooks saved what a resume needs; ``fit`` then raises Interrupted, else the
+    KeyboardInterrupt goes on.
     """
 
     def after_step(self, state: TrainState) -> bool:
@@ -147,11 +153,17 @@ class Hooks:
     def after_epoch(self, state: TrainState, record: EpochRecord) -> None:
         pass
 
+    def scoring(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def interrupted(self, state: TrainState | None) -> bool:
+        return False
+
 
 class Interrupted(CnnkitError):
-    """Training stopped at a step because a hook asked it to (Ctrl-C, SIGTERM, a test)."""
+    """Training stopped because a hook asked it to (Ctrl-C, SIGTERM, a test); ``state`` is where (None: unknown)."""
 
-    def __init__(self, message: str, state: TrainState):
+    def __init__(self, message: str, state: TrainState | None = None):
         super().__init__(message)
         self.state = state
 
@@ -183,6 +195,7 @@ def fit(
     x_test = model.preprocess(data.test_images) if test_eager else data.test_images
     augment = augmenter(model)
     state = new_state(model) if state is None else state
+    hooks = hooks or Hooks()
     optimizer, monitor, history = state.optimizer, state.monitor, state.history
     restore = held_out is not None and settings.restore_best is not False
     shuffler = np.random.default_rng(settings.seed)
@@ -218,11 +231,16 @@ def fit(
             state.seconds, clock = state.seconds + now - clock, now
             if on_step is not None:
                 on_step(epoch, state.examples, n, loss)
-            if hooks is not None and hooks.after_step(state):
+            if hooks.after_step(state):
                 raise Interrupted(f"training stopped at epoch {epoch}, step {step + 1} of {steps}", state)
-        train_loss, seconds = state.loss_sum / n, state.seconds
-        record, improved = score_epoch(model, epoch, train_loss, optimizer.lr, seconds, x_test, data.test_labels, held_out, monitor, test_eager)
-        if improved and restore:
+        try:
+            with hooks.scoring():  # a stop here loses nothing: the scores are computed again on resume
+                record = epoch_record(model, epoch, state.loss_sum / n, optimizer.lr, state.seconds, x_test, data.test_labels, held_out, test_eager)
+        except KeyboardInterrupt:
+            if not hooks.interrupted(state):
+                raise
+            raise Interrupted(f"training stopped at epoch {epoch} after its {state.step} steps, while scoring it", state) from None
+        if monitor is not None and monitor.update(epoch, getattr(record, monitor.monitor)) and restore:
             state.best_weights = {name: w.copy() for name, w in model.weights.items()}
         history.append(record)
         state.epoch, state.step, state.examples, state.loss_sum, state.seconds = epoch + 1, 0, 0, 0.0, 0.0
@@ -230,9 +248,14 @@ def fit(
         state.stopped = monitor is not None and monitor.should_stop
         if on_epoch is not None:
             on_epoch(record)
-        if hooks is not None:
-            hooks.after_epoch(state, record)
-    finish(model, history, monitor, state.best_weights, state.first_loss, x_test, data.test_labels, held_out, test_eager)
+        hooks.after_epoch(state, record)
+    try:
+        with hooks.scoring():  # restores the best weights in place, then scores the test set: done again on resume
+            finish(model, history, monitor, state.best_weights, state.first_loss, x_test, data.test_labels, held_out, test_eager)
+    except KeyboardInterrupt:
+        if not hooks.interrupted(None):
+            raise
+        raise Interrupted("training stopped after its last epoch, while scoring the test set", state) from None
     for message in history.warnings:
         warnings.warn(message, TrainingWarning, stacklevel=2)
     return history
@@ -253,16 +276,14 @@ def check_classes(model: Model, data: Dataset) -> None:
                         f"make the last layer produce {len(data.classes)} outputs (e.g. dense units={len(data.classes)})")
 
 
-def score_epoch(model: Model, epoch: int, train_loss: float, lr: float, seconds: float, x_test: np.ndarray, test_labels: np.ndarray,
-                held_out: tuple[np.ndarray, np.ndarray] | None, monitor: Monitor | None, test_preprocessed: bool = True) -> tuple[EpochRecord, bool]:
-    """An epoch's record, scored on the validation split when there is one (else the test set), and
-    whether it is the best epoch so far (``monitor`` updated; always False without validation)."""
+def epoch_record(model: Model, epoch: int, train_loss: float, lr: float, seconds: float, x_test: np.ndarray, test_labels: np.ndarray,
+                 held_out: tuple[np.ndarray, np.ndarray] | None, test_preprocessed: bool = True) -> EpochRecord:
+    """An epoch's record, scored on the validation split when there is one, else on the test set."""
     if held_out is None:
         scores = _test_scores(model, x_test, test_labels, test_preprocessed)
-        return EpochRecord(epoch, train_loss, scores["accuracy"], scores["macro_f1"], lr, seconds), False
+        return EpochRecord(epoch, train_loss, scores["accuracy"], scores["macro_f1"], lr, seconds)
     v = score(model, *held_out)
-    record = EpochRecord(epoch, train_loss, None, None, lr, seconds, v["loss"], v["accuracy"], v["macro_f1"])
-    return record, monitor.update(epoch, getattr(record, monitor.monitor))
+    return EpochRecord(epoch, train_loss, None, None, lr, seconds, v["loss"], v["accuracy"], v["macro_f1"])
 
 
 def finish(model: Model, history: History, monitor: Monitor | None, best_weights: dict[str, np.ndarray] | None, first_loss: float | None,

@@ -1,11 +1,13 @@
 """The run folder: ``runs/<name>/`` with the resolved spec, history.csv, last.cnnkit and best.cnnkit.
 
 ``start_run`` makes a new numbered folder (``runs/<name>``, then ``runs/<name>-2``, … — an earlier run
-is never overwritten); ``train_in_folder`` trains with a checkpoint (``last.cnnkit``, train/checkpoint.py)
-written atomically at each epoch end and whenever a stop is asked for (Ctrl-C, SIGTERM: see
-``stop_on_signals``), and ``resume_run`` goes on from a folder's last checkpoint to the same final
-bundle an uninterrupted run writes (same thread count). With a validation split, ``best.cnnkit`` is the
-plain bundle of the best epoch so far. ``delivered.json`` records the final bundle (path, checksum).
+is never overwritten); ``train_in_folder`` trains with a checkpoint (``last.cnnkit``, checkpoint.py)
+written atomically at each epoch end and whenever a stop is asked for (Ctrl-C, SIGTERM: signals.py),
+and resume.py goes on from a folder's last checkpoint to the same final bundle an uninterrupted run
+writes (same thread count). With a validation split, ``best.cnnkit`` is the plain bundle of the best
+epoch so far; ``delivered.json`` records the final bundle (path, checksum). A checkpoint, history or
+best.cnnkit that cannot be written (a full disk) is a warning: training goes on, and the final bundle
+is still written; ``check_room`` refuses a folder without room for them before training starts.
 """
 
 from __future__ import annotations
@@ -15,21 +17,22 @@ import csv
 import io
 import json
 import shlex
-import signal
 import time
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..bundle import read, save, write_atomic
+from ..bundle import estimated_size, read, save, write_atomic
+from ..bundle.atomic import free_space
 from ..data.fashion_mnist import Dataset
-from ..errors import BundleError, CnnkitError
+from ..errors import BundleError, CnnkitError, CnnkitWarning
 from ..files import read_regular
 from ..runtime.model import Model
-from .checkpoint import read_checkpoint, restore_state, save_checkpoint
-from .checkpoint_check import check_position
+from .checkpoint import save_checkpoint
+from .checkpoint_check import check_position, optimizer_state_names
 from .health import TrainingDiverged
-from .loop import EpochRecord, Hooks, Interrupted, TrainState, fit, training_metadata
+from .loop import EpochRecord, Hooks, Interrupted, TrainState, fit, fresh_optimizer, training_metadata
 
 SPEC_FILE, HISTORY_FILE, LAST, BEST = "spec.json", "history.csv", "last.cnnkit", "best.cnnkit"
 DELIVERED = "delivered.json"  # the final bundle's path and checksum
@@ -82,27 +85,46 @@ def write_history(folder: Path, history: list[EpochRecord], examples: int) -> No
 
 
 class RunHooks(Hooks):
-    """Checkpoints and history.csv at each epoch end; a checkpoint and a stop when ``stop_requested()``."""
+    """Checkpoints and history.csv at each epoch end; a checkpoint and a stop when ``stop_requested()``.
 
-    def __init__(self, folder: Path, model: Model, data: Dataset, stop_requested: Callable[[TrainState], bool] | None = None):
+    ``saved`` is the (epoch, step) of the checkpoint in the folder (None: none yet). A write that
+    fails is a warning (through ``warn``, once until a write succeeds again): training goes on."""
+
+    def __init__(self, folder: Path, model: Model, data: Dataset, stop_requested: Callable[[TrainState], bool] | None = None,
+                 warn: Callable[[str], None] | None = None, saved: tuple[int, int] | None = None):
         self.folder, self.model, self.data = folder, model, data
         self.stop_requested = stop_requested or (lambda state: False)
+        self.warn = warn or (lambda message: warnings.warn(CnnkitWarning(message), stacklevel=2))
+        self.saved = saved
+        self.failed: str | None = None  # why the last checkpoint write failed, until one succeeds
+        self.warned: set[str] = set()
         self.checkpoint_bytes = 0
         self.checkpoint_seconds = 0.0
         n, size = int(len(data.train_labels)), model.spec.data.validation
         # the training examples per epoch: what stratified_split leaves of the training set
         self.train_examples = n if size is None else n - (size if isinstance(size, int) else round(size * n))
 
-    def checkpoint(self, state: TrainState) -> None:
+    def on_disk(self) -> str:
+        """Where a resume of the folder would start, in words."""
+        if self.saved is None:
+            return f"{self.folder} holds no checkpoint yet"
+        epoch, step = self.saved
+        return f"{self.folder / LAST} holds the run {f'at epoch {epoch}, step {step}' if step else f'after epoch {epoch - 1}'}"
+
+    def checkpoint(self, state: TrainState) -> bool:
         started = time.perf_counter()
         self.model.metadata = {**training_metadata(self.model, self.data, state.history), "train_examples": self.train_examples}
         self.model.metadata["metrics"] = {k: v for k, v in self.model.metadata["metrics"].items() if v is not None}
         try:
             self.checkpoint_bytes = save_checkpoint(self.model, state, self.folder / LAST)
         except BundleError as exc:
-            kept = f"the previous checkpoint {self.folder / LAST} is intact" if (self.folder / LAST).is_file() else "no checkpoint was written"
-            raise BundleError(f"{exc}; {kept}") from None
+            if self.failed is None:
+                self.warn(f"{exc}; training goes on, and each epoch's end tries again ({self.on_disk()})")
+            self.failed = str(exc)
+            return False
+        self.failed, self.saved = None, (state.epoch, state.step)
         self.checkpoint_seconds = time.perf_counter() - started
+        return True
 
     def after_step(self, state: TrainState) -> bool:
         if not self.stop_requested(state):
@@ -112,115 +134,88 @@ class RunHooks(Hooks):
 
     def after_epoch(self, state: TrainState, record: EpochRecord) -> None:
         self.checkpoint(state)
-        write_history(self.folder, state.history, self.train_examples)
+        self._try("history.csv", lambda: write_history(self.folder, state.history, self.train_examples))
         if state.monitor is not None and state.monitor.best_epoch == record.epoch:
-            save(self.model, self.folder / BEST)
+            self._try("best.cnnkit", lambda: save(self.model, self.folder / BEST))
+
+    def scoring(self) -> contextlib.AbstractContextManager:
+        at_once = getattr(self.stop_requested, "at_once", None)  # signals.StopSignals: a signal stops the scoring at once
+        return at_once() if at_once is not None else contextlib.nullcontext()
+
+    def interrupted(self, state: TrainState | None) -> bool:
+        if state is not None:
+            self.checkpoint(state)
+        return True
+
+    def _try(self, what: str, write: Callable[[], Any]) -> None:
+        """A run-folder file that cannot be written is a warning (once per file), not the end of training."""
+        try:
+            write()
+        except (OSError, CnnkitError) as exc:
+            if what not in self.warned:
+                self.warned.add(what)
+                self.warn(f"cannot write {self.folder / what}: {getattr(exc, 'strerror', None) or exc}; training goes on")
 
 
 def train_in_folder(model: Model, data: Dataset, folder: Path, *, state: TrainState | None = None,
                     stop_requested: Callable[[TrainState], bool] | None = None, on_step=None, on_epoch=None,
-                    out: Path | None = None) -> RunHooks:
+                    out: Path | None = None, warn: Callable[[str], None] | None = None) -> RunHooks:
     """Train ``model`` (from ``state`` when resuming) with checkpoints in ``folder``; sets the model's final metadata.
 
-    Raises Interrupted (after writing last.cnnkit) when ``stop_requested`` says so, and TrainingDiverged
-    with a message naming the last good checkpoint and how to resume with a lower rate. ``out``, the
-    bundle the run was asked to write, goes into the resume command so that it writes the same file.
+    Raises Interrupted (after writing last.cnnkit) when ``stop_requested`` says so or a KeyboardInterrupt
+    arrives (a second Ctrl-C), naming the checkpoint a resume starts from, and TrainingDiverged with
+    a message naming the last good checkpoint and how to resume with a lower rate. ``out``, the bundle
+    the run was asked to write, goes into the resume command so that it writes the same file.
     """
-    hooks = RunHooks(folder, model, data, stop_requested)
+    hooks = RunHooks(folder, model, data, stop_requested, warn, saved=None if state is None else (state.epoch, state.step))
     if state is not None:  # the data is loaded now: the checkpoint's position must lie inside one of its epochs
         check_position(state.epoch, state.step, state.examples, model.spec.train.batch_size, hooks.train_examples, f"{folder / LAST}: checkpoint")
-    command = f"cnnkit run --resume {shlex.quote(str(folder))}" + (f" --out {shlex.quote(str(out))}" if out is not None else "")
+    command = resume_command(folder, out)
+    deferred = getattr(stop_requested, "deferred", None)  # signals.StopSignals: a signal stops at the end of a step
     try:
-        history = fit(model, data, on_step=on_step, on_epoch=on_epoch, state=state, hooks=hooks)
+        with deferred() if deferred is not None else contextlib.nullcontext():
+            history = fit(model, data, on_step=on_step, on_epoch=on_epoch, state=state, hooks=hooks)
     except Interrupted as exc:
-        raise Interrupted(f"{exc}; checkpoint {folder / LAST}; go on with: {command}", exc.state) from None
+        stopped = exc.state
+        if stopped is not None and hooks.saved == (stopped.epoch, stopped.step):
+            raise Interrupted(f"{exc}; checkpoint {folder / LAST}; go on with: {command}", stopped) from None
+        raise Interrupted(f"{exc}; its checkpoint could not be written ({hooks.failed}); {_resume_hint(hooks, command)}", stopped) from None
+    except KeyboardInterrupt:  # a second signal: at once, in the middle of a step or of the stop's checkpoint
+        raise Interrupted(f"stopped at once by a second signal; {_resume_hint(hooks, command)}") from None
     except TrainingDiverged as exc:
         last = folder / LAST
         where = (f"the last good checkpoint {last} stays; resume with a lower rate: {command} "
-                 f"--set train.optimizer.lr=<lower>" if last.is_file() else "no epoch finished, so there is no checkpoint")  # the advice is already in exc
+                 f"--set train.optimizer.lr=<lower>" if hooks.saved else "no epoch finished, so there is no checkpoint")  # the advice is already in exc
         raise TrainingDiverged(f"{exc}; {where}") from None
     model.metadata = training_metadata(model, data, history)
     return hooks
 
 
-def resume_run(folder: str | Path, overrides: list[str] | None = None) -> tuple[Model, TrainState]:
-    """The model and training state of a run folder's last checkpoint; ``overrides`` (``--set``) may change training settings.
-
-    What may change and what not (docs/checkpoints-and-backends.md): the model and data never; the
-    seed never (it drew the weights, the validation split and the order); the batch size always
-    (the epoch goes on from the examples it has trained); ``train.shuffle`` at an epoch's start.
-    """
-    folder = Path(folder)
-    if folder.is_file():
-        raise CnnkitError(f"cannot resume {folder}: it is a file; give its run folder, {folder.parent}")
-    if not folder.is_dir():
-        raise CnnkitError(f"cannot resume {folder}: not a run folder (no such directory)")
-    if not (folder / LAST).exists() and (folder / SPEC_FILE).is_file():
-        raise CnnkitError(f"cannot resume {folder}: it holds no checkpoint, so the run ended before its first epoch was done "
-                          f"(killed?); start it again with: cnnkit run {shlex.quote(str(folder / SPEC_FILE))} (then remove {folder})")
-    model, saved = read_checkpoint(folder / LAST)
-    recorded = _recorded_spec(folder, model)
-    if overrides:
-        model = _with_overrides(folder, model, overrides, saved)
-    state = restore_state(model, saved, str(folder / LAST))
-    begun = state.epoch if state.step else state.epoch - 1  # epochs the weights have trained in (the last maybe partly)
-    if model.spec.train.epochs < begun:  # the bundle's spec would then disagree with its history
-        raise CnnkitError(f"cannot resume {folder} with train.epochs={model.spec.train.epochs}: the run has trained into "
-                          f"epoch {begun} already; give train.epochs={begun} or more")
-    if recorded != _plain(model.spec.to_dict()):  # spec.json: the spec the run trains under from now on
-        write_atomic(folder / SPEC_FILE, (json.dumps(model.spec.to_dict(), indent=2) + "\n").encode())
-    return model, state
+def resume_command(folder: Path, out: Path | None) -> str:
+    return f"cnnkit run --resume {shlex.quote(str(folder))}" + (f" --out {shlex.quote(str(out))}" if out is not None else "")
 
 
-def _plain(spec: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(spec))
+def _resume_hint(hooks: RunHooks, command: str) -> str:
+    return f"{hooks.on_disk()}; go on from there with: {command}" if hooks.saved else f"{hooks.on_disk()}, so there is nothing to resume"
 
 
-def _recorded_spec(folder: Path, model: Model) -> dict[str, Any] | None:
-    """The folder's spec.json (None when it is gone); CnnkitError when it names another model or data than the checkpoint.
-
-    Only ``train`` may differ: a resume with --set rewrites spec.json before its first checkpoint."""
-    from ..spec import read_spec_file
-
-    if not (folder / SPEC_FILE).exists():
-        return None
-    try:
-        recorded = read_spec_file(folder / SPEC_FILE)
-    except CnnkitError as exc:
-        raise CnnkitError(f"cannot resume {folder}: {exc}; the checkpoint holds the spec, so removing {SPEC_FILE} lets the run go on") from None
-    stored = _plain(model.spec.to_dict())
-    differs = sorted(k for k in set(recorded) | set(stored) if k != "train" and recorded.get(k) != stored.get(k))
-    if differs:
-        names = (recorded.get("name"), stored.get("name"))
-        which = f"of {names[1]!r:.60}, not of {names[0]!r:.60}" if names[0] != names[1] else f"of another spec ({', '.join(differs)} differ)"
-        raise CnnkitError(f"cannot resume {folder}: its {LAST} is a checkpoint {which} as its {SPEC_FILE} says; "
-                          "it belongs to another run folder")
-    return recorded
+def checkpoint_room(model: Model) -> int:
+    """Bytes a run folder needs free for ``model``'s checkpoints: a checkpoint (the bundle, the
+    optimizer's per-weight state, the best weights) and best.cnnkit, each twice (the old file stays
+    until the new one is complete), and the small files."""
+    weights = sum(w.nbytes for w in model.weights.values())
+    bundle = estimated_size(weights // 4, model.spec)
+    validation = model.spec.data.validation is not None
+    kept = len(optimizer_state_names(fresh_optimizer(model))[1]) + (validation and model.spec.train.restore_best is not False)
+    return 2 * (bundle + kept * weights + (bundle if validation else 0)) + (64 << 10)
 
 
-def _with_overrides(folder: Path, model: Model, overrides: list[str], saved: dict[str, Any]) -> Model:
-    """``model`` with the --set training settings a resume may change (see :func:`resume_run`)."""
-    from ..spec import apply_overrides, validate_spec
-    from ..spec.training import EarlyStopping
-
-    spec = validate_spec(apply_overrides(model.spec.to_dict(), overrides))
-    if {k: v for k, v in spec.to_dict().items() if k != "train"} != {k: v for k, v in model.spec.to_dict().items() if k != "train"}:
-        raise CnnkitError(f"cannot resume {folder} with --set outside train.*: the model and its data must stay as they were")
-    before, after = model.spec.train, spec.train
-    if after.seed != before.seed:
-        raise CnnkitError(f"cannot resume {folder} with train.seed={after.seed}: the run's seed {before.seed} drew its weights, validation split "
-                          f"and order; to train with seed {after.seed}, start a new run: cnnkit run {shlex.quote(str(folder / SPEC_FILE))} --set train.seed={after.seed}")
-    watched = [(t.restore_best is not False, (t.early_stopping or EarlyStopping()).monitor) for t in (before, after)]
-    if watched[0] != watched[1]:  # the best epoch so far was tracked (and its weights kept, or not) under the old settings
-        raise CnnkitError(f"cannot resume {folder} with another train.restore_best or train.early_stopping.monitor: "
-                          f"the run tracked its best epoch with restore_best={before.restore_best}, monitor={watched[0][1]}")
-    if saved["step"] and after.shuffle != before.shuffle:  # the rest of the epoch must be the rest of its order
-        raise CnnkitError(f"cannot resume {folder} with train.shuffle={str(after.shuffle).lower()} in the middle of epoch {saved['epoch']}: "
-                          "the epoch goes on in the order it began with; resume without it, and give it once an epoch is done")
-    if saved["step"] and "examples" not in saved and after.batch_size != before.batch_size:
-        raise CnnkitError(f"cannot resume {folder} with train.batch_size={after.batch_size} in the middle of epoch {saved['epoch']}: its checkpoint, "
-                          "written by an older cnnkit, does not say how many examples the epoch has trained; resume without it, and give it once an epoch is done")
-    return Model(spec, model.weights, classes=model.classes, metadata=model.metadata)
+def check_room(folder: Path, need: int) -> None:
+    """CnnkitError when the file system of ``folder`` (or of its nearest existing parent) has less than ``need`` bytes free."""
+    free = free_space(folder)
+    if free is not None and free < need:
+        raise CnnkitError(f"cannot train in {folder}: its checkpoints need about {need / 1e6:,.1f} MB but only {free / 1e6:,.1f} MB are free there; "
+                          "free some space or give another --run-dir (CNNKIT_RUN_DIR)")
 
 
 def save_final(model: Model, target: Path, folder: Path, force: bool = False) -> None:
@@ -261,24 +256,3 @@ def delivered_bundle(folder: str | Path) -> Path:
     if read(path).sha256 != sha256:
         raise CnnkitError(f"{folder} delivered {path}, which has been replaced by another model since{instead}")
     return path
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[Callable[[TrainState], bool]]:
-    """While active, Ctrl-C (SIGINT) and SIGTERM ask training to stop at the end of the current step.
-
-    Yields the ``stop_requested`` callable for :func:`train_in_folder`. A second signal interrupts at once.
-    """
-    asked: list[int] = []
-
-    def handler(signum, frame):
-        if asked:
-            raise KeyboardInterrupt
-        asked.append(signum)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield lambda state: bool(asked)
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)

@@ -1,10 +1,12 @@
 """One whole training session, as `cnnkit run` does it: a spec (or a run folder to resume) in, a bundle out.
 
-``train_session`` checks the output and the memory before any training, hands the torch backend its
-spec, or else loads the data, makes (or reopens) the run folder, trains with progress and checkpoints
-(train/runfolder.py, train/progress.py), writes the final bundle and, when matplotlib is installed,
-the report. What it has to say goes through ``say`` (progress, silenced by --quiet) and ``warn`` (always);
-the caller prints the result.
+``train_session`` checks the output, the memory and the run folder's free space before any
+training, hands the torch backend its spec, or else loads the data, makes (or reopens) the run
+folder, trains with progress and checkpoints (runfolder.py, progress.py), writes the final bundle
+and, when matplotlib is installed, the report. Ctrl-C and SIGTERM (signals.py) stop it at a step's
+end, or at once while scoring, writing the bundle or drawing the report; each way ends in one
+``Interrupted`` saying what is complete and how to go on. What it has to say goes through ``say``
+(progress, silenced by --quiet) and ``warn`` (always); the caller prints the result.
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ import numpy as np
 from ..errors import CnnkitError
 from ..runtime.tuning import check_environment
 from .health import TrainingWarning
-from .loop import final_summary
+from .loop import Interrupted, final_summary
 from .progress import Progress
-from .runfolder import discard_unstarted, resume_run, save_final, start_run, stop_on_signals, train_in_folder
+from .resume import resume_run
+from .runfolder import check_room, checkpoint_room, discard_unstarted, resume_command, save_final, start_run, train_in_folder
+from .signals import StopSignals, stop_on_signals
+
+DEFAULT_RUN_DIR = "runs"
 
 
 class StrictFailure(CnnkitError):
@@ -63,13 +69,22 @@ def report_training_end(model, say: Callable[[str], None], warn: Callable[[str],
         raise StrictFailure(f"--strict: training ended with {len(found)} warning{'s' if len(found) > 1 else ''}; no bundle written")
 
 
+def check_run_dir(run_dir: str | Path | None, resume: str | Path | None) -> Path:
+    """Where new run folders go: ``run_dir`` (None: runs/). CnnkitError for an empty one, or one given with ``resume``."""
+    if resume is not None and run_dir is not None:
+        raise CnnkitError(f"--run-dir names where new run folders go; --resume goes on in the folder it names ({resume}): give one of them")
+    if run_dir is not None and not str(run_dir):
+        raise CnnkitError(f"--run-dir is empty; give a folder, e.g. --run-dir {DEFAULT_RUN_DIR} (an empty CNNKIT_RUN_DIR counts as unset)")
+    return Path(DEFAULT_RUN_DIR if run_dir is None else run_dir)
+
+
 def train_session(
     spec: str | Path | None,
     overrides: list[str] | None = None,
     *,
     resume: str | Path | None = None,
     out: str | None = None,
-    run_dir: str | Path = "runs",
+    run_dir: str | Path | None = None,
     force: bool = False,
     strict: bool = False,
     backend: str = "numpy",
@@ -77,16 +92,24 @@ def train_session(
     say: Callable[[str], None] = print,
     warn: Callable[[str], None] = print,
     bar: bool = False,
+    stop: StopSignals | None = None,
     check_only: bool = False,
 ) -> SessionResult | None:
     """Train ``spec`` (or go on with the run folder ``resume``) and write the bundle ``out``.
 
-    Returns None for the torch backend (it writes no run folder). Raises CnnkitError on bad input,
-    StrictFailure on ``strict`` with training warnings (no bundle is written), and ``loop.Interrupted``
-    when Ctrl-C or SIGTERM stopped training (the run folder's last checkpoint is then up to date).
-    ``check_only`` checks everything that can fail before training (spec, settings, output, memory,
-    device, data) and returns None: what a launcher does before it starts training processes.
+    New run folders go into ``run_dir`` (default runs/). Returns None for the torch backend (it
+    writes no run folder). Raises CnnkitError on bad input, StrictFailure on ``strict`` with training
+    warnings (no bundle is written), and ``loop.Interrupted`` when Ctrl-C or SIGTERM stopped the
+    session (its message says what is complete and how to go on). Signals are handled by ``stop``
+    (a caller's active :func:`signals.stop_on_signals`, which then also covers its own reporting),
+    or else from here to the end of the session. ``check_only`` checks everything that can fail
+    before training (spec, settings, output, memory, device, data) and returns None: what a
+    launcher does before it starts training processes.
     """
+    if stop is None and not check_only:
+        with stop_on_signals() as stop:
+            return train_session(spec, overrides, resume=resume, out=out, run_dir=run_dir, force=force, strict=strict, backend=backend,
+                                 device=device, say=say, warn=warn, bar=bar, stop=stop)
     from ..bundle import check_output, estimated_size
     from ..data import load_dataset
     from ..runtime import memory
@@ -94,6 +117,7 @@ def train_session(
     from ..spec import load_spec, parameter_count
 
     check_backend(backend, device, resume)
+    base = check_run_dir(run_dir, resume)
     check_environment()  # before any data is loaded or folder created
     if (spec is None) == (resume is None):
         raise ValueError("give either spec or resume")
@@ -104,7 +128,7 @@ def train_session(
         model_spec, state = load_spec(spec, overrides or []), None  # the one time this run's spec is resolved
     resolved = model_spec.layers
     # Checked before training, so a bad --out or a batch that cannot fit costs no training time.
-    target = check_output(out or f"{model_spec.name}.cnnkit", force=force, size_hint=estimated_size(sum(parameter_count(resolved))))
+    target = check_output(out or f"{model_spec.name}.cnnkit", force=force, size_hint=estimated_size(sum(parameter_count(resolved)), model_spec))
     too_big = memory.batch_fits(memory.estimate(resolved), min(model_spec.train.batch_size, model_spec.data.train_limit or model_spec.train.batch_size))
     if too_big:
         raise CnnkitError(too_big)
@@ -125,9 +149,11 @@ def train_session(
     if resume is None:
         model = Model(model_spec)
         model.classes = list(data.classes)
-        folder = start_run(run_dir, model_spec.name, model_spec.to_dict())
+        check_room(base, checkpoint_room(model))  # before the folder exists: a full disk costs no training time
+        folder = start_run(base, model_spec.name, model_spec.to_dict())
     else:
         folder = Path(resume)
+        check_room(folder, checkpoint_room(model) // 2)  # the old files are counted as used already
     held = d.validation if d.validation is None or isinstance(d.validation, int) else f"{d.validation:.0%}"
     if state is None:
         where = f"run folder {folder}"
@@ -141,33 +167,64 @@ def train_session(
     progress = Progress(say, bar, model_spec.train.epochs, model_spec.train.batch_size)
     # A diverging run overflows float32 on the way to its one-line "diverged" error; numpy's
     # warnings about that would only clutter the terminal. Training warnings are reported below.
-    with progress, stop_on_signals() as stop_requested, np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
+    with progress, np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", TrainingWarning)
         try:
-            hooks = train_in_folder(model, data, folder, state=state, stop_requested=stop_requested,
-                                    on_step=progress.on_step, on_epoch=progress.on_epoch, out=target)
+            hooks = train_in_folder(model, data, folder, state=state, stop_requested=stop,
+                                    on_step=progress.on_step, on_epoch=progress.on_epoch, out=target, warn=warn)
         except BaseException:
             if resume is None:
                 discard_unstarted(folder)  # failed before its first checkpoint: no folder left holding only spec.json
             raise
     report_training_end(model, say, warn, strict)
-    save_final(model, target, folder, force=force)
-    problem = _write_run_report(model, data, folder, target)
+    if hooks.failed:
+        warn(f"the run folder's last checkpoint could not be written ({hooks.failed}); {hooks.on_disk()}")
+    try:
+        with stop.at_once():
+            save_final(model, target, folder, force=force)
+    except KeyboardInterrupt as exc:
+        from ..bundle import InterruptedAfterWrite
+
+        if isinstance(exc, InterruptedAfterWrite):
+            raise Interrupted(f"stopped just after {target} was written completely; no report was drawn") from None
+        raise Interrupted(f"stopped before {target} was written; {hooks.on_disk()}: write the bundle with: {resume_command(folder, target)}") from None
+    try:
+        with stop.at_once():
+            problem = _write_run_report(model, data, folder, target)
+    except KeyboardInterrupt:
+        raise Interrupted(f"stopped while drawing the report: {target} and {folder} are complete, the report was not written "
+                          f"(draw it with: cnnkit report {target} --out {folder / 'report'})") from None
     if problem:
         warn(problem)
     return SessionResult(target, folder, time.perf_counter() - started, hooks.checkpoint_bytes, hooks.checkpoint_seconds)
 
 
 def _write_run_report(model, data, folder: Path, target: Path) -> str | None:
-    """The report into ``folder/report`` when matplotlib is installed; a problem is returned, not raised."""
+    """The report into ``folder/report`` when matplotlib is installed; a problem is returned, not raised.
+
+    It is drawn into a temporary folder and moved into place when complete, so an interrupted
+    drawing leaves no half report (and an earlier one stays whole)."""
     import importlib.util
+    import os
+    import shutil
 
     if importlib.util.find_spec("matplotlib") is None:
         return None
-    from ..report import write_report
+    from ..bundle.atomic import check_target
+    from ..report import CONFUSION, CURVES, INDEX, WORST, check_picture, is_report_page, write_report
 
+    final, partial = folder / "report", folder / f".report-{os.getpid()}.partial"
     try:  # the bundle is written: a report that fails is a warning, not a failed run
-        write_report(model, data.test_images, data.test_labels, folder / "report", str(target))
-    except CnnkitError as exc:
-        return f"no report in {folder / 'report'}: {exc}"
+        if final.is_dir():  # as write_report does before drawing: never clobber what is not ours
+            for name in (CURVES, CONFUSION, WORST):
+                check_picture(final / name)
+            check_target(final / INDEX, recognise=is_report_page, what="cnnkit report page")
+        written = write_report(model, data.test_images, data.test_labels, partial, str(target))
+        final.mkdir(exist_ok=True)
+        for path in written.values():
+            os.replace(path, final / path.name)
+    except (CnnkitError, OSError) as exc:
+        return f"no report in {final}: {getattr(exc, 'strerror', None) or exc}"
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return None
