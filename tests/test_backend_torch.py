@@ -22,12 +22,28 @@ from fakeplugins import CNNKIT, subprocess_env
 
 torch = pytest.importorskip("torch")
 
-from cnnkit.backends.torch import fit_torch, train_torch  # noqa: E402
 from cnnkit.data import load_fashion_mnist  # noqa: E402
 from cnnkit.torch import to_module  # noqa: E402
+from cnnkit.training import fit  # noqa: E402
+from cnnkit.training.runfolder import run_metadata  # noqa: E402
+from cnnkit.training.steppers.torch import TorchStepper  # noqa: E402
 
 pytestmark = pytest.mark.torch
 SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+
+def fit_torch(model, data):
+    """The one training loop with the PyTorch stepper."""
+    return fit(model, data, stepper=TorchStepper("cpu"))
+
+
+def train_torch(spec, data):
+    """What `cnnkit run --backend torch` trains, without the run folder: the model with its metadata."""
+    model = cnnkit.build(spec)
+    model.classes = list(data.classes)
+    stepper = TorchStepper("cpu")
+    model.metadata = run_metadata(model, data, fit(model, data, stepper=stepper), stepper.describe())
+    return model
 
 
 def tiny_data(train=240, test=100) -> Dataset:
@@ -235,25 +251,35 @@ def test_torchrun_two_processes_match_one_process_on_real_fashion_mnist(tmp_path
         np.testing.assert_allclose(proba, torch_proba, rtol=0, atol=1e-5)
         accuracy = float((proba.argmax(1) == data.test_labels).mean())
         assert accuracy == pytest.approx(model.metadata["metrics"]["test_accuracy"], abs=1e-12)
-        results[nproc] = (accuracy, model.weights)
+        results[nproc] = (accuracy, model.weights, proba.argmax(1))
     # Same global batch, same order, gradients averaged exactly: the runs differ only in float
-    # summation order (a 3-step run agrees within 5e-8), which ~100 Adam steps amplify to ~1e-3 in
-    # the weights. Tolerances: 0.01 test accuracy, 5e-3 per weight.
+    # summation order (a 3-step run agrees within 5e-8). Adam then amplifies that noise unevenly:
+    # it scales each coordinate's step to about lr whatever the size of its gradient, so a weight
+    # whose gradient hovers near zero — its sign decided by the noise — can take several lr-sized
+    # steps (0.003 each) apart in the two runs, while the tensor as a whole stays close. A bound on
+    # every single weight therefore measures the unluckiest of 12,832 coordinates (on an AVX-512
+    # Xeon: 0.0073 after 88 steps, against the 5e-3 once asserted here). What must hold is what the
+    # training computes: each weight tensor as a whole and the model's answers.
+    # Measured (2 vs 1 process): tensor drift |dW|/|W| 0.4-1.2%, answers agree on 99.6% of the 2,000
+    # test images; with the gradient all-reduce removed (each rank training its own share):
+    # 18-64% and 84.5%. Tolerances: 3% per tensor, 98% agreement, 0.01 accuracy.
     assert abs(results[2][0] - results[1][0]) <= 0.01, results
-    assert results[1][0] > 0.65  # one augmented epoch on 2,700 images: measured 0.700 (2 processes: 0.699)
+    assert results[1][0] > 0.65  # one augmented epoch on 2,700 images: measured 0.701 (2 processes: 0.700)
     for name, w in results[1][1].items():
-        np.testing.assert_allclose(results[2][1][name], w, rtol=0, atol=5e-3, err_msg=name)
+        drift = float(np.linalg.norm(results[2][1][name] - w) / np.linalg.norm(w))
+        assert drift <= 0.03, (name, drift)
+    assert float((results[2][2] == results[1][2]).mean()) >= 0.98
 
 
 def test_the_per_epoch_cross_check_catches_a_wrong_conversion_on_its_sample(monkeypatch):
     """Each epoch the torch module's predictions are checked against the NumPy runtime's on the
     first CROSS_CHECK examples only (the epoch's evaluation already reads them all)."""
-    from cnnkit.backends import torch as backend
+    from cnnkit.training.steppers import torch as backend
 
     model = cnnkit.build(TINY_SPEC)
     x = model.preprocess(tiny_data(test=300).test_images)
     module = to_module(model, logits=True)
-    backend._cross_check(torch, module, model, x, "cpu")  # the faithful conversion passes
+    backend.cross_check(torch, module, model, x, "cpu")  # the faithful conversion passes
     with torch.no_grad():
         module[-1].bias += torch.tensor([100.0] + [0.0] * 9)  # now it always answers class 0
     monkeypatch.setattr(backend, "CROSS_CHECK", 200)
@@ -261,5 +287,5 @@ def test_the_per_epoch_cross_check_catches_a_wrong_conversion_on_its_sample(monk
     real_predict = model.predict
     monkeypatch.setattr(model, "predict", lambda images, **kw: seen.append(len(images)) or real_predict(images, **kw))
     with pytest.raises(CnnkitError, match=r"disagree on \d+ of 200 predictions"):
-        backend._cross_check(torch, module, model, x, "cpu")
+        backend.cross_check(torch, module, model, x, "cpu")
     assert seen == [200]

@@ -183,7 +183,7 @@ def test_resume_refuses_to_change_how_the_best_epoch_is_tracked(synthetic_dir, t
 
 
 def test_divergence_keeps_the_last_checkpoint_and_says_how_to_resume(synthetic_dir, tmp_path, monkeypatch):
-    from cnnkit.training import loop
+    from cnnkit.training.steppers import numpy as loop  # the NumPy stepper computes the loss
 
     spec, data = sgd_spec(synthetic_dir), load_fashion_mnist(synthetic_dir)
     original = loop.softmax_cross_entropy
@@ -239,7 +239,7 @@ def test_a_run_dir_that_is_a_file_is_named_as_such(tmp_path):
 
 def test_divergence_without_a_checkpoint_gives_its_advice_once(synthetic_dir, tmp_path, monkeypatch):
     """At the first step the loss is not the rate's fault; the run folder's suffix added 'lower train.optimizer.lr' anyway."""
-    from cnnkit.training import loop
+    from cnnkit.training.steppers import numpy as loop  # the NumPy stepper computes the loss
 
     spec, data = sgd_spec(synthetic_dir), load_fashion_mnist(synthetic_dir)
     original = loop.softmax_cross_entropy

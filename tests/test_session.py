@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from cnnkit.cli import app
 from cnnkit.errors import CnnkitError
-from cnnkit.training.session import check_backend, train_session
+from cnnkit.training.session import train_session
+from cnnkit.training.steppers import check_backend
 
 
 def test_a_session_writes_what_the_command_writes_and_speaks_only_through_its_callbacks(spec_file, tmp_path, capsys):
@@ -32,14 +33,13 @@ def test_a_session_writes_what_the_command_writes_and_speaks_only_through_its_ca
     assert any(s.startswith("training tiny") and f"{result.folder} finished all its epochs; writing its bundle" in s for s in said)
 
 
-@pytest.mark.parametrize("backend, device, resume, message", [
-    ("jax", "cpu", None, "--backend must be numpy or torch. Received: 'jax'"),
-    ("numpy", "cuda", None, "--device cuda needs --backend torch"),
-    ("torch", "cpu", "runs/x", "--resume works with the NumPy backend only"),
+@pytest.mark.parametrize("backend, device, message", [
+    ("jax", "cpu", "--backend must be numpy or torch. Received: 'jax'"),
+    ("numpy", "cuda", "--device cuda needs --backend torch"),
 ])
-def test_bad_backend_options_are_one_clear_error(backend, device, resume, message):
+def test_bad_backend_options_are_one_clear_error(backend, device, message):
     with pytest.raises(CnnkitError, match=re.escape(message)):
-        check_backend(backend, device, resume)
+        check_backend(backend, device)
 
 
 def test_images_the_input_shape_cannot_take_fail_before_a_run_folder_exists(tmp_path):

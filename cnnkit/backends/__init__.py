@@ -1,1 +1,2 @@
-"""Training backends other than the NumPy runtime (imported only when asked for; their dependencies are extras)."""
+"""Starting training processes (launch.py: ``cnnkit run --backend torch --nproc-per-node N``); the
+engines themselves are steppers in cnnkit/training/steppers/ (imported only when asked for)."""

@@ -32,13 +32,14 @@ def run(
     nproc_per_node: Annotated[Optional[int], typer.Option("--nproc-per-node", min=1, help="With --backend torch: train in N processes on this machine (as torchrun --standalone does), after checking the spec, settings and data once.")] = None,
 ):
     """Train the model a spec describes on its dataset; write a bundle and a run folder (spec, history.csv, checkpoints)."""
-    from ..training.loop import Interrupted
-    from ..training.session import StrictFailure, check_backend, train_session
-    from ..training.signals import stop_on_signals
-
     from typer._click.core import ParameterSource
 
-    check_backend(backend, device, resume)
+    from ..training.loop import Interrupted
+    from ..training.session import StrictFailure, train_session
+    from ..training.signals import stop_on_signals
+    from ..training.steppers import check_backend, is_main_process
+
+    check_backend(backend, device)
     if spec is None and resume is None:
         _fail("give a spec to train (cnnkit run SPEC.json), or --resume RUN_FOLDER to go on with a run", 2)
     if spec is not None and resume is not None:
@@ -57,6 +58,8 @@ def run(
                                    backend=backend, device=device, say=say, bar=not quiet and sys.stderr.isatty(),
                                    warn=lambda message: typer.echo(f"warning: {message}", err=True), stop=stop)
         except Interrupted as exc:
+            if not is_main_process():  # under torchrun rank 0 says it, once
+                raise typer.Exit(130) from None
             _fail(str(exc), 130)
         except StrictFailure as exc:  # one line even with --debug, as the command always said it
             _fail(str(exc))

@@ -5,6 +5,7 @@ a bundle records about it.
 """
 
 from .health import TrainingWarning
-from .loop import EpochCallback, EpochRecord, History, StepCallback, evaluate, final_summary, fit, training_metadata
+from .history import EpochCallback, EpochRecord, History, StepCallback, final_summary, training_metadata
+from .loop import evaluate, fit
 
 __all__ = ["EpochCallback", "EpochRecord", "History", "StepCallback", "TrainingWarning", "evaluate", "final_summary", "fit", "training_metadata"]

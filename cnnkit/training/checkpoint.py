@@ -23,7 +23,8 @@ from ..errors import BundleError, SpecError
 from ..files import read_regular
 from ..runtime.model import Model, model_from_bundle
 from .checkpoint_check import check_arrays, check_map, optimizer_state_names
-from .loop import EpochRecord, History, TrainState, new_state
+from .history import EpochRecord, History
+from .loop import TrainState, new_state
 
 VERSION = CHECKPOINT_VERSION  # format 1.1 plus the payload's "checkpoint" map
 

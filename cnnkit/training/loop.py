@@ -1,4 +1,5 @@
-"""The training loop: shuffled mini-batches, optional augmentation, per-epoch test or validation scores.
+"""The one training loop: shuffled mini-batches, optional augmentation, per-epoch test or validation
+scores, for every engine (a stepper, training/steppers/, does each step).
 
 Without ``data.validation`` the test set is scored after every epoch (the seed notebook's way). With
 it, each epoch is scored on the held-out split instead, early stopping and the best-epoch weights
@@ -11,67 +12,23 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..data.dataset import Dataset
 from ..errors import CnnkitError, DataError, DataWarning
-from ..runtime.losses import softmax_cross_entropy
 from ..metrics import accuracy, macro_f1
 from ..runtime.inputs import training_range_warning
 from ..runtime.model import Model
-from ..optim import OPTIMIZERS, Optimizer, build_schedule, clip_grad_norm
+from ..optim import OPTIMIZERS, Optimizer, build_schedule
 from .augment import Augmenter
 from .health import TrainingDiverged, TrainingWarning, chance_warning, divergence_message, loss_growth_warning
+from .history import EpochCallback, EpochRecord, History, StepCallback
+from .steppers.base import Stepper
+from .steppers.numpy import NumpyStepper
 from .validation import Monitor, score, stratified_split
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    epoch: int
-    train_loss: float
-    test_accuracy: float | None  # None with a validation split: the test set is scored once, at the end
-    test_macro_f1: float | None
-    lr: float  # the learning rate of the epoch's last optimizer step
-    seconds: float  # wall time of the epoch's training steps (not stored in bundles: they are deterministic)
-    val_loss: float | None = None  # the validation figures, with data.validation
-    val_accuracy: float | None = None
-    val_macro_f1: float | None = None
-
-    def row(self) -> dict[str, Any]:
-        """What a bundle's history keeps: the figures this run has, without the wall time."""
-        return {k: v for k, v in asdict(self).items() if k != "seconds" and v is not None}
-
-    def summary(self) -> str:
-        """The epoch as one line of text (what `cnnkit run` prints)."""
-        if self.val_loss is None:
-            scores = f"test accuracy {self.test_accuracy:.4f}, macro-F1 {self.test_macro_f1:.4f}"
-        else:
-            scores = f"val loss {self.val_loss:.4f}, val accuracy {self.val_accuracy:.4f}, val macro-F1 {self.val_macro_f1:.4f}"
-        return f"epoch {self.epoch}: train loss {self.train_loss:.4f}, {scores} ({self.seconds:.1f}s)"
-
-
-class History(list):
-    """The EpochRecords of a run, in order, and how the run ended.
-
-    ``test``: the final test scores when the run had a validation split (else the last record holds
-    them); ``validation``: the split's size, the monitored figure, the epoch whose weights were kept
-    and whether training stopped early; ``warnings``: the TrainingWarning messages of the run.
-    """
-
-    def __init__(self, records: Iterable[EpochRecord] = ()):
-        super().__init__(records)
-        self.test: dict[str, float] | None = None
-        self.validation: dict[str, Any] | None = None
-        self.warnings: list[str] = []
-
-
-StepCallback = Callable[[int, int, int, float], None]  # (epoch, examples_done, examples_total, batch_loss)
-EpochCallback = Callable[[EpochRecord], None]
-
 
 # Image sets whose float32 model input would take more than this are converted a batch at a time (a
 # memory-mapped dataset then stays on disk); smaller ones at once. The values are the same either way.
@@ -138,17 +95,21 @@ def new_monitor(model: Model) -> Monitor | None:
 class Hooks:
     """Called by ``fit`` at the end of each step and epoch (run folders and checkpoints use them).
 
-    ``after_step`` returning True stops training there: ``fit`` raises Interrupted with the state as
-    it is (weights updated, ``state.step`` counted), so a checkpoint written by the hook resumes exactly.
-    Scoring (an epoch's, and the final test scoring) runs inside ``scoring()``. A KeyboardInterrupt
-    there calls ``interrupted(state)``: with the state before an epoch's scoring (its steps done, its
-    scores not yet; None in the final scoring, whose state the last epoch's end saved), it returns
-    True when the hooks saved what a resume needs; ``fit`` then raises Interrupted, else the
-    KeyboardInterrupt goes on.
+    After each step every process asks ``should_stop(state)``; when any says yes, the weights are
+    synced, rank 0 calls ``save(state)`` (the state as it is: weights updated, ``state.step``
+    counted, so what it saves resumes exactly) and ``fit`` raises Interrupted. Rank 0 alone scores
+    and calls ``after_epoch``. Scoring (an epoch's, and the final test scoring) runs inside
+    ``scoring()``; a KeyboardInterrupt there calls ``interrupted(state)``: with the state before an
+    epoch's scoring (its steps done, its scores not yet; None in the final scoring, whose state the
+    last epoch's end saved), it returns True when the hooks saved what a resume needs; ``fit`` then
+    raises Interrupted, else the KeyboardInterrupt goes on.
     """
 
-    def after_step(self, state: TrainState) -> bool:
+    def should_stop(self, state: TrainState) -> bool:
         return False
+
+    def save(self, state: TrainState) -> bool:
+        return True
 
     def after_epoch(self, state: TrainState, record: EpochRecord) -> None:
         pass
@@ -168,6 +129,10 @@ class Interrupted(CnnkitError):
         self.state = state
 
 
+# What rank 0 decided at an epoch's end, for every process (Stepper.share).
+GO_ON, STOPPED_EARLY, INTERRUPTED = 0, 1, 2
+
+
 def fit(
     model: Model,
     data: Dataset,
@@ -176,14 +141,18 @@ def fit(
     *,
     state: TrainState | None = None,
     hooks: Hooks | None = None,
+    stepper: Stepper | None = None,
 ) -> History:
     """Train ``model`` in place with its spec's ``train`` settings; returns one record per epoch.
 
     Each epoch visits the training set in an order drawn from the spec's seed; batch_size 1 with
-    plain SGD is the seed notebook's algorithm. A non-finite loss stops training at its step with a
-    DataError; a run that ends diverged or at chance level warns (TrainingWarning, also in ``History.warnings``).
-    ``state`` (from a checkpoint) continues a run where it stopped, to the same result an uninterrupted
-    run gives with the same thread count; ``hooks`` see every step and epoch end.
+    plain SGD is the seed notebook's algorithm. ``stepper`` (training/steppers: cnnkit's NumPy
+    runtime by default, or PyTorch) does each step; everything else is done here, the same for
+    every engine. A non-finite loss stops training at its step with a DataError; a run that ends
+    diverged or at chance level warns (TrainingWarning, also in ``History.warnings``). ``state``
+    (from a checkpoint) continues a run where it stopped, to the same result an uninterrupted run
+    gives with the same thread count; ``hooks`` see every step and epoch end. Under several
+    processes only rank 0's History holds the records.
     """
     settings = model.spec.train
     check_classes(model, data)
@@ -195,7 +164,7 @@ def fit(
     x_test = model.preprocess(data.test_images) if test_eager else data.test_images
     augment = augmenter(model)
     state = new_state(model) if state is None else state
-    hooks = hooks or Hooks()
+    hooks, stepper = hooks or Hooks(), stepper or NumpyStepper()
     optimizer, monitor, history = state.optimizer, state.monitor, state.history
     restore = held_out is not None and settings.restore_best is not False
     shuffler = np.random.default_rng(settings.seed)
@@ -203,52 +172,65 @@ def fit(
     schedule = build_schedule(settings.schedule, optimizer.params.lr, total_steps=settings.epochs * math.ceil(n / batch))
     if state.examples is None:  # an older checkpoint: `step` whole batches of the batch size it ran with
         state.examples = min(state.step * batch, n)
-    while state.epoch <= settings.epochs and not state.stopped:
-        epoch = state.epoch
-        shuffler.bit_generator.state = state.shuffle_state
-        order = shuffler.permutation(n) if settings.shuffle else np.arange(n)
-        steps = state.step + math.ceil((n - state.examples) / batch)  # this epoch's, after a resume with another batch size too
-        clock = time.perf_counter()
-        while state.examples < n:
-            step, idx = state.step, order[state.examples : state.examples + batch]
-            xb = x[idx] if rows is None else model.preprocess(x[rows[idx]])
-            xb = xb if augment is None else augment(xb, epoch, step)
-            # key: random layers (dropout) draw from (seed, epoch, step, layer, part) — see Model.forward.
-            logits, backprop = model.forward(xb, train=True, logits=True, key=(epoch, step))
-            loss, dlogits = softmax_cross_entropy(logits, y[idx], settings.label_smoothing)
-            if not math.isfinite(loss):  # stop here: every later step would only spread NaN
-                raise TrainingDiverged(divergence_message(epoch, step + 1, steps, loss, optimizer.lr if state.done else None))
-            state.first_loss = loss if state.first_loss is None else state.first_loss
-            grads = backprop(dlogits)
-            if settings.clip_grad_norm is not None:
-                clip_grad_norm(grads, settings.clip_grad_norm)
-            schedule.apply(optimizer, state.done)  # sets optimizer.lr (and momentum, for onecycle)
-            optimizer.step(model.weights, grads)
-            state.done += 1
-            state.loss_sum += loss * len(idx)
-            state.step, state.examples = step + 1, state.examples + len(idx)
-            now = time.perf_counter()
-            state.seconds, clock = state.seconds + now - clock, now
-            if on_step is not None:
-                on_step(epoch, state.examples, n, loss)
-            if hooks.after_step(state):
-                raise Interrupted(f"training stopped at epoch {epoch}, step {step + 1} of {steps}", state)
-        try:
-            with hooks.scoring():  # a stop here loses nothing: the scores are computed again on resume
-                record = epoch_record(model, epoch, state.loss_sum / n, optimizer.lr, state.seconds, x_test, data.test_labels, held_out, test_eager)
-        except KeyboardInterrupt:
-            if not hooks.interrupted(state):
-                raise
-            raise Interrupted(f"training stopped at epoch {epoch} after its {state.step} steps, while scoring it", state) from None
-        if monitor is not None and monitor.update(epoch, getattr(record, monitor.monitor)) and restore:
-            state.best_weights = {name: w.copy() for name, w in model.weights.items()}
-        history.append(record)
-        state.epoch, state.step, state.examples, state.loss_sum, state.seconds = epoch + 1, 0, 0, 0.0, 0.0
-        state.shuffle_state = shuffler.bit_generator.state
-        state.stopped = monitor is not None and monitor.should_stop
-        if on_epoch is not None:
-            on_epoch(record)
-        hooks.after_epoch(state, record)
+    sample = held_out[0] if held_out is not None else x_test if test_eager else model.preprocess(data.test_images[:1024])
+    stepper.start(model, state, sample[:1024])
+    try:
+        while state.epoch <= settings.epochs and not state.stopped:
+            epoch = state.epoch
+            shuffler.bit_generator.state = state.shuffle_state
+            order = shuffler.permutation(n) if settings.shuffle else np.arange(n)
+            steps = state.step + math.ceil((n - state.examples) / batch)  # this epoch's, after a resume with another batch size too
+            clock = time.perf_counter()
+            while state.examples < n:
+                step, idx = state.step, order[state.examples : state.examples + batch]
+                xb = x[idx] if rows is None else model.preprocess(x[rows[idx]])
+                xb = xb if augment is None else augment(xb, epoch, step)
+                loss = stepper.loss(xb, y[idx], epoch, step)
+                if not math.isfinite(loss):  # stop here: every later step would only spread NaN
+                    raise TrainingDiverged(divergence_message(epoch, step + 1, steps, loss, optimizer.lr if state.done else None))
+                state.first_loss = loss if state.first_loss is None else state.first_loss
+                schedule.apply(optimizer, state.done)  # sets optimizer.lr (and momentum, for onecycle)
+                stepper.update()
+                state.done += 1
+                state.loss_sum += loss * len(idx)
+                state.step, state.examples = step + 1, state.examples + len(idx)
+                now = time.perf_counter()
+                state.seconds, clock = state.seconds + now - clock, now
+                if on_step is not None:
+                    on_step(epoch, state.examples, n, loss)
+                if stepper.any_rank(hooks.should_stop(state)):
+                    stepper.sync()
+                    if stepper.is_main:
+                        hooks.save(state)
+                    raise Interrupted(f"training stopped at epoch {epoch}, step {step + 1} of {steps}", state)
+            stepper.sync()
+            record, outcome = None, GO_ON
+            if stepper.is_main:
+                try:
+                    with hooks.scoring():  # a stop here loses nothing: the scores are computed again on resume
+                        record = epoch_record(model, epoch, state.loss_sum / n, optimizer.lr, state.seconds, x_test, data.test_labels, held_out, test_eager)
+                except KeyboardInterrupt:
+                    if not hooks.interrupted(state):
+                        raise
+                    outcome = INTERRUPTED
+            if stepper.share(outcome) == INTERRUPTED:
+                raise Interrupted(f"training stopped at epoch {epoch} after its {state.step} steps, while scoring it", state)
+            if record is not None:
+                if monitor is not None and monitor.update(epoch, getattr(record, monitor.monitor)) and restore:
+                    state.best_weights = {name: w.copy() for name, w in model.weights.items()}
+                history.append(record)
+                outcome = STOPPED_EARLY if monitor is not None and monitor.should_stop else GO_ON
+            state.epoch, state.step, state.examples, state.loss_sum, state.seconds = epoch + 1, 0, 0, 0.0, 0.0
+            state.shuffle_state = shuffler.bit_generator.state
+            state.stopped = stepper.share(outcome) == STOPPED_EARLY  # rank 0 decides early stopping for every process
+            if record is not None:
+                if on_epoch is not None:
+                    on_epoch(record)
+                hooks.after_epoch(state, record)
+    finally:
+        stepper.close()
+    if not stepper.is_main:
+        return history
     try:
         with hooks.scoring():  # restores the best weights in place, then scores the test set: done again on resume
             finish(model, history, monitor, state.best_weights, state.first_loss, x_test, data.test_labels, held_out, test_eager)
@@ -352,39 +334,3 @@ def _health(history: History, first_loss: float | None, classes: int, test_label
     elif held_out is not None:
         found.append(chance_warning(history[-1].val_accuracy, held_out[1], "validation"))
     return [message for message in found if message]
-
-
-def final_summary(metadata: dict[str, Any]) -> str | None:
-    """With a validation split, the end of a run as one line: the test scores and whose weights earned them."""
-    validation, metrics = metadata.get("validation"), metadata.get("metrics", {})
-    if not validation:
-        return None
-    stopped = f"; stopped early after epoch {metadata['history'][-1]['epoch']}" if validation["stopped_early"] else ""
-    return (f"test accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_macro_f1']:.4f} with the weights of "
-            f"epoch {validation['weights_from_epoch']} (best {validation['monitor']}: epoch {validation['best_epoch']}{stopped})")
-
-
-def training_metadata(model: Model, data: Dataset, history: list[EpochRecord]) -> dict[str, Any]:
-    """What a bundle records about training: deterministic facts only (no wall-clock times)."""
-    from .. import __version__
-
-    validation = getattr(history, "validation", None)
-    test = getattr(history, "test", None)
-    last = history[-1] if history else None
-    if test is None and last is not None:
-        test = {"accuracy": last.test_accuracy, "macro_f1": last.test_macro_f1}
-    held = validation["examples"] if validation else 0
-    meta: dict[str, Any] = {
-        "cnnkit_version": __version__,
-        "seed": model.spec.train.seed,
-        "dataset": model.spec.data.dataset,
-        "train_examples": int(len(data.train_labels)) - held,
-        "test_examples": int(len(data.test_labels)),
-        "history": [r.row() for r in history],
-        "metrics": {"test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"]} if test else {},
-    }
-    if validation:
-        meta["validation"] = dict(validation)
-    if getattr(history, "warnings", None):
-        meta["warnings"] = list(history.warnings)
-    return meta

@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable
 
-from .loop import EpochRecord
+from .history import EpochRecord
 
 
 def _duration(seconds: float) -> str:

@@ -32,7 +32,9 @@ from ..runtime.model import Model
 from .checkpoint import save_checkpoint
 from .checkpoint_check import check_position, optimizer_state_names
 from .health import TrainingDiverged
-from .loop import EpochRecord, Hooks, Interrupted, TrainState, fit, fresh_optimizer, training_metadata
+from .history import EpochRecord, training_metadata
+from .loop import Hooks, Interrupted, TrainState, fit, fresh_optimizer
+from .steppers import Stepper, make_stepper
 
 SPEC_FILE, HISTORY_FILE, LAST, BEST = "spec.json", "history.csv", "last.cnnkit", "best.cnnkit"
 DELIVERED = "delivered.json"  # the final bundle's path and checksum
@@ -91,8 +93,8 @@ class RunHooks(Hooks):
     fails is a warning (through ``warn``, once until a write succeeds again): training goes on."""
 
     def __init__(self, folder: Path, model: Model, data: Dataset, stop_requested: Callable[[TrainState], bool] | None = None,
-                 warn: Callable[[str], None] | None = None, saved: tuple[int, int] | None = None):
-        self.folder, self.model, self.data = folder, model, data
+                 warn: Callable[[str], None] | None = None, saved: tuple[int, int] | None = None, engine: dict[str, Any] | None = None):
+        self.folder, self.model, self.data, self.engine = folder, model, data, engine
         self.stop_requested = stop_requested or (lambda state: False)
         self.warn = warn or (lambda message: warnings.warn(CnnkitWarning(message), stacklevel=2))
         self.saved = saved
@@ -113,7 +115,7 @@ class RunHooks(Hooks):
 
     def checkpoint(self, state: TrainState) -> bool:
         started = time.perf_counter()
-        self.model.metadata = {**training_metadata(self.model, self.data, state.history), "train_examples": self.train_examples}
+        self.model.metadata = {**run_metadata(self.model, self.data, state.history, self.engine), "train_examples": self.train_examples}
         self.model.metadata["metrics"] = {k: v for k, v in self.model.metadata["metrics"].items() if v is not None}
         try:
             self.checkpoint_bytes = save_checkpoint(self.model, state, self.folder / LAST)
@@ -126,11 +128,11 @@ class RunHooks(Hooks):
         self.checkpoint_seconds = time.perf_counter() - started
         return True
 
-    def after_step(self, state: TrainState) -> bool:
-        if not self.stop_requested(state):
-            return False
-        self.checkpoint(state)
-        return True
+    def should_stop(self, state: TrainState) -> bool:
+        return self.stop_requested(state)
+
+    def save(self, state: TrainState) -> bool:
+        return self.checkpoint(state)
 
     def after_epoch(self, state: TrainState, record: EpochRecord) -> None:
         self.checkpoint(state)
@@ -159,22 +161,24 @@ class RunHooks(Hooks):
 
 def train_in_folder(model: Model, data: Dataset, folder: Path, *, state: TrainState | None = None,
                     stop_requested: Callable[[TrainState], bool] | None = None, on_step=None, on_epoch=None,
-                    out: Path | None = None, warn: Callable[[str], None] | None = None) -> RunHooks:
+                    out: Path | None = None, warn: Callable[[str], None] | None = None, stepper: Stepper | None = None) -> RunHooks:
     """Train ``model`` (from ``state`` when resuming) with checkpoints in ``folder``; sets the model's final metadata.
 
     Raises Interrupted (after writing last.cnnkit) when ``stop_requested`` says so or a KeyboardInterrupt
     arrives (a second Ctrl-C), naming the checkpoint a resume starts from, and TrainingDiverged with
     a message naming the last good checkpoint and how to resume with a lower rate. ``out``, the bundle
     the run was asked to write, goes into the resume command so that it writes the same file.
+    ``stepper`` (default: the NumPy runtime) does the steps; under several processes this is rank 0's
+    part, and the others run :func:`train_alongside`.
     """
-    hooks = RunHooks(folder, model, data, stop_requested, warn, saved=None if state is None else (state.epoch, state.step))
+    stepper = stepper or make_stepper()
+    hooks = RunHooks(folder, model, data, stop_requested, warn, saved=None if state is None else (state.epoch, state.step), engine=stepper.describe())
     if state is not None:  # the data is loaded now: the checkpoint's position must lie inside one of its epochs
         check_position(state.epoch, state.step, state.examples, model.spec.train.batch_size, hooks.train_examples, f"{folder / LAST}: checkpoint")
     command = resume_command(folder, out)
-    deferred = getattr(stop_requested, "deferred", None)  # signals.StopSignals: a signal stops at the end of a step
     try:
-        with deferred() if deferred is not None else contextlib.nullcontext():
-            history = fit(model, data, on_step=on_step, on_epoch=on_epoch, state=state, hooks=hooks)
+        with _deferring(stop_requested):
+            history = fit(model, data, on_step=on_step, on_epoch=on_epoch, state=state, hooks=hooks, stepper=stepper)
     except Interrupted as exc:
         stopped = exc.state
         if stopped is not None and hooks.saved == (stopped.epoch, stopped.step):
@@ -187,8 +191,40 @@ def train_in_folder(model: Model, data: Dataset, folder: Path, *, state: TrainSt
         where = (f"the last good checkpoint {last} stays; resume with a lower rate: {command} "
                  f"--set train.optimizer.lr=<lower>" if hooks.saved else "no epoch finished, so there is no checkpoint")  # the advice is already in exc
         raise TrainingDiverged(f"{exc}; {where}") from None
-    model.metadata = training_metadata(model, data, history)
+    model.metadata = run_metadata(model, data, history, stepper.describe())
     return hooks
+
+
+class _StopOnly(Hooks):
+    def __init__(self, stop_requested: Callable[[TrainState], bool] | None):
+        self.stop_requested = stop_requested or (lambda state: False)
+
+    def should_stop(self, state: TrainState) -> bool:
+        return self.stop_requested(state)
+
+
+def train_alongside(model: Model, data: Dataset, stepper: Stepper, *, state: TrainState | None = None,
+                    stop_requested: Callable[[TrainState], bool] | None = None) -> None:
+    """The part of a process other than rank 0 (torchrun): the same steps, no files, no words; it
+    asks its own signals whether to stop, and follows rank 0's decisions (Interrupted, as rank 0)."""
+    try:
+        with _deferring(stop_requested):
+            fit(model, data, state=state, hooks=_StopOnly(stop_requested), stepper=stepper)
+    except KeyboardInterrupt:
+        raise Interrupted("stopped at once by a second signal") from None
+
+
+def _deferring(stop_requested) -> contextlib.AbstractContextManager:
+    deferred = getattr(stop_requested, "deferred", None)  # signals.StopSignals: a signal stops at the end of a step
+    return deferred() if deferred is not None else contextlib.nullcontext()
+
+
+def run_metadata(model: Model, data: Dataset, history, engine: dict[str, Any] | None) -> dict[str, Any]:
+    """training_metadata, plus the engine when it is not cnnkit's own runtime."""
+    meta = training_metadata(model, data, history)
+    if engine is not None:
+        meta["backend"] = dict(engine)
+    return meta
 
 
 def resume_command(folder: Path, out: Path | None) -> str:

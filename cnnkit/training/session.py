@@ -1,8 +1,8 @@
 """One whole training session, as `cnnkit run` does it: a spec (or a run folder to resume) in, a bundle out.
 
 ``train_session`` checks the output, the memory and the run folder's free space before any
-training, hands the torch backend its spec, or else loads the data, makes (or reopens) the run
-folder, trains with progress and checkpoints (runfolder.py, progress.py), writes the final bundle
+training, loads the data, makes (or reopens) the run folder, trains with the chosen engine's
+stepper (steppers/), progress and checkpoints (runfolder.py, progress.py), writes the final bundle
 and, when matplotlib is installed, the report. Ctrl-C and SIGTERM (signals.py) stop it at a step's
 end, or at once while scoring, writing the bundle or drawing the report; each way ends in one
 ``Interrupted`` saying what is complete and how to go on. What it has to say goes through ``say``
@@ -22,11 +22,13 @@ import numpy as np
 from ..errors import CnnkitError
 from ..runtime.tuning import check_environment
 from .health import TrainingWarning
-from .loop import Interrupted, final_summary
+from .history import final_summary
+from .loop import Interrupted
 from .progress import Progress
 from .resume import resume_run
-from .runfolder import check_room, checkpoint_room, discard_unstarted, resume_command, save_final, start_run, train_in_folder
+from .runfolder import check_room, checkpoint_room, discard_unstarted, resume_command, save_final, start_run, train_alongside, train_in_folder
 from .signals import StopSignals, stop_on_signals
+from .steppers import make_stepper
 
 DEFAULT_RUN_DIR = "runs"
 
@@ -37,23 +39,13 @@ class StrictFailure(CnnkitError):
 
 @dataclass
 class SessionResult:
-    """What a finished NumPy session wrote, for the caller's last line."""
+    """What a finished session wrote, for the caller's last line."""
 
     target: Path
     folder: Path
     seconds: float
     checkpoint_bytes: int
     checkpoint_seconds: float
-
-
-def check_backend(backend: str, device: str, resume: str | Path | None) -> None:
-    """CnnkitError unless ``backend`` is numpy or torch, ``device`` is cpu for numpy, and only numpy resumes."""
-    if backend not in ("numpy", "torch"):
-        raise CnnkitError(f"--backend must be numpy or torch. Received: {backend!r}")
-    if backend == "numpy" and device != "cpu":
-        raise CnnkitError(f"--device {device} needs --backend torch (the NumPy backend runs on the CPU)")
-    if backend == "torch" and resume is not None:
-        raise CnnkitError("--resume works with the NumPy backend only; the torch backend writes no run folder")
 
 
 def report_training_end(model, say: Callable[[str], None], warn: Callable[[str], None], strict: bool) -> None:
@@ -97,8 +89,9 @@ def train_session(
 ) -> SessionResult | None:
     """Train ``spec`` (or go on with the run folder ``resume``) and write the bundle ``out``.
 
-    New run folders go into ``run_dir`` (default runs/). Returns None for the torch backend (it
-    writes no run folder). Raises CnnkitError on bad input, StrictFailure on ``strict`` with training
+    New run folders go into ``run_dir`` (default runs/). ``backend`` numpy (cnnkit's runtime) or torch
+    (PyTorch on ``device``; DistributedDataParallel under torchrun) does the steps; the rest is the
+    same for both (training/steppers/). Returns None in the processes other than rank 0. Raises CnnkitError on bad input, StrictFailure on ``strict`` with training
     warnings (no bundle is written), and ``loop.Interrupted`` when Ctrl-C or SIGTERM stopped the
     session (its message says what is complete and how to go on). Signals are handled by ``stop``
     (a caller's active :func:`signals.stop_on_signals`, which then also covers its own reporting),
@@ -116,11 +109,13 @@ def train_session(
     from ..runtime.model import Model
     from ..spec import load_spec, parameter_count
 
-    check_backend(backend, device, resume)
     base = check_run_dir(run_dir, resume)
     check_environment()  # before any data is loaded or folder created
     if (spec is None) == (resume is None):
         raise ValueError("give either spec or resume")
+    stepper = make_stepper(backend, device)  # a device the machine lacks fails here, before any data is read
+    if not stepper.is_main:  # the other processes under torchrun: rank 0 speaks and writes
+        say = warn = lambda message: None
     if resume is not None:
         model, state = resume_run(resume, overrides or [])
         model_spec = model.spec
@@ -132,23 +127,18 @@ def train_session(
     too_big = memory.batch_fits(memory.estimate(resolved), min(model_spec.train.batch_size, model_spec.data.train_limit or model_spec.train.batch_size))
     if too_big:
         raise CnnkitError(too_big)
-    if check_only:  # each process would fail the same way: better here, once, before any starts
-        if backend == "torch":
-            from ..backends.torch import check_device
-
-            check_device(device)
+    if check_only:  # each process would fail the same way: better here, once, before any starts (the device was checked above)
         load_dataset(model_spec.data, tuple(model_spec.input.shape))
-        return None
-    if backend == "torch":
-        from ..backends.torch import run_spec
-
-        run_spec(model_spec, target, device, say=say, force=force, warn=warn, strict=strict)
         return None
     d = model_spec.data
     data = load_dataset(d, tuple(model_spec.input.shape))
     if resume is None:
         model = Model(model_spec)
         model.classes = list(data.classes)
+    if not stepper.is_main:
+        train_alongside(model, data, stepper, state=state, stop_requested=stop)
+        return None
+    if resume is None:
         check_room(base, checkpoint_room(model))  # before the folder exists: a full disk costs no training time
         folder = start_run(base, model_spec.name, model_spec.to_dict())
     else:
@@ -161,7 +151,7 @@ def train_session(
         where = f"{folder} finished {'early, at epoch ' + str(state.epoch - 1) if state.stopped else 'all its epochs'}; writing its bundle"
     else:
         where = f"resuming {folder} at epoch {state.epoch}, step {state.step}"
-    say(f"training {model_spec.name} on {len(data.train_labels):,} images from {data.source}{'' if held is None else f' ({held} held out for validation)'} "
+    say(f"training {model_spec.name}{stepper.banner()} on {len(data.train_labels):,} images from {data.source}{'' if held is None else f' ({held} held out for validation)'} "
         f"({model_spec.train.epochs} epoch{'s' if model_spec.train.epochs != 1 else ''}, batch {model_spec.train.batch_size}); {where}")
     started = time.perf_counter()
     progress = Progress(say, bar, model_spec.train.epochs, model_spec.train.batch_size)
@@ -170,8 +160,8 @@ def train_session(
     with progress, np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", TrainingWarning)
         try:
-            hooks = train_in_folder(model, data, folder, state=state, stop_requested=stop,
-                                    on_step=progress.on_step, on_epoch=progress.on_epoch, out=target, warn=warn)
+            hooks = train_in_folder(model, data, folder, state=state, stop_requested=stop, on_step=progress.on_step,
+                                    on_epoch=progress.on_epoch, out=target, warn=warn, stepper=stepper)
         except BaseException:
             if resume is None:
                 discard_unstarted(folder)  # failed before its first checkpoint: no folder left holding only spec.json
