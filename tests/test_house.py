@@ -98,18 +98,11 @@ def test_the_checks_see_a_circle_and_a_long_module(tmp_path):
     assert [name for name, path in known.items() if len(path.read_text().splitlines()) > MAX_LINES] == ["cnnkit.sub.b"]
 
 
-@pytest.mark.xfail(reason="backends.torch <-> training.session: the torch backend moves inside the training loop (issue 20)", strict=True)
 def test_no_import_circles():
+    """The torch backend's circle with the session is gone: PyTorch is a stepper inside the one loop."""
     known = modules()
     graph = {name: imported(name, path, known) for name, path in known.items()}
     assert circles(graph) == []
-
-
-def test_no_import_circles_but_the_torch_backends():
-    """Until the torch backend runs inside the training loop, its circle with the session is the only one."""
-    known = modules()
-    graph = {name: imported(name, path, known) for name, path in known.items()}
-    assert circles(graph) in ([], [["cnnkit.backends.torch", "cnnkit.training.session"]])
 
 
 def test_no_module_over_400_lines():

@@ -109,7 +109,7 @@ def test_run_dir_is_for_new_runs_and_never_empty(spec_file, tmp_path, monkeypatc
 
 def test_the_size_estimate_of_a_bundle_is_close_to_its_size():
     """The free-space check before training asked for 1.1 MB for the seed spec's 53 KB bundle."""
-    from cnnkit.spec import load_spec, parameter_count, resolve_layers
+    from cnnkit.spec import load_spec, parameter_count
 
     spec = load_spec(SEED_SPEC)
     model = cnnkit.build(spec)
@@ -117,7 +117,7 @@ def test_the_size_estimate_of_a_bundle_is_close_to_its_size():
     model.metadata = {"cnnkit_version": "0.1.0", "seed": 0, "dataset": "fashion-mnist", "train_examples": 60000, "test_examples": 10000,
                       "history": rows, "metrics": {"test_accuracy": 0.9123, "test_macro_f1": 0.9101}}
     actual = len(bundle.encode(model))
-    estimate = bundle.estimated_size(sum(parameter_count(resolve_layers(spec))), spec)
+    estimate = bundle.estimated_size(sum(parameter_count(spec.layers)), spec)
     assert actual <= estimate <= 1.25 * actual, (actual, estimate)
 
 
