@@ -114,7 +114,7 @@ def test_ctrl_c_twice_while_the_report_is_drawn_leaves_no_half_report(delay, spe
     assert result.stderr == (f"error: stopped while drawing the report: {out} and {folder} are complete, the report was not written "
                              f"(draw it with: cnnkit report {out} --out {folder / 'report'})\n")
     assert cnnkit.load(out).metadata["history"][-1]["epoch"] == 3
-    assert sorted(p.name for p in folder.iterdir()) == ["history.csv", "last.cnnkit", "spec.json"]  # no report, no partial folder
+    assert sorted(p.name for p in folder.iterdir()) == ["delivered.json", "history.csv", "last.cnnkit", "spec.json"]  # no report, no partial folder
 
 
 def test_a_report_drawn_again_replaces_the_old_one_whole(spec_file, tmp_path):

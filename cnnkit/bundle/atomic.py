@@ -176,7 +176,12 @@ def _name_max(folder: Path) -> int:
 def free_space(path: str | os.PathLike) -> int | None:
     """Bytes free for an unprivileged writer where ``path`` is, or would be created (its nearest existing parent); None if unknown."""
     path = Path(os.path.abspath(path))
-    while not path.exists() and path != path.parent:
+    while path != path.parent:
+        try:
+            if path.exists():
+                break
+        except OSError:  # a name too long, say: whoever creates it says so; the space is its parent's
+            pass
         path = path.parent
     return _free_bytes(path)
 

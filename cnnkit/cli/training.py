@@ -48,7 +48,7 @@ def run(
         run_dir = None  # CNNKIT_RUN_DIR is a standing choice for new runs; a resume goes on in its own folder
     say = (lambda msg: None) if quiet else typer.echo
     if nproc_per_node is not None:
-        _launch(spec, out, set_ or [], quiet, strict, force, backend, device, nproc_per_node)
+        _launch(spec, resume, run_dir, out, set_ or [], quiet, strict, force, backend, device, nproc_per_node)
         return
     # The session's signal handling covers this command's own last words too: a second Ctrl-C
     # cannot cut the message that says how to go on.
@@ -68,7 +68,7 @@ def run(
         say(f"wrote {result.target} and {result.folder}/ in {result.seconds:.1f}s total{written}")
 
 
-def _launch(spec, out, sets, quiet, strict, force, backend, device, nproc) -> None:
+def _launch(spec, resume, run_dir, out, sets, quiet, strict, force, backend, device, nproc) -> None:
     """--nproc-per-node: check once in this process, then start the training processes."""
     import os
 
@@ -79,8 +79,9 @@ def _launch(spec, out, sets, quiet, strict, force, backend, device, nproc) -> No
         _fail(f"--nproc-per-node needs --backend torch (the NumPy backend trains in one process, on all cores). Received: --backend {backend}", 2)
     if os.environ.get("WORLD_SIZE"):
         _fail("--nproc-per-node starts the processes itself; under torchrun, leave it out", 2)
-    train_session(spec, sets, out=out, force=force, backend=backend, device=device, check_only=True)
-    args = ["run", str(spec), "--backend", backend, "--device", device, *(["--out", out] if out else []),
+    train_session(spec, sets, resume=resume, run_dir=run_dir, out=out, force=force, backend=backend, device=device, check_only=True)
+    what = [str(spec)] if spec is not None else ["--resume", str(resume)]
+    args = ["run", *what, *(["--run-dir", run_dir] if run_dir is not None else []), "--backend", backend, "--device", device, *(["--out", out] if out else []),
             *(part for s in sets for part in ("--set", s)), *(["--quiet"] if quiet else []), *(["--strict"] if strict else []),
             *(["--force"] if force else [])]
     launch_processes(nproc, args)
