@@ -92,6 +92,23 @@ def test_progress_bar_shows_step_speed_loss_and_eta(monkeypatch):
     assert re.fullmatch(r"[\d,]+ img/s  loss 2\.0000  ETA (\d+:\d\d|\?)", info), info
 
 
+def test_without_a_terminal_progress_is_a_line_per_tenth_of_an_epoch():
+    """A log (CI, a file, a pipe) gets a line at every tenth of an epoch, so a batch-1 epoch of minutes is not silent."""
+    from cnnkit.training.progress import Progress
+
+    lines = []
+    progress = Progress(lines.append, False, epochs=2, batch_size=1)
+    for done in range(1, 1001):
+        progress.on_step(1, done, 1000, 0.5)
+    assert [re.search(r"\((\d+)%\)", line)[1] for line in lines] == [str(p) for p in range(10, 100, 10)]
+    assert lines[0].startswith("epoch 1/2 step 100/1000 (10%)  ") and "loss 0.5000  ETA" in lines[0], lines[0]
+
+    lines.clear()  # resumed in the middle of epoch 2: the tenths already behind it are not repeated
+    for done in range(501, 1001):
+        progress.on_step(2, done, 1000, 0.5)
+    assert [re.search(r"\((\d+)%\)", line)[1] for line in lines] == ["60", "70", "80", "90"]
+
+
 def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_run_folder(spec_file, tmp_path):
     """A validation split larger than the training set is found after the data is read, when the
     folder already holds spec.json: the folder is removed again, and the next run gets the name."""

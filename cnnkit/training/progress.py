@@ -1,9 +1,11 @@
-"""What `cnnkit run` shows while it trains: a progress bar and one line per epoch.
+"""What `cnnkit run` shows while it trains: a progress bar or progress lines, and one line per epoch.
 
-The bar (on stderr, only when it is a terminal, and gone when training ends) shows the epoch, the
-step, images per second, the running mean loss of the epoch and the time left for the whole run
-(from this epoch's speed). Each finished epoch prints its line, with the validation figures when the
-run has them (``EpochRecord.summary``).
+On a terminal, a bar on stderr (gone when training ends) shows the epoch, the step, images per
+second, the running mean loss of the epoch and the time left for the whole run (from this epoch's
+speed). Without a terminal (a log file, CI, a pipe) the same figures come as a line each time an
+epoch passes another tenth, so a log never sits silent for a whole epoch (the seed spec's epoch of
+60,000 batch-1 steps takes minutes). Each finished epoch prints its line, with the validation figures
+when the run has them (``EpochRecord.summary``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Progress:
                                     console=Console(stderr=True, highlight=False), transient=True)
         self.task = None
         self.epoch = None
+        self.tenths = 0  # tenths of the epoch already reported by a line (without the bar)
         self.start_done = self.last_done = 0
         self.start_time = 0.0
         self.loss_sum = 0.0
@@ -63,16 +66,27 @@ class Progress:
         if self.epoch != epoch:  # a new epoch (or the first step after a resume): the speed is timed from here
             self.epoch, self.loss_sum, self.seen = epoch, 0.0, 0
             self.start_done, self.last_done = done, done - min(self.batch_size, done)
+            self.tenths = self.last_done * 10 // total
             self.start_time = time.perf_counter()
         self.loss_sum += loss * (done - self.last_done)
         self.seen += done - self.last_done
         self.last_done = done
         if self.bar is None:
+            self._say_tenth(epoch, done, total)
             return
         description, info = self.line(epoch, done, total)
         if self.task is None:
             self.task = self.bar.add_task(description, total=total, info=info)
         self.bar.update(self.task, completed=done, total=total, description=description, info=info)
+
+    def _say_tenth(self, epoch: int, done: int, total: int) -> None:
+        """A line when this step passed another tenth of the epoch (the epoch's end has its own line)."""
+        tenths = done * 10 // total
+        if tenths <= self.tenths or done >= total:
+            return
+        self.tenths = tenths
+        description, info = self.line(epoch, done, total)
+        self.say(f"{description} ({done / total:.0%})  {info}")
 
     def on_epoch(self, record: EpochRecord) -> None:
         self.epoch = None
