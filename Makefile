@@ -11,10 +11,11 @@ PIP = $(1)/pip install -q --disable-pip-version-check --no-warn-script-location
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 # The test and bench venvs pin torch's CPU build: `torch>=2.13` alone lets pip pick the newest
 # release, a CUDA build of several GB. On this project's machines pip takes 2.13.0+cpu from a local
-# wheel; elsewhere PyTorch's CPU index has it (TORCH_CPU="torch==2.13.0 --index-url ..." to choose).
+# wheel; elsewhere set TORCH_CPU to the pip arguments that bring a CPU build on your platform
+# (PyTorch's install page gives them).
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: install setup data browser run fast test test-torchvision docs docs-serve bench bench-serve layers-doc cli-doc clean
+.PHONY: install setup data browser run fast test test-torchvision docs docs-serve bench bench-serve layers-doc clean
 
 # cnnkit (editable) with its core dependencies and every plugin under plugins/.
 $(VENV)/.core: pyproject.toml $(PLUGINS)
@@ -25,12 +26,12 @@ $(VENV)/.core: pyproject.toml $(PLUGINS)
 # What the tests need on top: the test and docs extras, and the Node reader of the bundle format
 # (tools/read_bundle.mjs), tested against Python's.
 $(VENV)/.test: $(VENV)/.core tools/package-lock.json
-	$(call PIP,$(BIN)) -e '.[test,docs]' '$(TORCH_CPU)'
+	$(call PIP,$(BIN)) -e '.[test,docs]' $(TORCH_CPU)
 	if command -v npm >/dev/null; then npm ci --prefix tools --no-audit --no-fund --loglevel=error; fi
 	touch $@
 
 $(VENV)/.bench: $(VENV)/.core
-	$(call PIP,$(BIN)) -e '.[bench]' '$(TORCH_CPU)'
+	$(call PIP,$(BIN)) -e '.[bench]' $(TORCH_CPU)
 	touch $@
 
 install: $(VENV)/.core
@@ -69,11 +70,12 @@ test-torchvision: $(TV_VENV)/.installed data
 	$(TV_VENV)/bin/python -m pytest -q -m "torch or torchvision" -p no:cacheprovider
 
 # The documentation site (mkdocs-material) into site/; --strict turns a broken link into a failure.
+# NO_MKDOCS_2_WARNING: mkdocs-material's banner about its successor, printed on every build.
 docs: $(VENV)/.test
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 docs-serve: $(VENV)/.test
-	$(BIN)/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 bench: $(VENV)/.bench data
 	$(BIN)/python tools/bench.py
@@ -81,14 +83,10 @@ bench: $(VENV)/.bench data
 bench-serve: $(VENV)/.test
 	$(BIN)/python tools/bench_serve.py
 
-# Generated pages, each checked by a test that it is current:
-# docs/LAYERS.md documents every layer type of the development setup (built-ins + plugins/*);
-# docs/cli.md is the command-line reference, rendered from the Typer app by Typer itself.
+# docs/LAYERS.md documents every layer type of the development setup (built-ins + plugins/*); a
+# test checks that it is current. (The command reference is rendered when the site is built.)
 layers-doc: $(VENV)/.core
 	$(BIN)/cnnkit layers --markdown > docs/LAYERS.md
-
-cli-doc: $(VENV)/.core
-	$(BIN)/python -m cnnkit.cli.reference > docs/cli.md
 
 clean:
 	rm -rf $(VENV) $(TV_VENV) site *.cnnkit
