@@ -1,8 +1,8 @@
 # Two commands on a fresh machine:
 #   make run    train the seed net, write seed.cnnkit: .venv gets cnnkit and the example plugin only
 #               (numpy, pydantic, msgpack, typer, rich, pillow; no torch, no npm)
-#   make test   the test suite: adds the test tools, PyTorch 2.13 (CPU) as the reference, the docs
-#               tools and the Node reader's dependency to the same .venv, then runs pytest
+#   make test   the test suite: adds the test tools, PyTorch 2.13 (CPU) as the reference and the Node
+#               reader's dependency to the same .venv, then runs pytest
 # Each step is a stamp file in the venv, so a second `make` installs nothing.
 PYTHON ?= python3
 VENV ?= .venv
@@ -23,10 +23,10 @@ $(VENV)/.core: pyproject.toml $(PLUGINS)
 	$(call PIP,$(BIN)) -e . $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $@
 
-# What the tests need on top: the test and docs extras, and the Node reader of the bundle format
+# What the tests need on top: the test extra, and the Node reader of the bundle format
 # (tools/read_bundle.mjs), tested against Python's.
 $(VENV)/.test: $(VENV)/.core tools/package-lock.json
-	$(call PIP,$(BIN)) -e '.[test,docs]' $(TORCH_CPU)
+	$(call PIP,$(BIN)) -e '.[test]' $(TORCH_CPU)
 	if command -v npm >/dev/null; then npm ci --prefix tools --no-audit --no-fund --loglevel=error; fi
 	touch $@
 
@@ -34,8 +34,12 @@ $(VENV)/.bench: $(VENV)/.core
 	$(call PIP,$(BIN)) -e '.[bench]' $(TORCH_CPU)
 	touch $@
 
+$(VENV)/.docs: $(VENV)/.core
+	$(call PIP,$(BIN)) -e '.[docs]'
+	touch $@
+
 install: $(VENV)/.core
-setup: $(VENV)/.test $(VENV)/.bench
+setup: $(VENV)/.test $(VENV)/.bench $(VENV)/.docs
 
 # Fashion-MNIST from Debian's package when we can install it; otherwise cnnkit searches and downloads.
 data:
@@ -71,10 +75,10 @@ test-torchvision: $(TV_VENV)/.installed data
 
 # The documentation site (mkdocs-material) into site/; --strict turns a broken link into a failure.
 # NO_MKDOCS_2_WARNING: mkdocs-material's banner about its successor, printed on every build.
-docs: $(VENV)/.test
+docs: $(VENV)/.docs
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-docs-serve: $(VENV)/.test
+docs-serve: $(VENV)/.docs
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 bench: $(VENV)/.bench data
