@@ -92,6 +92,35 @@ def test_progress_bar_shows_step_speed_loss_and_eta(monkeypatch):
     assert re.fullmatch(r"[\d,]+ img/s  loss 2\.0000  ETA (\d+:\d\d|\?)", info), info
 
 
+def test_without_a_terminal_a_slow_epoch_gets_a_line_every_tenth():
+    """A log (CI, a file, a pipe) gets a line at every tenth of a slow epoch, so a batch-1 epoch of minutes is not silent."""
+    from cnnkit.training.progress import Progress
+
+    now = [0.0]
+
+    def clock():
+        return now[0]
+
+    def steps(progress, epoch, dones, seconds_per_step):
+        for done in dones:
+            now[0] += seconds_per_step
+            progress.on_step(epoch, done, 1000, 0.5)
+
+    lines = []
+    progress = Progress(lines.append, False, epochs=2, batch_size=1, clock=clock)
+    steps(progress, 1, range(1, 1001), 0.125)  # 125 s an epoch (binary fractions: exact sums)
+    assert [re.search(r"\((\d+)%\)", line)[1] for line in lines] == [str(p) for p in range(10, 100, 10)]
+    assert lines[0] == "epoch 1/2 step 100/1000 (10%)  8 img/s  loss 0.5000  ETA 3:57"  # 1,900 images left at 8/s
+
+    lines.clear()  # resumed in the middle of epoch 2: the tenths already behind it are not repeated
+    steps(progress, 2, range(501, 1001), 0.125)
+    assert [re.search(r"\((\d+)%\)", line)[1] for line in lines] == ["60", "70", "80", "90"]
+
+    lines.clear()  # an epoch of 4 s: its own line comes soon enough, tenths would only be noise
+    steps(Progress(lines.append, False, epochs=1, batch_size=1, clock=clock), 1, range(1, 1001), 1 / 256)
+    assert lines == []
+
+
 def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_run_folder(spec_file, tmp_path):
     """A validation split larger than the training set is found after the data is read, when the
     folder already holds spec.json: the folder is removed again, and the next run gets the name."""

@@ -20,6 +20,9 @@ from cnnkit.data import load_test_set
 from cnnkit.errors import SpecError
 from conftest import TINY_SPEC, one_line_error, synthetic_images
 
+# The fixtures train tiny models whose accuracy ends near chance: not what is tested.
+pytestmark = pytest.mark.filterwarnings("ignore::cnnkit.training.TrainingWarning")
+
 runner = CliRunner()
 
 

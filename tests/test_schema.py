@@ -21,7 +21,7 @@ from cnnkit.spec.schema import describe_params, spec_schema, to_draft07
 from conftest import TINY_SPEC  # the mutation tests below index into its layers
 from fakeplugins import BROKEN_MODULE, SCALE_MODULE, write_dist
 
-SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.json"))
+SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").rglob("*.json"))  # specs/examples/ too
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,49 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from ..errors import CnnkitError, CnnkitWarning, Terminated
 
+
+class _PlainHelp:
+    """Help that shows how to type a command line, whatever Typer's version renders by default.
+
+    A flag takes no value, so its help shows none (Typer 0.29 printed ``--json <bool>``, and users
+    then typed ``--json true``, which fails); the usage line names arguments as Click does, ``BUNDLE
+    IMAGES...`` and ``[SPEC]`` for an optional one (Typer 0.29 printed ``{bundle}``). Parameters are
+    told apart by Click's attributes, which Typer keeps whether it uses Click or its own copy of it.
+    """
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""  # what the help shows after the flag's name: nothing
+        return params
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        if isinstance(self, TyperGroup):
+            return super().collect_usage_pieces(ctx)
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar or param.name.upper()
+                name = name if param.required else f"[{name}]"
+                pieces.append(name + ("..." if param.nargs != 1 else ""))
+        return pieces
+
+
+class _Command(_PlainHelp, TyperCommand):
+    pass
+
+
+class _Group(_PlainHelp, TyperGroup):
+    pass
+
+
 app = typer.Typer(
+    cls=_Group,
     help="cnnkit: convolutional networks from JSON specs, trained with NumPy, shipped as one bundle.",
     add_completion=False,
     no_args_is_help=True,
@@ -30,7 +69,7 @@ app = typer.Typer(
 )
 _state = {"debug": False}
 
-SetOption = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a spec value: dotted.path=JSON, e.g. train.epochs=1 (repeatable).")]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a spec value: dotted.path=JSON, e.g. train.epochs=1 (repeatable).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 AllowMismatchOption = Annotated[
     bool, typer.Option("--allow-provider-mismatch", help="Load even if another distribution than the bundle recorded provides a layer type (a warning says which).")
@@ -105,7 +144,7 @@ def command(*args, **kwargs):
                 for s, h in previous.items():
                     signal.signal(s, h)
 
-        return app.command(*args, **kwargs)(wrapper)
+        return app.command(*args, cls=_Command, **kwargs)(wrapper)
 
     return decorate
 
