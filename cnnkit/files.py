@@ -2,6 +2,8 @@
 
 A FIFO would block a reader forever and /dev/zero never ends, so every file cnnkit reads as a whole
 (specs, bundles, images) goes through :func:`read_regular`, which names the kind of file it refused.
+:func:`looks_like` names a file by its first bytes, so that a picture given where a bundle or an
+.npy belongs is called a picture, not a broken bundle or pickled data.
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ from .errors import CnnkitError
 
 # Bytes read at a time from a file that is longer than fstat said when it was opened.
 READ_CHUNK = 1 << 20
+
+# First bytes of the files people give cnnkit by mistake, and what to call them.
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
+    (b"\x93NUMPY", "a NumPy .npy array"), (b"PK\x03\x04", "a zip archive (an .npz array file?)"),
+    (b"PK\x05\x06", "an empty zip archive"), (b"\x1f\x8b", "gzip-compressed data"),
+)
 
 
 def file_kind(mode: int) -> str:
@@ -84,6 +94,22 @@ def read_regular(path: str | os.PathLike, what: str, error: type[CnnkitError], m
     if len(data) > max_bytes:  # it grew while we read
         raise error(f"{path}: more than {max_bytes:,} bytes, more than {_a(what)} may have")
     return data
+
+
+def looks_like(head: bytes) -> str | None:
+    """What a file starting with ``head`` seems to be ("a PNG image", "a NumPy .npy array", ...), or
+    None: pictures Pillow reads, .npy, zip (.npz), gzip, and ONNX models (a protobuf ModelProto starts
+    with its ir_version field, 0x08 and a small version, then the tag of a later field)."""
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP image"
+    if head[:2] == b"BM" and head[6:10] == bytes(4):  # "BM", the file size, four reserved zero bytes
+        return "a BMP image"
+    if len(head) >= 3 and head[0] == 0x08 and 3 <= head[1] <= 15 and head[2] in (0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42):
+        return "an ONNX model"
+    return None
 
 
 def read_head(path: str | os.PathLike, size: int = 64) -> bytes:

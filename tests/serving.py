@@ -22,11 +22,16 @@ def trained_bundle(folder: Path, synthetic_dir: Path, name: str = "tiny", seed: 
 
 
 class ServerProcess:
-    """``cnnkit serve ARGS --port 0`` in a child process; ``url`` once it says where it listens."""
+    """``cnnkit serve ARGS --port 0`` in a child process; ``url`` once it says where it listens.
 
-    def __init__(self, *args: str):
+    ``without`` names modules the child cannot import, as if they were not installed (``httptools``).
+    """
+
+    def __init__(self, *args: str, without: tuple[str, ...] = ()):
         env = {**os.environ, "CNNKIT_OFFLINE": "1"}
-        self.process = subprocess.Popen([sys.executable, "-m", "cnnkit", "serve", *map(str, args), "--port", "0"],
+        hidden = "".join(f"sys.modules[{name!r}] = None; " for name in without)  # import then raises ImportError
+        launch = ["-m", "cnnkit"] if not without else ["-c", f"import sys; {hidden}from cnnkit.cli import main; main()"]
+        self.process = subprocess.Popen([sys.executable, *launch, "serve", *map(str, args), "--port", "0"],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.lines: list[str] = []
         first = self.process.stderr.readline()

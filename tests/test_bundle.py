@@ -295,6 +295,24 @@ def test_malformed_files(data, message):
         bundle.decode(data, "x.cnnkit")
 
 
+@pytest.mark.parametrize(
+    "head, kind",
+    [
+        (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "a PNG image"),  # 0x89 starts a msgpack map: once "map keys must be strings"
+        (b"\xff\xd8\xff\xe0\0\x10JFIF\0", "a JPEG image"),
+        (b"GIF89a\x1c\0\x1c\0", "a GIF image"),
+        (b"RIFF\x24\0\0\0WEBPVP8 ", "a WebP image"),
+        (b"\x93NUMPY\x01\0v\0{'descr'", "a NumPy .npy array"),
+        (b"PK\x03\x04\x14\0\0\0", "a zip archive (an .npz array file?)"),
+        (b"\x08\x08\x12\x07pytorch\x1a\x032.1", "an ONNX model"),
+    ],
+)
+def test_a_file_that_is_no_bundle_is_named_by_what_it_looks_like(head, kind):
+    with pytest.raises(cnnkit.BundleError) as caught:
+        bundle.decode(head + bytes(100), "boot.png")
+    assert str(caught.value) == f"boot.png is not a cnnkit bundle (it looks like {kind})"
+
+
 def test_nested_preallocation_bomb_is_refused_before_msgpack_allocates():
     # 200 nested arrays each claiming a million entries: a naive msgpack reader asks for 1.6 GB up front.
     bomb = b"\x81\xa1a" + b"\xdd\x00\x10\x00\x00" * 200 + b"\x00" * (1 << 20)

@@ -246,6 +246,11 @@ def test_predict_bad_inputs(bundle, tmp_path):
     assert_one_line_error(cli("predict", tmp_path / "missing.cnnkit", folder / "one.png"), "bundle not found")
     (tmp_path / "junk.cnnkit").write_bytes(b"\x00not msgpack at all")
     assert_one_line_error(cli("predict", tmp_path / "junk.cnnkit", folder / "one.png"))
+    # A picture where the bundle belongs, a picture renamed .npy: named as pictures, not as broken
+    # msgpack ("map keys must be strings") or pickled data ("allow_pickle=", "pickle.load()").
+    assert_one_line_error(cli("predict", folder / "one.png", folder / "one.png"), "one.png is not a cnnkit bundle (it looks like a PNG image)")
+    (tmp_path / "renamed.npy").write_bytes((folder / "one.png").read_bytes())
+    assert_one_line_error(cli("predict", path, tmp_path / "renamed.npy"), "renamed.npy: not a .npy file (it looks like a PNG image)")
     assert_one_line_error(cli("evaluate", tmp_path / "missing.cnnkit"), "bundle not found")
 
 

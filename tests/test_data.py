@@ -6,6 +6,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import io
 import socket
 import threading
 
@@ -288,12 +289,21 @@ def test_npy_and_idx_images(tmp_path):
     np.testing.assert_array_equal(read_images(tmp_path / "x-idx3-ubyte.gz"), images)
 
 
+def _npy_bytes(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
 @pytest.mark.parametrize(
     "name, content, fragment",
     [
         ("notes.txt", b"hello, not an image", "not an image"),
         ("fake.png", b"\x89PNG\r\n\x1a\nbroken", "image"),
-        ("x.npy", b"not numpy", "not a readable .npy"),
+        ("x.npy", b"not numpy", "x.npy: not a .npy file (it does not start with the .npy magic string)"),
+        ("x.npy", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "x.npy: not a .npy file (it looks like a PNG image)"),  # not NumPy's pickle advice
+        ("x.npy", _npy_bytes(np.zeros((1000, 28, 28), np.uint8))[: 128 + 784],  # cut after one image
+         "header claims shape [1000, 28, 28] (784,000 bytes) but the file holds 784 bytes of data"),
         ("x.idx", b"\x01\x02\x03\x04", "bad magic"),
     ],
 )
@@ -306,7 +316,7 @@ def test_unreadable_images_are_data_errors(tmp_path, name, content, fragment):
 
 def test_npy_object_arrays_are_refused_without_unpickling(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(DataError, match="not a readable .npy"):
+    with pytest.raises(DataError, match=r"obj.npy: an object array \(dtype object\); cnnkit reads .npy without pickle"):
         read_images(tmp_path / "obj.npy")
 
 

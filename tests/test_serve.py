@@ -5,6 +5,8 @@ clients should not do. Every answer is compared with ``Model.predict_proba`` in 
 
 from __future__ import annotations
 
+import http.client
+import io
 import json
 import re
 import signal
@@ -14,6 +16,7 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("uvicorn", reason="the serve extra is not installed")
 httpx = pytest.importorskip("httpx")
@@ -155,21 +158,24 @@ HOSTILE = {  # body, Inference-Header-Content-Length, what the error says
     "not an object": (b"[1, 2]", None, "the request must be a JSON object"),
     "1e9 images": (_request(dict(_input, shape=[10**9, 1, 28, 28])), None, "shape [1000000000, 1, 28, 28] needs 784,000,000,000 values. Received: 784 values"),
     "1e9 binary": (*_binary(dict(_fp32, shape=[10**9, 28, 28], parameters={"binary_data_size": 10**9 * 3136}), bytes(3136)),
-                   "binary_data_size is 3,136,000,000,000 bytes but 3,136 bytes follow the JSON header"),
+                   "binary_data_size is 3,136,000,000,000 bytes but the JSON header is followed by 3,136 bytes"),
     "data short": (_request(dict(_input, data=_input["data"][:-1])), None, "needs 784 values. Received: 783 values"),
-    "wrong shape": (_request(dict(_input, shape=[1, 3, 28, 28])), None, "shape must be [-1, 1, 28, 28] or [-1, 28, 28]"),
+    "wrong shape": (_request(dict(_input, shape=[1, 3, 28, 28])), None, "shape must be [N, 1, 28, 28] or [N, 28, 28] with N >= 1"),
+    "metadata's -1": (_request(dict(_input, shape=[-1, 28, 28])), None, "shape must be [N, 1, 28, 28] or [N, 28, 28] with N >= 1"),
     "wrong datatype": (_request(dict(_input, datatype="INT64")), None, 'datatype must be UINT8 or FP32 (raw pixels). Received: "INT64"'),
     "strings": (_request(dict(_input, data=["1"] * 784)), None, "must hold integers 0..255 for UINT8. Received: strings"),
     "out of range": (_request(dict(_input, data=[256] * 784)), None, "must hold integers 0..255 for UINT8. Received: values from 256 to 256"),
     "NaN": (_request(dict(_fp32, data=[float("nan")] * 784)), None, "NaN is not a JSON number"),
     "1e400": (_request(dict(_fp32, data=[0.0] * 784)).replace(b"[0.0, ", b"[1e400, ", 1), None, "must be finite numbers"),
-    "1e39 in FP32": (_request(dict(_fp32, data=[1e39] * 784)), None, "must be finite numbers"),
+    "1e39 in FP32": (_request(dict(_fp32, data=[1e39] * 784)), None, "must be finite numbers within FP32's range (±3.4e38). Received: 1e+39"),
     "binary infinity": (*_binary(dict(_fp32, parameters={"binary_data_size": 3136}), np.full(784, np.inf, "<f4").tobytes()), "must be finite numbers"),
     "empty inputs": (b'{"inputs": []}', None, "inputs must be a non-empty list of tensors. Received: []"),
     "two inputs": (_request(_input, _input), None, "has one input, 'input'. Received: 2 inputs"),
     "unknown output": (_request(_input, outputs=[{"name": "logits"}]), None, "outputs[0].name must be 'probabilities'"),
     "header longer than body": (b'{"inputs": []}', "999", "Inference-Header-Content-Length must be a byte count within the 14-byte body"),
-    "binary too short": (*_binary(dict(_fp32, parameters={"binary_data_size": 3136}), bytes(100)), "binary_data_size is 3,136 bytes but 100 bytes follow"),
+    "binary too short": (*_binary(dict(_fp32, parameters={"binary_data_size": 3136}), bytes(100)), "binary_data_size is 3,136 bytes but the JSON header is followed by 100 bytes"),
+    "binary without its header": (_binary(dict(_fp32, parameters={"binary_data_size": 3136}), bytes(3136))[0], None,
+                                  "of JSON followed by 3,136 more bytes; binary tensor data after the JSON needs the Inference-Header-Content-Length header"),
 }
 
 
@@ -224,7 +230,7 @@ def test_slow_clients_time_out_without_holding_up_the_others(impatient, model):
             break  # closed by the server
         time.sleep(0.2)
     answer = read_to_close(body)
-    assert answer.startswith(b"HTTP/1.1 408 ") and b"the request body did not arrive within 1 s (1 bytes came)" in answer
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"the request body did not arrive within 1 s (1 byte came)" in answer
     assert read_to_close(idle) == b""
     try:  # closed by the server (a connection left open would time out here, after 10 s)
         assert read_to_close(trickle) == b""
@@ -277,6 +283,71 @@ def test_metrics_and_access_log_count_the_requests(server):
             break
         time.sleep(0.05)
     assert any(logged.search(line) for line in server.lines), server.lines[-5:]
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_a_picture_posted_to_infer_is_sent_where_it_belongs(server, model):
+    x = images(1, seed=3)
+    png = png_bytes(x[0, 0])
+    hint = "; POST the file itself to /page/request/tiny, which answers with the inference request for it, or use `cnnkit predict`"
+    for how, what in [(dict(content=png), "not a PNG image"),  # once "malformed JSON in the request: not UTF-8 text"
+                      (dict(content=png, headers={"content-type": "image/png"}), "not an image file (Content-Type: image/png)"),
+                      (dict(files={"file": ("boot.png", png, "image/png")}), "not a multipart upload (Content-Type: multipart/form-data)")]:
+        answer = httpx.post(f"{server.url}/v2/models/tiny/infer", timeout=10, **how)
+        assert answer.status_code == 415 and answer.json()["error"].endswith(what + hint), answer.text
+    made = httpx.post(f"{server.url}/page/request/tiny?filename=boot.png", content=png, timeout=10)  # where the file belongs
+    length = made.headers["inference-header-content-length"]
+    answer = httpx.post(f"{server.url}/v2/models/tiny/infer", content=made.content, headers={"inference-header-content-length": length}, timeout=10)
+    top = answer.json()["outputs"][0]["data"][0]  # "<probability>:<index>:<class name>", the most likely first
+    assert int(top.split(":")[1]) == model.predict_proba(x).argmax()
+    assert httpx.post(f"{server.url}/page/request/tiny?filename=boot.png", files={"file": ("boot.png", png)}).json() == {
+        "error": "send the file itself as the request body (curl --data-binary @FILE), not as a multipart form"}
+    for value in ("true", "yes", "2"):  # each once meant "do not invert"
+        answer = httpx.post(f"{server.url}/page/request/tiny?filename=boot.png&invert={value}", content=png, timeout=10)
+        assert answer.status_code == 400 and answer.json() == {"error": f"query parameter invert must be 0 or 1. Received: '{value}'"}
+
+
+def test_routes_a_client_guesses_at(server, triton):
+    root = httpx.get(f"{server.url}/v2/")  # once a 307 to /v2, which curl does not follow
+    assert root.status_code == 200 and root.json() == httpx.get(f"{server.url}/v2").json()
+    listing = httpx.get(f"{server.url}/v2/models")
+    assert listing.status_code == 404 and "this server has models 'tiny', 'second'" in listing.json()["error"]
+    assert triton.get_model_repository_index() == [{"name": "tiny", "version": "1", "state": "READY", "reason": ""},
+                                                   {"name": "second", "version": "1", "state": "READY", "reason": ""}]
+    wrong = httpx.get(f"{server.url}/v2/models/tiny/infer")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    assert wrong.json() == {"error": "GET is not allowed on '/v2/models/tiny/infer'; use POST"}
+    assert '<link rel="icon" href="data:image/svg+xml,' in httpx.get(f"{server.url}/").text  # no /favicon.ico 404 on every load
+
+
+def test_the_connection_limit_counts_from_one_and_answers_in_json(bundles):
+    """--max-connections 1 once refused every request (uvicorn counted the asking connection against
+    the limit), in plain text that the access log and the metrics never saw; here under h11."""
+    process = ServerProcess(bundles[0], "--max-connections", "1", without=("httptools",))
+    host, port = process.address.rsplit(":", 1)
+    first, second = http.client.HTTPConnection(host, int(port), timeout=10), http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        first.request("GET", "/v2/health/live")
+        answer = first.getresponse()
+        assert (answer.status, answer.read()) == (200, b'{"live":true}')  # the first connection is within the limit
+        second.request("GET", "/v2/health/live")  # while the first stays open
+        refused = second.getresponse()
+        assert refused.status == 503 and refused.getheader("content-type") == "application/json"
+        assert json.loads(refused.read()) == {"error": "the server has 2 open connections, more than its limit of 1 (--max-connections); try again later"}
+        first.request("GET", "/metrics")
+        metrics = first.getresponse().read().decode()
+        assert 'cnnkit_requests_total{endpoint="over_limit",model="",status="503"} 1.0' in metrics
+    finally:
+        first.close()
+        second.close()
+        assert process.stop() == 0
+    assert "httptools is not installed, so uvicorn parses HTTP with h11 (slower): pip install httptools" in process.lines[1]
+    assert any('"GET /v2/health/live" 503 ' in line for line in process.lines), process.lines
 
 
 def test_ctrl_c_stops_the_server_cleanly(bundles):

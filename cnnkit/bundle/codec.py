@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import BundleError
+from ..files import looks_like
 from ..plugins.registry import normalize_dist
 from .scan import unpack
 
@@ -172,6 +173,9 @@ def decode(data: bytes, source: str = "bundle") -> Bundle:
     data = bytes(data)
     if not data:
         raise BundleError(f"{source}: empty file")
+    kind = looks_like(data[:16])
+    if kind:  # a PNG starts like a msgpack map: name the picture, not what msgpack makes of its bytes
+        raise BundleError(f"{source} is not a cnnkit bundle (it looks like {kind})")
     if len(data) > MAX_FILE_BYTES:
         raise BundleError(f"{source}: {len(data):,} bytes is larger than any bundle can be ({MAX_FILE_BYTES:,})")
     if not (0x80 <= data[0] <= 0x8F or data[0] in (0xDE, 0xDF)):

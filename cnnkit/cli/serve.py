@@ -17,7 +17,7 @@ def serve(
     max_body: Annotated[int, typer.Option(min=1, help="Largest request body in bytes (larger: 413).")] = 64 * 1024 * 1024,
     timeout: Annotated[float, typer.Option(min=0.001, help="Seconds a client has to send a request's head, and again its body (else 408 / closed).")] = 30.0,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Inference threads (default: the cores cnnkit uses).")] = None,
-    max_connections: Annotated[int, typer.Option(min=1, help="Open connections and requests beyond which new ones get 503.")] = 256,
+    max_connections: Annotated[int, typer.Option(min=1, help="Most connections open at once; a request while more are open gets 503.")] = 256,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No access-log line per request.")] = False,
     allow_provider_mismatch: AllowMismatchOption = False,
 ):

@@ -1,4 +1,9 @@
-"""Array files without pickle: .npz archives (memory-mapped when stored uncompressed) and cnnkit's user cache."""
+"""Array files without pickle: .npy files, .npz archives (memory-mapped when stored uncompressed) and cnnkit's user cache.
+
+An .npy header is read and checked before NumPy loads anything: a file that is no .npy would
+otherwise reach NumPy's pickle fallback, whose advice (``allow_pickle=``, ``pickle.load()``) is
+exactly what cnnkit never does.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..files import looks_like
 
 
 # How a damaged .npz shows itself: zipfile's and zlib's errors, and those of numpy's header parser
@@ -29,6 +35,47 @@ def cache_root() -> Path:
     """Per-user cache: $XDG_CACHE_HOME/cnnkit (default ~/.cache/cnnkit)."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "cnnkit"
+
+
+def _npy_header(fh) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """The shape, Fortran order and dtype an .npy stream's header claims; the stream is left at the data."""
+    version = np.lib.format.read_magic(fh)
+    if version not in ((1, 0), (2, 0)):  # 3.0 only adds UTF-8 field names of structured dtypes, which hold no pixels
+        raise ValueError(f".npy format version {version[0]}.{version[1]}; cnnkit reads versions 1.0 and 2.0 (what np.save writes)")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read_header(fh)
+
+
+def read_npy(path: str | Path) -> np.ndarray:
+    """The array of the .npy file ``path``, loaded with ``allow_pickle=False`` once its header is checked.
+
+    A file that does not start with the .npy magic string is a DataError saying what it looks like instead (a
+    PNG renamed, say); an object array is refused before anything is read; a header claiming more
+    bytes than the file holds is refused before any allocation.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+            if head.startswith(b"\x93NUMPY"):
+                fh.seek(0)
+                shape, _, dtype = _npy_header(fh)
+                held = os.fstat(fh.fileno()).st_size - fh.tell()
+    except _BROKEN as exc:
+        raise DataError(f"{path}: not a readable .npy array: {_one_line(exc)}") from None
+    if not head.startswith(b"\x93NUMPY"):
+        kind = looks_like(head)
+        raise DataError(f"{path}: not a .npy file ({'it looks like ' + kind if kind else 'it does not start with the .npy magic string'})")
+    if dtype.hasobject:
+        raise DataError(f"{path}: an object array (dtype {dtype}); cnnkit reads .npy without pickle, so save plain numbers (e.g. x.astype(np.uint8))")
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > held:
+        raise DataError(f"{path}: its header claims shape {list(shape)} ({claimed:,} bytes) but the file holds {held:,} bytes of data; "
+                        f"it is damaged or was not written by np.save")
+    try:
+        return np.load(path, allow_pickle=False)
+    except _BROKEN as exc:
+        raise DataError(f"{path}: not a readable .npy array: {_one_line(exc)}") from None
 
 
 def read_npz(path: str | Path, required: tuple[str, ...], optional: tuple[str, ...] = (), mmap: bool = True) -> dict[str, np.ndarray]:
@@ -63,11 +110,7 @@ def _member(path: Path, archive: zipfile.ZipFile, key: str, info: zipfile.ZipInf
     claiming 3e9 images must not reach an allocation or a memory map of that size."""
     try:
         with archive.open(info) as fh:
-            version = np.lib.format.read_magic(fh)
-            if version not in ((1, 0), (2, 0)):  # 3.0 only adds UTF-8 field names of structured dtypes, which hold no pixels
-                raise ValueError(f".npy format version {version[0]}.{version[1]}; cnnkit reads versions 1.0 and 2.0 (what np.save writes)")
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(fh)
+            shape, fortran, dtype = _npy_header(fh)
             header_length = fh.tell()
     except _BROKEN as exc:
         raise DataError(f"{path}: array {key!r} is not a readable .npy member: {_one_line(exc)}") from None

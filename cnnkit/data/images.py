@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..files import check_regular
+from .arrays import read_npy
 from .idx import read_idx
 
 # Array dtypes that hold pixel values; complex, string, void, datetime and object arrays do not.
@@ -69,10 +70,7 @@ def read_images_noted(
     suffix = path.suffix.lower()
     note = None
     if suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except Exception as exc:
-            raise DataError(f"{path}: not a readable .npy array: {exc}") from None
+        array = read_npy(path)
         if array.dtype.kind not in _PIXEL_KINDS:
             raise DataError(f"{path}: a .npy of pixels must hold real numbers (bool, integer or float). Received: dtype {array.dtype}")
     elif suffix in (".gz", ".idx") or "idx" in path.name or "ubyte" in path.name:

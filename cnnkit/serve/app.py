@@ -6,6 +6,10 @@ one of ``workers`` threads (default: the cores cnnkit uses), so the event loop o
 a health check is answered while a big batch computes. While any of them runs, OpenBLAS is kept to
 one thread (``cnnkit.runtime.parallel``): the parallelism is the request threads plus cnnkit's own
 split of a big batch over its worker threads, not BLAS threads fighting them for the cores.
+
+Around the routes, :class:`Observed` counts and logs every request, serves a path with a trailing
+slash as the path without it (``/v2/``: no redirect a client may not follow), and answers a request
+that arrives while more than ``max_connections`` connections are open with a JSON 503.
 """
 
 from __future__ import annotations
@@ -27,15 +31,15 @@ from ..runtime import parallel
 from . import page, protocol
 from .metrics import Metrics, access_line
 from .models import ServedModel
-from .protocol import RequestError
+from .protocol import RequestError, counted
 
 MAX_BODY = 64 * 1024 * 1024
 TIMEOUT = 30.0
 
 
-def error(message: str, status: int = 400, close: bool = False) -> JSONResponse:
+def error(message: str, status: int = 400, close: bool = False, headers: dict[str, str] | None = None) -> JSONResponse:
     """``{"error": "..."}`` on one line; ``close`` ends the connection (a body was left unread)."""
-    return JSONResponse({"error": " ".join(message.split())}, status, headers={"connection": "close"} if close else None)
+    return JSONResponse({"error": " ".join(message.split())}, status, headers={**(headers or {}), **({"connection": "close"} if close else {})})
 
 
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:
@@ -63,9 +67,9 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
                     chunks.append(chunk)
     except TimeoutError:
         if size <= limit:
-            raise RequestError(f"the request body did not arrive within {timeout:g} s ({size:,} bytes came)", 408) from None
+            raise RequestError(f"the request body did not arrive within {timeout:g} s ({counted(size, 'byte')} came)", 408) from None
     except ClientDisconnect:
-        raise RequestError(f"the client closed the connection after {size:,} bytes of the body", 400) from None
+        raise RequestError(f"the client closed the connection after {counted(size, 'byte')} of the body", 400) from None
     if size > limit:
         raise RequestError(f"the request body is over the server's limit of {limit:,} bytes (--max-body)", 413)
     return b"".join(chunks)
@@ -75,10 +79,14 @@ class Server:
     """The state behind the routes: the models, the limits, the inference threads, the metrics."""
 
     def __init__(self, models: dict[str, ServedModel], *, max_body: int = MAX_BODY, timeout: float = TIMEOUT,
-                 workers: int | None = None, log: Callable[[str], None] | None = None):
+                 workers: int | None = None, log: Callable[[str], None] | None = None,
+                 max_connections: int | None = None, open_connections: Callable[[], int] | None = None):
+        """``open_connections`` counts the HTTP server's open connections (`cnnkit serve` passes
+        uvicorn's); with ``max_connections``, a request arriving while there are more gets a 503."""
         from .. import __version__
 
         self.models, self.max_body, self.timeout, self.log = models, max_body, timeout, log
+        self.max_connections, self.open_connections = max_connections, open_connections
         self.workers = workers or parallel.num_threads()
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="cnnkit-serve")
         self.metrics = Metrics()
@@ -94,6 +102,20 @@ class Server:
         if version != protocol.VERSION:
             raise RequestError(f"model {name!r} has no version {version[:40]!r}; it has version {protocol.VERSION}", 404)
         return served
+
+    def over_limit(self) -> int:
+        """The open connections, when there are more than ``max_connections`` (this request's own
+        connection among them), else 0."""
+        if self.max_connections is None or self.open_connections is None:
+            return 0
+        count = self.open_connections()
+        return count if count > self.max_connections else 0
+
+    async def busy(self, scope, receive, send, count: int) -> None:
+        """The ASGI answer to a request beyond the connection limit: a JSON 503, and the connection closed."""
+        message = (f"the server has {counted(count, 'open connection')}, more than its limit of {self.max_connections} "
+                   f"(--max-connections); try again later")
+        await error(message, 503, close=True, headers={"retry-after": "1"})(scope, receive, send)
 
     async def compute(self, fn, *args):
         """``fn(*args)`` in an inference thread, with OpenBLAS kept to one thread."""
@@ -121,6 +143,7 @@ class Server:
 
     async def infer(self, request: Request) -> Response:
         served = self.model(request)
+        protocol.check_content_type(request.headers.get("content-type"), served.name)  # before the body: it is not read
         body = await read_body(request, self.max_body, self.timeout)
         content, headers, count = await self.compute(_infer, served, body, request.headers.get(protocol.HEADER_LENGTH))
         self.metrics.images.labels(served.name).inc(count)
@@ -131,10 +154,15 @@ class Server:
 
     async def page_request(self, request: Request) -> Response:
         served = self.model(request)
+        invert = page.query_flag(request.query_params, "invert")
+        page.check_upload_type(request.headers.get("content-type"))
         body = await read_body(request, self.max_body, self.timeout)
-        query = request.query_params
-        content, headers = await self.compute(page.inference_request, served, body, query.get("filename", ""), query.get("invert") == "1")
+        content, headers = await self.compute(page.inference_request, served, body, request.query_params.get("filename", ""), invert)
         return Response(content, headers=headers)
+
+    async def repository_index(self, request: Request) -> Response:
+        body = await read_body(request, self.max_body, self.timeout)
+        return JSONResponse(protocol.repository_index(body, self.models))
 
     async def prometheus(self, request: Request) -> Response:
         return Response(self.metrics.text(), media_type=self.metrics.content_type)
@@ -164,6 +192,7 @@ def create_app(models: dict[str, ServedModel], **options) -> Starlette:
     for prefix in (model, model + "/versions/{version}"):
         routes += [Route(prefix, server.model_metadata), Route(prefix + "/ready", server.model_ready),
                    Route(prefix + "/infer", server.infer, methods=["POST"])]
+    routes += [Route("/v2/repository/index", server.repository_index, methods=["POST"])]
     routes += [Route("/page/models", server.page_models), Route("/page/request/{name}", server.page_request, methods=["POST"]),
                Route("/metrics", server.prometheus)]
     app = Starlette(routes=routes, exception_handlers={RequestError: _request_error, HTTPException: _http_error, Exception: _internal_error})
@@ -176,9 +205,11 @@ async def _request_error(request: Request, exc: RequestError) -> Response:
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
-    what = {404: f"no route {request.url.path[:200]!r} (see GET /v2 and /v2/models/NAME)",
-            405: f"{request.method} is not allowed on {request.url.path[:200]!r}"}
-    return error(what.get(exc.status_code, str(exc.detail)), exc.status_code)
+    names = ", ".join(map(repr, request.app.state.server.models))
+    what = {404: f"no route {request.url.path[:200]!r}; this server has models {names}: GET /v2/models/NAME for one's metadata, "
+                 f"POST /v2/models/NAME/infer to infer (the list: POST /v2/repository/index)",
+            405: f"{request.method} is not allowed on {request.url.path[:200]!r}; use {(exc.headers or {}).get('Allow', 'another method')}"}
+    return error(what.get(exc.status_code, str(exc.detail)), exc.status_code, headers=exc.headers)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
@@ -196,6 +227,9 @@ class Observed:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start, status, size = time.perf_counter(), 500, 0
+        path = scope["path"]
+        if path.endswith("/") and path != "/":  # /v2/ is /v2: served, not redirected (a client may not follow)
+            scope = {**scope, "path": path.rstrip("/") or "/"}
 
         async def observed_send(message):
             nonlocal status, size
@@ -207,13 +241,17 @@ class Observed:
 
         metrics = self.server.metrics
         metrics.in_progress.inc()
+        busy = self.server.over_limit()
         try:
-            await self.app(scope, receive, observed_send)
+            if busy:
+                await self.server.busy(scope, receive, observed_send, busy)
+            else:
+                await self.app(scope, receive, observed_send)
         finally:
             metrics.in_progress.dec()
             seconds = time.perf_counter() - start
-            endpoint = getattr(scope.get("endpoint"), "__name__", "none")
+            endpoint = "over_limit" if busy else getattr(scope.get("endpoint"), "__name__", "none")
             name = scope.get("path_params", {}).get("name")
             metrics.observe(name if name in self.server.models else "", endpoint, status, seconds)
             if self.server.log is not None:
-                self.server.log(access_line(scope.get("client"), scope["method"], scope["path"], status, size, seconds))
+                self.server.log(access_line(scope.get("client"), scope["method"], path, status, size, seconds))

@@ -26,11 +26,17 @@ class ServedModel:
         return self.signature.name
 
 
+NAME_RULE = "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
 def parse_target(target: str) -> tuple[str | None, str]:
-    """``NAME=PATH`` or ``PATH`` (an existing file whose name holds '=' is a path)."""
+    """``NAME=PATH`` or ``PATH`` (an existing file whose name holds '=' is a path); a CnnkitError
+    when the text before the first '=' cannot be a model name and no such file exists."""
     name, sep, path = target.partition("=")
-    if not sep or os.path.exists(target) or not NAME_PATTERN.fullmatch(name):
+    if not sep or os.path.exists(target):
         return None, target
+    if not NAME_PATTERN.fullmatch(name):
+        raise CnnkitError(f"{target!r} is no file, and {name!r} cannot be a model name for NAME=PATH ({NAME_RULE})")
     return name, path
 
 
@@ -50,7 +56,7 @@ def load_models(targets: list[str], *, allow_provider_mismatch: bool = False) ->
         model = load(Path(path), allow_provider_mismatch=allow_provider_mismatch)
         name = name or model.spec.name
         if not NAME_PATTERN.fullmatch(name):
-            raise CnnkitError(f"{path}: model name {name!r} cannot be served (1-100 letters, digits, '.', '_' or '-'); give one as NAME={path}")
+            raise CnnkitError(f"{path}: model name {name!r} cannot be served ({NAME_RULE}); give one as NAME={path}")
         if name in models:
             raise CnnkitError(f"two bundles are named {name!r}: {models[name].path} and {path}; name one as OTHER={path}")
         model.predict_proba(np.zeros((1, *model.input_shape), np.uint8))  # the first pass checks the layers: not in a request

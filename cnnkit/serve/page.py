@@ -27,6 +27,20 @@ NOTES = "cnnkit-notes"  # response header: JSON list of what was done to the fil
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+def query_flag(query, key: str) -> bool:
+    """A query parameter that is 0 or 1 (default 0); anything else is a 400 naming it (``yes`` once meant 0)."""
+    value = query.get(key, "0")
+    if value not in ("0", "1"):
+        raise RequestError(f"query parameter {key} must be 0 or 1. Received: {value[:40]!r}")
+    return value == "1"
+
+
+def check_upload_type(content_type: str | None) -> None:
+    """The file comes as the body itself; a multipart form would be read as a broken picture (415)."""
+    if (content_type or "").strip().lower().startswith("multipart/"):
+        raise RequestError("send the file itself as the request body (curl --data-binary @FILE), not as a multipart form", 415)
+
+
 def inference_request(served: ServedModel, data: bytes, filename: str, invert: bool = False) -> tuple[bytes, dict[str, str]]:
     """A binary inference request for ``served`` holding the images of the uploaded file, and its headers.
 

@@ -9,7 +9,8 @@ The model's one input, ``input``, takes raw pixels as UINT8 or FP32 of shape ``[
 (or ``[N, H, W]`` for a one-channel model); ``Model.predict_proba`` applies the bundle's own
 preprocessing. Its one output, ``probabilities``, is FP32 ``[N, classes]``; the classification
 extension (``"classification": k`` in an output's parameters) returns the top ``k`` classes as BYTES
-``"<probability>:<index>:<class name>"`` of shape ``[N, k]`` instead.
+``"<probability>:<index>:<class name>"`` of shape ``[N, k]`` instead (``k = 0``: no classification, the
+probabilities, as tritonclient's ``class_count=0`` means).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CnnkitError
+from ..files import looks_like
 
 INPUT, OUTPUT = "input", "probabilities"
 VERSION = "1"  # a bundle is one version of a model
@@ -29,6 +31,7 @@ PLATFORM = "cnnkit"
 EXTENSIONS = ["binary_tensor_data", "classification"]
 DTYPES = {"UINT8": np.dtype(np.uint8), "FP32": np.dtype("<f4")}
 HEADER_LENGTH = "inference-header-content-length"
+FP32_MAX = float(np.finfo(np.float32).max)
 
 
 class RequestError(CnnkitError):
@@ -37,6 +40,11 @@ class RequestError(CnnkitError):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 byte``, ``2 bytes``, ``1,000 bytes``: a count with its noun in the right number."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def _show(value, limit: int = 80) -> str:
@@ -94,18 +102,63 @@ def _refuse_constant(name: str):
     raise RequestError(f"malformed JSON: {name} is not a JSON number (tensor data must be finite)")
 
 
-def _json_object(text: bytes, what: str) -> dict:
+def check_content_type(content_type: str | None, name: str) -> None:
+    """Refuse (415) what an inference route cannot take by its Content-Type alone: a picture or a form.
+
+    Any other type is read as JSON: clients label it variously (curl -d says form-urlencoded).
+    """
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    if kind.startswith("image/"):
+        raise _not_a_request(f"an image file (Content-Type: {kind[:40]})", name)
+    if kind.startswith("multipart/"):
+        raise _not_a_request(f"a multipart upload (Content-Type: {kind[:40]})", name)
+
+
+def _not_a_request(what: str, name: str) -> RequestError:
+    return RequestError(f"this route takes an inference request (JSON tensors, see GET /v2/models/{name}), not {what}; "
+                        f"POST the file itself to /page/request/{name}, which answers with the inference request for it, or use `cnnkit predict`", 415)
+
+
+def _json_object(text: bytes, what: str, name: str | None = None) -> dict:
+    """``text`` as a JSON object; ``name``: the model an inference request is for, named in the advice."""
     try:
         value = json.loads(text, parse_constant=_refuse_constant)
-    except UnicodeDecodeError:
-        raise RequestError(f"malformed JSON in the {what}: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise RequestError(f"malformed JSON in the {what}: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _malformed(text, exc, what, name) from None
     except RecursionError:
         raise RequestError(f"malformed JSON in the {what}: nested too deeply") from None
     if not isinstance(value, dict):
         raise RequestError(f"the {what} must be a JSON object. Received: {type(value).__name__ if value is not None else 'null'}")
     return value
+
+
+def _malformed(text: bytes, exc: ValueError, what: str, name: str | None) -> RequestError:
+    """Why ``text`` is no JSON: for an inference request, a picture or an array file sent as it is, or
+    JSON followed by binary data without the header that says where the JSON ends; else the parser's words."""
+    kind = looks_like(text[:16]) if name else None
+    if kind:
+        return _not_a_request(kind, name)
+    json_bytes = _json_prefix(text) if name else None
+    if json_bytes is not None:
+        return RequestError(f"the {what} is {counted(json_bytes, 'byte')} of JSON followed by {counted(len(text) - json_bytes, 'more byte')}; "
+                            f"binary tensor data after the JSON needs the Inference-Header-Content-Length header (the JSON's length in bytes)")
+    if isinstance(exc, UnicodeDecodeError):
+        return RequestError(f"malformed JSON in the {what}: not UTF-8 text (byte {exc.start:,} is 0x{text[exc.start]:02x})")
+    return RequestError(f"malformed JSON in the {what}: {exc.msg} at line {exc.lineno} column {exc.colno}")
+
+
+def _json_prefix(text: bytes) -> int | None:
+    """The length in bytes of a JSON object that starts ``text`` and is followed by other bytes, else None."""
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as exc:  # binary data after the JSON: the JSON is in the part before it
+        decoded = text[: exc.start].decode("utf-8")
+    try:
+        value, end = json.JSONDecoder().raw_decode(decoded, len(decoded) - len(decoded.lstrip()))
+    except (ValueError, RecursionError):
+        return None
+    used = len(decoded[:end].encode("utf-8"))
+    return used if isinstance(value, dict) and used < len(text) else None
 
 
 def _parameters(holder: dict, where: str) -> dict:
@@ -133,13 +186,14 @@ def parse_infer(body: bytes, header_length: str | None, signature: Signature) ->
 
     Everything a tensor's size depends on (shape against the model, shape against the data's length,
     datatype) is checked before the tensor is built; its values (range, finiteness) right after.
+    A picture sent as it is (told by its first bytes) is a 415 saying where it belongs.
     """
     binary = b""
     if header_length is not None:
         if not header_length.strip().isdecimal() or int(header_length) > len(body):
             raise RequestError(f"Inference-Header-Content-Length must be a byte count within the {len(body):,}-byte body. Received: {header_length[:40]!r}")
         binary, body = memoryview(body)[int(header_length):], body[: int(header_length)]
-    request = _json_object(body, "request")
+    request = _json_object(body, "request", signature.name)
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise RequestError(f"id must be a string. Received: {_show(request_id)}")
@@ -152,7 +206,7 @@ def _input(inputs, binary, signature: Signature) -> np.ndarray:
     if not isinstance(inputs, list) or not inputs:
         raise RequestError(f"inputs must be a non-empty list of tensors. Received: {_show(inputs)}")
     if len(inputs) != 1:
-        raise RequestError(f"model {signature.name!r} has one input, {INPUT!r}. Received: {len(inputs)} inputs")
+        raise RequestError(f"model {signature.name!r} has one input, {INPUT!r}. Received: {counted(len(inputs), 'input')}")
     tensor, where = inputs[0], "inputs[0]"
     if not isinstance(tensor, dict):
         raise RequestError(f"{where} must be an object. Received: {_show(tensor)}")
@@ -164,8 +218,8 @@ def _input(inputs, binary, signature: Signature) -> np.ndarray:
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape) \
             or not any(len(shape) == len(s) and shape[1:] == s[1:] for s in signature.shapes()) or shape[0] < 1:
-        accepted = " or ".join(_show(s) for s in signature.shapes())
-        raise RequestError(f"{where}.shape must be {accepted} with a batch of at least 1 for model {signature.name!r}. Received: {_show(shape)}")
+        accepted = " or ".join(f"[{', '.join(['N', *map(str, s[1:])])}]" for s in signature.shapes())  # N, not metadata's -1
+        raise RequestError(f"{where}.shape must be {accepted} with N >= 1 for model {signature.name!r}. Received: {_show(shape)}")
     count, dtype = math.prod(shape), DTYPES[datatype]
     size = _parameters(tensor, where).get("binary_data_size")
     if size is not None:
@@ -173,16 +227,16 @@ def _input(inputs, binary, signature: Signature) -> np.ndarray:
             raise RequestError(f"{where} has both data and parameters.binary_data_size; send one")
         size = _count(size, f"{where}.parameters.binary_data_size")
         if size != len(binary):
-            raise RequestError(f"{where}.parameters.binary_data_size is {size:,} bytes but {len(binary):,} bytes follow the JSON header")
+            raise RequestError(f"{where}.parameters.binary_data_size is {counted(size, 'byte')} but the JSON header is followed by {counted(len(binary), 'byte')}")
         if size != count * dtype.itemsize:
-            raise RequestError(f"{where}: shape {_show(shape)} of {datatype} needs {count * dtype.itemsize:,} bytes. Received: {size:,} bytes")
+            raise RequestError(f"{where}: shape {_show(shape)} of {datatype} needs {counted(count * dtype.itemsize, 'byte')}. Received: {counted(size, 'byte')}")
         array = np.frombuffer(binary, dtype).reshape(shape)
     else:
         if len(binary):
-            raise RequestError(f"{len(binary):,} bytes follow the JSON header but no input has parameters.binary_data_size")
+            raise RequestError(f"the JSON header is followed by {counted(len(binary), 'byte')} but no input has parameters.binary_data_size")
         array = _from_json(tensor.get("data"), shape, count, datatype, where)
     if datatype == "FP32" and not np.isfinite(array).all():
-        raise RequestError(f"{where}.data must be finite numbers. Received: NaN or infinity in a tensor of shape {_show(shape)}")
+        raise RequestError(f"{where}'s binary data must be finite numbers. Received: NaN or infinity in a tensor of shape {_show(shape)}")
     return array
 
 
@@ -197,7 +251,7 @@ def _from_json(data, shape: list[int], count: int, datatype: str, where: str) ->
                 raise RequestError(f"{where}.data is nested but not as the shape {_show(shape)} (nest it fully or send it flat)")
             flat = [value for row in flat for value in row]
     if len(flat) != count:
-        raise RequestError(f"{where}: shape {_show(shape)} needs {count:,} values. Received: {len(flat):,} values")
+        raise RequestError(f"{where}: shape {_show(shape)} needs {counted(count, 'value')}. Received: {counted(len(flat), 'value')}")
     kinds = set(map(type, flat))
     if datatype == "UINT8":
         if kinds != {int}:
@@ -212,9 +266,11 @@ def _from_json(data, shape: list[int], count: int, datatype: str, where: str) ->
         try:
             array = np.array(flat, dtype=np.float64)
         except OverflowError:
-            raise RequestError(f"{where}.data must be finite numbers within FP32's range. Received: an integer too large") from None
-        with np.errstate(over="ignore"):  # beyond FP32's range becomes infinity, refused by the caller
-            array = array.astype(np.float32)
+            raise RequestError(f"{where}.data must be finite numbers within FP32's range (±3.4e38). Received: an integer too large") from None
+        beyond = np.flatnonzero(~(np.abs(array) <= FP32_MAX))  # 1e39 is a finite float64 but FP32's infinity; 1e400 parses as inf
+        if beyond.size:
+            raise RequestError(f"{where}.data must be finite numbers within FP32's range (±3.4e38). Received: {flat[beyond[0]]!r:.40} at flat index {beyond[0]:,}")
+        array = array.astype(np.float32)
     return array.reshape(shape)
 
 
@@ -229,7 +285,7 @@ def _outputs(outputs, binary_default: bool, signature: Signature) -> tuple[Outpu
     if not isinstance(outputs, list) or not outputs:
         raise RequestError(f"outputs must be a non-empty list (or left out for all outputs). Received: {_show(outputs)}")
     if len(outputs) != 1:
-        raise RequestError(f"model {signature.name!r} has one output, {OUTPUT!r}. Received: {len(outputs)} outputs")
+        raise RequestError(f"model {signature.name!r} has one output, {OUTPUT!r}. Received: {counted(len(outputs), 'output')}")
     requested, where = outputs[0], "outputs[0]"
     if not isinstance(requested, dict) or requested.get("name") != OUTPUT:
         raise RequestError(f"{where}.name must be {OUTPUT!r} (the model's one output). Received: {_show(requested.get('name') if isinstance(requested, dict) else requested)}")
@@ -269,6 +325,18 @@ def encode_response(signature: Signature, request: InferRequest, proba: np.ndarr
     if not blobs:
         return header, {"content-type": "application/json"}
     return header + b"".join(blobs), {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
+
+
+def repository_index(body: bytes, names) -> list[dict]:
+    """Triton's model repository index (``POST /v2/repository/index``): every served model, each ready.
+
+    The body is empty or ``{"ready": true|false}`` (only ready models, or all: the same list here).
+    """
+    if body.strip():
+        ready = _json_object(body, "repository index request").get("ready", False)
+        if not isinstance(ready, bool):
+            raise RequestError(f"ready must be true or false. Received: {_show(ready)}")
+    return [{"name": name, "version": VERSION, "state": "READY", "reason": ""} for name in names]
 
 
 def classify(proba: np.ndarray, top: int, classes: tuple[str, ...]) -> list[str]:
