@@ -96,7 +96,7 @@ class LayerGuard:
     # -- messages (only built when something is wrong) ------------------------------------------------
 
     def _broken(self, what: str) -> LayerError:
-        return LayerError(f"{self.where} breaks the layer contract: {what} ({self.culprit})")
+        return LayerError(f"{self.where} breaks the layer contract: {what}{self._blame()}")
 
     def _reraise(self, phase: str, ctx: Context, exc: BaseException):
         if isinstance(exc, MemoryError) or (self.builtin and isinstance(exc, CnnkitError)):
@@ -104,7 +104,10 @@ class LayerGuard:
         text = " ".join(str(exc).split()) or "(no message)"
         if isinstance(exc, CnnkitError):  # a plugin's own error for its user: named, not blamed
             raise LayerError(f"{self.where}: {text}") from exc
-        raise LayerError(f"{self.where}: {phase} ({_mode(ctx)}) raised {type(exc).__name__}: {text} ({self.culprit})") from exc
+        raise LayerError(f"{self.where}: {phase} ({_mode(ctx)}) raised {type(exc).__name__}: {text}{self._blame()}") from exc
+
+    def _blame(self) -> str:
+        return f" ({self.culprit})" if self.culprit else ""
 
     def _bad_output(self, x: np.ndarray, y: object, ctx: Context) -> LayerError:
         expected = [len(x), *self.output_shape]
