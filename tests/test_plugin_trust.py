@@ -276,6 +276,15 @@ def test_output_shape_must_return_ints(site):
     assert str(err.value) == "layers[0]: fake-half:halver from fake-half 0.1 breaks the layer contract: output_shape must return a tuple of ints. Received: output_shape([26]) = (13.5,)"
 
 
+def test_a_negative_output_shape_is_called_the_plugins_bug_not_empty(site):
+    # Issue 24, finding 9: a negative size was reported as "output would be empty".
+    write_dist(site, "fake-neg", "0.1", {"shrink": "fake_neg_mod:Odd"}, {"fake_neg_mod": _plugin_module("(input_shape[0] - 5,)", "x[:, 5:]")})
+    with pytest.raises(cnnkit.SpecError) as err:
+        cnnkit.validate_spec({"input": {"shape": [3]}, "layers": [{"type": "shrink"}]})
+    assert str(err.value) == ("layers[0]: fake-neg:shrink from fake-neg 0.1 breaks the layer contract: output_shape returned a negative size "
+                              "(output_shape([3]) = [-2]); for an input it cannot take, a layer raises ValueError(\"what is wrong. Received: ...\")")
+
+
 def test_check_layer_flags_a_non_integer_output_shape(site):
     from cnnkit.testing import run_checks
 
