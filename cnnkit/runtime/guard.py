@@ -24,11 +24,13 @@ import numpy as np
 from ..errors import CnnkitError, LayerError
 from ..layers.base import Context, Layer, Shape
 
+_ndarray = np.ndarray  # looked up once: the checks run for every layer at every step
+
 
 class LayerGuard:
     """One layer of a model with its declared shapes; ``forward`` runs the layer and checks what it returns."""
 
-    __slots__ = ("_forward", "input_shape", "output_shape", "trainable", "state", "where", "culprit", "builtin")
+    __slots__ = ("_forward", "input_shape", "output_shape", "trainable", "_trainable_names", "state", "where", "culprit", "builtin")
 
     def __init__(self, layer: Layer, input_shape: Shape, output_shape: Shape, where: str, culprit: str, builtin: bool = False):
         described = layer.weights(tuple(input_shape))
@@ -36,6 +38,7 @@ class LayerGuard:
         self.input_shape = tuple(input_shape)
         self.output_shape = tuple(output_shape)
         self.trainable = {name: tuple(w.shape) for name, w in described.items() if w.trainable}
+        self._trainable_names = self.trainable.keys()
         self.state = {name: tuple(w.shape) for name, w in described.items() if not w.trainable}
         self.where = where  # "layers[1] (acme:wide from acme 0.1)"
         self.culprit = culprit  # who has the bug: "a bug in acme 0.1, not in cnnkit"
@@ -57,38 +60,40 @@ class LayerGuard:
             out = self._forward(weights, x, ctx)
         except (Exception, SystemExit) as exc:
             self._reraise("forward", ctx, exc)
-        if type(out) is not tuple or len(out) != 2:
+        if out.__class__ is not tuple or len(out) != 2:
             raise self._broken(f"forward ({_mode(ctx)}) must return (y, backprop). Received: {_describe(out)}")
-        y, backprop = out
-        if not (isinstance(y, np.ndarray) and y.shape[1:] == self.output_shape and len(y) == len(x) and y.dtype == x.dtype):
+        y = out[0]
+        if not (isinstance(y, _ndarray) and y.shape[1:] == self.output_shape and len(y) == len(x) and y.dtype == x.dtype):
             raise self._bad_output(x, y, ctx)
         if ctx.updates:
             self._check_updates(ctx.updates)
         if not ctx.train:
             return out
-        if not callable(backprop):
-            raise self._broken(f"forward (training) must return (y, backprop) with a callable backprop. Received: {_describe(backprop)}")
-        return y, self._checked_backprop(backprop, x.shape, ctx)
+        if not callable(out[1]):
+            raise self._broken(f"forward (training) must return (y, backprop) with a callable backprop. Received: {_describe(out[1])}")
+        return y, self._checked_backprop(out[1], x.shape, ctx)
 
     def _checked_backprop(self, backprop: Callable, x_shape: Shape, ctx: Context) -> Callable:
+        input_grad, shapes, names = ctx.input_grad, self.trainable, self._trainable_names
+
         def checked(dy: np.ndarray):
             try:
                 out = backprop(dy)
             except (Exception, SystemExit) as exc:
                 self._reraise("backprop", ctx, exc)
-            if type(out) is not tuple or len(out) != 2:
+            if out.__class__ is not tuple or len(out) != 2:
                 raise self._broken(f"backprop must return (dx, {{weight name: gradient}}). Received: {_describe(out)}")
             dx, grads = out
             if dx is None:
-                if ctx.input_grad:
+                if input_grad:
                     raise self._broken(f"backprop returned no input gradient (dx None), but ctx.input_grad was True: the layer below needs one of shape {list(x_shape)}")
-            elif not (isinstance(dx, np.ndarray) and dx.shape == x_shape):
+            elif not (isinstance(dx, _ndarray) and dx.shape == x_shape):
                 raise self._broken(f"backprop returned an input gradient of shape {_shape(dx)} for an input of shape {list(x_shape)}")
-            if type(grads) is not dict or grads.keys() != self.trainable.keys():
+            if grads.__class__ is not dict or grads.keys() != names:
                 raise self._bad_grad_names(grads)
             for name, g in grads.items():
-                if not (isinstance(g, np.ndarray) and g.shape == self.trainable[name]):
-                    raise self._broken(f"backprop returned a gradient of {name!r} of shape {_shape(g)}, but the weight's shape is {list(self.trainable[name])}")
+                if not (isinstance(g, _ndarray) and g.shape == shapes[name]):
+                    raise self._broken(f"backprop returned a gradient of {name!r} of shape {_shape(g)}, but the weight's shape is {list(shapes[name])}")
             return out
 
         return checked
