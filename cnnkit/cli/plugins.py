@@ -100,9 +100,18 @@ def _shape_option(input_shape: str | None) -> tuple[int, ...] | None:
     return shape
 
 
-def _report(what: str, header: str, results) -> None:
-    """The lines of check-layer and check-source: one per check, then ok or the failed checks (exit 1)."""
-    typer.echo(header)
+def _run_kit(command_name: str, what: str, params: str | None, input_shape: str | None, run) -> None:
+    """check-layer and check-source: parse the options, run the kit, print a line per check, then ok
+    or the failed checks (exit 1). Params the plugin refuses, or an input shape it cannot take, are
+    usage errors (exit 2)."""
+    from ..errors import SpecError
+
+    fields, shape = _params_option(params), _shape_option(input_shape)
+    try:
+        used, results = run(what, fields, shape)
+    except SpecError as exc:
+        _fail(str(exc), 2)
+    typer.echo(f"{command_name} {what} params={json.dumps(fields)} input_shape={list(used) if used else None}")
     for r in results:
         typer.echo(f"  {r.status.upper():4}  {r.name}: {r.detail}")  # NOTE: worth knowing, not a failure
     failed = [r.name for r in results if r.status == "fail"]
@@ -122,15 +131,9 @@ def check_layer(
     input_shape: Annotated[Optional[str], typer.Option("--input-shape", help="Per-sample input shape C,H,W (or F for flat layers). Default: 3,8,8, else 12.")] = None,
 ):
     """Run the conformance checks on a layer type; exit 1 if any fails."""
-    from ..errors import SpecError
     from ..testing import run_checks
 
-    fields, shape = _params_option(params), _shape_option(input_shape)
-    try:
-        used, results = run_checks(layer_type, fields, shape)
-    except SpecError as exc:  # params the layer rejects, or an input shape it cannot take: usage errors
-        _fail(str(exc), 2)
-    _report(layer_type, f"check-layer {layer_type} params={json.dumps(fields)} input_shape={list(used)}", results)
+    _run_kit("check-layer", layer_type, params, input_shape, run_checks)
 
 
 @command("check-source")
@@ -140,46 +143,48 @@ def check_source(
     input_shape: Annotated[Optional[str], typer.Option("--input-shape", help="The spec's input.shape C,H,W to load for. Default: the shape of the arrays the source gives.")] = None,
 ):
     """Run the conformance checks on a dataset source (loads its data); exit 1 if any fails."""
-    from ..errors import SpecError
     from ..testing import run_source_checks
 
-    fields, shape = _params_option(params), _shape_option(input_shape)
-    try:
-        used, results = run_source_checks(name, fields, shape)
-    except SpecError as exc:  # params the source refuses: a usage error
-        _fail(str(exc), 2)
-    _report(name, f"check-source {name} params={json.dumps(fields)} input_shape={list(used) if used else None}", results)
+    _run_kit("check-source", name, params, input_shape, run_source_checks)
+
+
+DistOption = Annotated[Optional[str], typer.Option("--dist", help="Distribution (pip) name. Default: cnnkit-NAME.")]
+OutOption = Annotated[Path, typer.Option("--out", "-o", help="Folder to create the package in.")]
+
+
+def _wrote(root: Path, name: str, kind: str, check: str) -> None:
+    """What new-layer and new-source print: where the package is, how to install and check it, and a
+    warning when cnnkit itself has a plugin of that name (the plain name stays cnnkit's)."""
+    from ..plugins.scaffold import shadows_builtin
+
+    typer.echo(f"wrote {root}: pip install -e {root} && {check}")
+    if shadows_builtin(name, kind):
+        noun = "layer type" if kind == "layer" else "dataset source"
+        typer.echo(f"warning: {name!r} is a built-in cnnkit {noun}: a spec writing \"{name}\" gets cnnkit's; "
+                   f"yours is usable only qualified, \"{root.name}:{name}\"", err=True)
 
 
 @command("new-layer")
 def new_layer(
     name: Annotated[str, typer.Argument(metavar="NAME", help="The layer type, e.g. my_gain (a spec writes it as \"type\").")],
-    dist: Annotated[Optional[str], typer.Option("--dist", help="Distribution (pip) name. Default: cnnkit-NAME.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create the package in.")] = Path("."),
+    dist: DistOption = None,
+    out: OutOption = Path("."),
 ):
     """Write a ready layer plugin package: pyproject with the entry point, one layer file, README, a test."""
     from ..plugins.scaffold import new_layer as write_plugin
-    from ..plugins.scaffold import shadows_builtin
 
     root = write_plugin(name, dist, out)
-    typer.echo(f"wrote {root}: pip install -e {root} && cnnkit check-layer {root.name}:{name}")
-    if shadows_builtin(name):
-        typer.echo(f"warning: {name!r} is a built-in cnnkit layer type: a spec writing \"{name}\" gets cnnkit's; "
-                   f"yours is usable only qualified, \"{root.name}:{name}\"", err=True)
+    _wrote(root, name, "layer", f"cnnkit check-layer {root.name}:{name}")
 
 
 @command("new-source")
 def new_source(
     name: Annotated[str, typer.Argument(metavar="NAME", help="The dataset source's name, e.g. csv-pixels (a spec writes it as data.dataset).")],
-    dist: Annotated[Optional[str], typer.Option("--dist", help="Distribution (pip) name. Default: cnnkit-NAME.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create the package in.")] = Path("."),
+    dist: DistOption = None,
+    out: OutOption = Path("."),
 ):
     """Write a ready dataset-source plugin package: pyproject with the entry point, one source file (CSV), README, a test."""
-    from ..data import DATASETS
     from ..plugins.scaffold import new_source as write_plugin
 
     root = write_plugin(name, dist, out)
-    typer.echo(f"wrote {root}: pip install -e {root} && cnnkit check-source {root.name}:{name} --params '{{\"path\": \"...\"}}'")
-    if any(entry.builtin for entry in DATASETS.providers_of(name)):
-        typer.echo(f"warning: {name!r} is a built-in cnnkit dataset source: a spec writing \"{name}\" gets cnnkit's; "
-                   f"yours is usable only qualified, \"{root.name}:{name}\"", err=True)
+    _wrote(root, name, "source", f"cnnkit check-source {root.name}:{name} --params '{{\"path\": \"...\"}}'")

@@ -29,11 +29,14 @@ _SOURCE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _DIST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?")
 
 
-def shadows_builtin(name: str) -> bool:
-    """Whether cnnkit itself provides layer type ``name``: the plain name then stays cnnkit's, a plugin's is usable only qualified."""
-    from .registry import providers_of
-
-    return any(entry.builtin for entry in providers_of(name))
+def shadows_builtin(name: str, kind: str = "layer") -> bool:
+    """Whether cnnkit itself provides a ``kind`` ("layer" or "source") named ``name``: the plain name
+    then stays cnnkit's, a plugin's is usable only qualified."""
+    if kind == "layer":
+        from .registry import LAYERS as registry
+    else:
+        from ..data.sources import DATASETS as registry
+    return any(entry.builtin for entry in registry.providers_of(name))
 
 
 def compatible_cnnkit() -> str:
@@ -103,9 +106,30 @@ def _values(name: str, dist: str) -> dict[str, str]:
     }
 
 
-def _check_dist(dist: str) -> None:
+# What each kind of plugin is named by, and where its templates and entry point go.
+_KINDS = {
+    "layer": (_LAYER_NAME, "layer type names are lowercase letters, digits and '_', starting with a letter (a Python identifier)", "plugin", "layer.py.tmpl", "test_layer.py.tmpl"),
+    "source": (_SOURCE_NAME, "dataset source names are lowercase letters, digits, '-' and '_', starting with a letter", "source", "source.py.tmpl", "test_source.py.tmpl"),
+}
+
+
+def _new_plugin(kind: str, name: str, dist: str | None, out: str | Path) -> Path:
+    pattern, rule, folder, module_template, test_template = _KINDS[kind]
+    if not pattern.fullmatch(name):
+        raise CnnkitError(f"{rule}. Received: {name!r}")
+    dist = dist or f"cnnkit-{name.replace('_', '-')}"
     if not _DIST.fullmatch(dist):
         raise CnnkitError(f"--dist must be a valid distribution name (letters, digits, '.', '_', '-'). Received: {dist!r}")
+    values = _values(name, dist)
+    module, package = values["module"], values["package"]
+    files = {
+        "pyproject.toml": "pyproject.toml.tmpl",
+        "README.md": "README.md.tmpl",
+        f"{package}/__init__.py": "__init__.py.tmpl",
+        f"{package}/{module}.py": module_template,
+        f"tests/test_{module.rstrip('_')}.py": test_template,
+    }
+    return _write(Path(out) / dist, folder, files, values)
 
 
 def new_layer(name: str, dist: str | None = None, out: str | Path = ".") -> Path:
@@ -113,20 +137,7 @@ def new_layer(name: str, dist: str | None = None, out: str | Path = ".") -> Path
 
     ``dist`` defaults to ``cnnkit-<name>``. Refuses to touch an existing folder.
     """
-    if not _LAYER_NAME.fullmatch(name):
-        raise CnnkitError(f"layer type names are lowercase letters, digits and '_', starting with a letter (a Python identifier). Received: {name!r}")
-    dist = dist or f"cnnkit-{name.replace('_', '-')}"
-    _check_dist(dist)
-    values = _values(name, dist)
-    module, package = values["module"], values["package"]
-    files = {
-        "pyproject.toml": "pyproject.toml.tmpl",
-        "README.md": "README.md.tmpl",
-        f"{package}/__init__.py": "__init__.py.tmpl",
-        f"{package}/{module}.py": "layer.py.tmpl",
-        f"tests/test_{module.rstrip('_')}.py": "test_layer.py.tmpl",
-    }
-    return _write(Path(out) / dist, "plugin", files, values)
+    return _new_plugin("layer", name, dist, out)
 
 
 def new_source(name: str, dist: str | None = None, out: str | Path = ".") -> Path:
@@ -134,17 +145,4 @@ def new_source(name: str, dist: str | None = None, out: str | Path = ".") -> Pat
 
     ``dist`` defaults to ``cnnkit-<name>``. Refuses to touch an existing folder.
     """
-    if not _SOURCE_NAME.fullmatch(name):
-        raise CnnkitError(f"dataset source names are lowercase letters, digits, '-' and '_', starting with a letter. Received: {name!r}")
-    dist = dist or f"cnnkit-{name.replace('_', '-')}"
-    _check_dist(dist)
-    values = _values(name, dist)
-    module, package = values["module"], values["package"]
-    files = {
-        "pyproject.toml": "pyproject.toml.tmpl",
-        "README.md": "README.md.tmpl",
-        f"{package}/__init__.py": "__init__.py.tmpl",
-        f"{package}/{module}.py": "source.py.tmpl",
-        f"tests/test_{module.rstrip('_')}.py": "test_source.py.tmpl",
-    }
-    return _write(Path(out) / dist, "source", files, values)
+    return _new_plugin("source", name, dist, out)

@@ -312,17 +312,24 @@ def run_checks(
     CnnkitError; a failing check is recorded, and the checks after it still run.
     """
     subject = _subject(type_or_class, params, input_shape, batch, seed)
+    return subject.input_shape, run_each(_CHECKS, subject)
+
+
+def run_each(checks: list[tuple[str, Callable[[Any], Any]]], subject: Any, findings: tuple[type[Exception], ...] = (AssertionError,)) -> list[CheckResult]:
+    """Each check's outcome, in order: a returned string passes, a returned CheckResult stands, an
+    exception of ``findings`` fails with its message, any other exception fails as what the plugin
+    raised (a crash inside a plugin is a failed check, not a crash of the kit). Later checks still run."""
     results = []
-    for name, check in _CHECKS:
+    for name, check in checks:
         try:
             outcome = check(subject)
-        except AssertionError as exc:
+        except findings as exc:
             results.append(CheckResult(name, "fail", str(exc)))
-        except Exception as exc:  # a crash inside the layer is a failed check, not a crash of the kit
+        except Exception as exc:
             results.append(CheckResult(name, "fail", f"raised {type(exc).__name__}: {exc}"))
         else:
             results.append(outcome if isinstance(outcome, CheckResult) else CheckResult(name, "pass", outcome))
-    return subject.input_shape, results
+    return results
 
 
 def check_layer(

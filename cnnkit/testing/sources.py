@@ -23,7 +23,7 @@ from ..data.dataset import Dataset, checked
 from ..data.sources import DATASETS, DatasetSource
 from ..data.sources.base import contract_problem
 from ..errors import DataError, RegistryError, SpecError
-from .layers import CheckResult
+from .layers import CheckResult, run_each
 
 TRAIN_EXAMPLES = 64  # the training check's train_limit and test_limit
 DEFAULT_INPUT_SHAPE = (1, 28, 28)  # asked of sources that resize; others' arrays give the shape
@@ -200,16 +200,7 @@ def run_source_checks(name_or_class: str | type[DatasetSource], params: dict[str
     cls, name, spec_name = _resolve(name_or_class)
     s = _Subject(cls, name, spec_name, dict(params or {}), tuple(input_shape) if input_shape else None)
     _source(s)  # params the source refuses are a bad argument, not a failed check
-    results = []
-    for check_name, check in _CHECKS:
-        try:
-            outcome = check(s)
-        except (AssertionError, DataError) as exc:  # DataError: what checked() found, already one line
-            results.append(CheckResult(check_name, "fail", str(exc)))
-        except Exception as exc:  # a crash inside the source is a failed check, not a crash of the kit
-            results.append(CheckResult(check_name, "fail", f"raised {type(exc).__name__}: {exc}"))
-        else:
-            results.append(outcome if isinstance(outcome, CheckResult) else CheckResult(check_name, "pass", outcome))
+    results = run_each(_CHECKS, s, (AssertionError, DataError))  # DataError: what checked() found, already one line
     return s.input_shape, results
 
 
