@@ -6,8 +6,8 @@ an array of shape (N, *output_shape) in the input's dtype, and ``ctx.update`` re
 non-trainable weights, each of its weight's shape. After backprop (training): the input gradient is
 None only where ``ctx.input_grad`` was False and otherwise has the input's shape, and there is one
 gradient per trainable weight, of that weight's shape. All of it compares tuples and dtypes that
-numpy already holds: no array is read, so a step costs what it cost before (docs/plugins-guard.md has
-the measurements).
+numpy already holds: no array is read, so the cost is a fixed few microseconds per layer and step,
+whatever the batch (docs/plugins-guard.md has the measurements).
 
 A failure is one line naming the layer index, its type (qualified for a plugin), its distribution
 and version, and who has the bug: a plugin's author, or cnnkit for a built-in layer. An exception
@@ -18,6 +18,7 @@ so a plugin bug is never reported as "internal error" or a numpy message naming 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -60,43 +61,47 @@ class LayerGuard:
             out = self._forward(weights, x, ctx)
         except (Exception, SystemExit) as exc:
             self._reraise("forward", ctx, exc)
-        if out.__class__ is not tuple or len(out) != 2:
-            raise self._broken(f"forward ({_mode(ctx)}) must return (y, backprop). Received: {_describe(out)}")
-        y = out[0]
+        try:
+            y, backprop = out
+        except (TypeError, ValueError):
+            raise self._broken(f"forward ({_mode(ctx)}) must return (y, backprop). Received: {_describe(out)}") from None
         if not (isinstance(y, _ndarray) and y.shape[1:] == self.output_shape and len(y) == len(x) and y.dtype == x.dtype):
             raise self._bad_output(x, y, ctx)
         if ctx.updates:
             self._check_updates(ctx.updates)
         if not ctx.train:
             return out
-        if not callable(out[1]):
-            raise self._broken(f"forward (training) must return (y, backprop) with a callable backprop. Received: {_describe(out[1])}")
-        return y, self._checked_backprop(out[1], x.shape, ctx)
+        if not callable(backprop):
+            raise self._broken(f"forward (training) must return (y, backprop) with a callable backprop. Received: {_describe(backprop)}")
+        return y, partial(self._backprop, backprop, x.shape, ctx)
 
-    def _checked_backprop(self, backprop: Callable, x_shape: Shape, ctx: Context) -> Callable:
-        input_grad, shapes, names = ctx.input_grad, self.trainable, self._trainable_names
-
-        def checked(dy: np.ndarray):
-            try:
-                out = backprop(dy)
-            except (Exception, SystemExit) as exc:
-                self._reraise("backprop", ctx, exc)
-            if out.__class__ is not tuple or len(out) != 2:
-                raise self._broken(f"backprop must return (dx, {{weight name: gradient}}). Received: {_describe(out)}")
+    def _backprop(self, backprop: Callable, x_shape: Shape, ctx: Context, dy: np.ndarray):
+        """``backprop(dy)`` of a forward with input shape ``x_shape`` and context ``ctx``, checked
+        (bound to its forward with functools.partial: one small object per step, not a closure)."""
+        try:
+            out = backprop(dy)
+        except (Exception, SystemExit) as exc:
+            self._reraise("backprop", ctx, exc)
+        try:
             dx, grads = out
-            if dx is None:
-                if input_grad:
-                    raise self._broken(f"backprop returned no input gradient (dx None), but ctx.input_grad was True: the layer below needs one of shape {list(x_shape)}")
-            elif not (isinstance(dx, _ndarray) and dx.shape == x_shape):
-                raise self._broken(f"backprop returned an input gradient of shape {_shape(dx)} for an input of shape {list(x_shape)}")
-            if grads.__class__ is not dict or grads.keys() != names:
+        except (TypeError, ValueError):
+            raise self._broken(f"backprop must return (dx, {{weight name: gradient}}). Received: {_describe(out)}") from None
+        if dx is None:
+            if ctx.input_grad:
+                raise self._broken(f"backprop returned no input gradient (dx None), but ctx.input_grad was True: the layer below needs one of shape {list(x_shape)}")
+        elif not (isinstance(dx, _ndarray) and dx.shape == x_shape):
+            raise self._broken(f"backprop returned an input gradient of shape {_shape(dx)} for an input of shape {list(x_shape)}")
+        shapes = self.trainable
+        if not shapes:  # most layers have no weights: the quick way to say so
+            if grads or grads.__class__ is not dict:
                 raise self._bad_grad_names(grads)
-            for name, g in grads.items():
-                if not (isinstance(g, _ndarray) and g.shape == shapes[name]):
-                    raise self._broken(f"backprop returned a gradient of {name!r} of shape {_shape(g)}, but the weight's shape is {list(shapes[name])}")
             return out
-
-        return checked
+        if grads.__class__ is not dict or grads.keys() != self._trainable_names:
+            raise self._bad_grad_names(grads)
+        for name, g in grads.items():
+            if not (isinstance(g, _ndarray) and g.shape == shapes[name]):
+                raise self._broken(f"backprop returned a gradient of {name!r} of shape {_shape(g)}, but the weight's shape is {list(shapes[name])}")
+        return out
 
     # -- messages (only built when something is wrong) ------------------------------------------------
 
