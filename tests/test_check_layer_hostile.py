@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import cnnkit
 from cnnkit.cli import app
-from cnnkit.layers import Context, Layer, LayerParams, Weight
+from cnnkit.layers import Layer, LayerParams, Weight
 from cnnkit.testing import check_layer, run_checks
 
 

@@ -51,7 +51,7 @@ def _resolve(name_or_class: str | type[DatasetSource]) -> tuple[type[DatasetSour
         raise RegistryError(f"{cls.__module__}.{cls.__qualname__} breaks the dataset source contract: {problem}")
     value = f"{cls.__module__}:{cls.__qualname__}"
     entries = [e for e in DATASETS.entries() if e.value == value]
-    return cls, cls.__name__, (entries[0].type if entries[0].builtin else entries[0].qualified) if entries else None
+    return cls, cls.__name__, entries[0].spec_type if entries else None
 
 
 def _source(s: _Subject) -> DatasetSource:
@@ -72,7 +72,7 @@ def _shape_of(images: np.ndarray) -> tuple[int, ...]:
 
 
 def _check_contract(s: _Subject) -> CheckResult | str:
-    from ..spec.models import DataSpec  # the keys a spec's data section keeps for every source
+    from ..spec import DataSpec  # the keys a spec's data section keeps for every source
 
     fields = s.cls.Params.model_fields
     taken = [key for key in DataSpec.model_fields if key in fields]
