@@ -81,16 +81,22 @@ def _resolve_class(type_or_class: str | type[Layer]) -> tuple[type[Layer], str |
     return cls, None
 
 
-def _subject(type_or_class, params, input_shape, batch, seed) -> _Subject:
+def params_error(label: str, exc: ValidationError, params_model: type) -> SpecError:
+    """A plugin's params refused by its ``Params`` model, as a SpecError with one path per problem
+    (``"leaky_relu params.negative_slope"``): the kits' bad-argument error."""
     from ..spec.problems import pydantic_problems
 
+    return SpecError([(f"{label} params{path[len('params'):]}", msg) for path, msg in pydantic_problems(exc, params_model, ("params",))])
+
+
+def _subject(type_or_class, params, input_shape, batch, seed) -> _Subject:
     cls, layer_type = _resolve_class(type_or_class)
     params = dict(params or {})
     label = layer_type or cls.__name__
     try:
         layer = adapt(cls(cls.Params.model_validate(params)))
     except ValidationError as exc:
-        raise SpecError([(f"{label} params{path[len('params'):]}", msg) for path, msg in pydantic_problems(exc, cls.Params, ("params",))]) from None
+        raise params_error(label, exc, cls.Params) from None
     candidates = [tuple(input_shape)] if input_shape is not None else list(DEFAULT_INPUT_SHAPES)
     rejected = []
     for shape in candidates:

@@ -22,8 +22,8 @@ from pydantic import ValidationError
 from ..data.dataset import Dataset, checked
 from ..data.sources import DATASETS, DatasetSource
 from ..data.sources.base import contract_problem
-from ..errors import DataError, RegistryError, SpecError
-from .layers import CheckResult, run_each
+from ..errors import DataError, RegistryError
+from .layers import CheckResult, params_error, run_each
 
 TRAIN_EXAMPLES = 64  # the training check's train_limit and test_limit
 DEFAULT_INPUT_SHAPE = (1, 28, 28)  # asked of sources that resize; others' arrays give the shape
@@ -55,12 +55,10 @@ def _resolve(name_or_class: str | type[DatasetSource]) -> tuple[type[DatasetSour
 
 
 def _source(s: _Subject) -> DatasetSource:
-    from ..spec.models import _pydantic_errors
-
     try:
         return s.cls(s.cls.Params.model_validate(s.params))
     except ValidationError as exc:
-        raise SpecError([(f"{s.name} params{path[len('params'):]}", msg) for path, msg in _pydantic_errors(exc, s.cls.Params, ("params",))]) from None
+        raise params_error(s.name, exc, s.cls.Params) from None
 
 
 def _shape_of(images: np.ndarray) -> tuple[int, ...]:
