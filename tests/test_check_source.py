@@ -55,6 +55,14 @@ class Blobs(DatasetSource):
         if BUG == "an empty test set":
             test = slice(0, 0)
         return Dataset(images[train], labels[train], images[test], labels[test], ["a", "b", "c"], "blobs")
+
+    def load_test(self, input_shape, classes):
+        data = self.load(input_shape)
+        test = slice(None, None, -1) if BUG == "load_test reverses the test set" else slice(None)
+        return Dataset(data.test_images[:0], data.test_labels[:0], data.test_images[test], data.test_labels[test], data.classes, "blobs")
+
+    def test_files(self):
+        return ["path", "folder"] if BUG == "test_files names no field" else ["path"]
 '''
 
 
@@ -79,8 +87,8 @@ def results_of(name, params=None, shape=(1, 6, 6)):
 def test_a_correct_source_passes_every_check(site):
     results = results_of(blobs(site))
     assert [(r.name, r.status) for r in results.values()] == [
-        ("source contract", "pass"), ("load", "pass"), ("labels", "pass"), ("determinism", "pass"), ("test data alone", results["test data alone"].status),
-        ("spec and training", "pass")]
+        ("source contract", "pass"), ("load", "pass"), ("labels", "pass"), ("determinism", "pass"), ("test data alone", "pass"), ("spec and training", "pass")]
+    assert results["test data alone"].detail == "load_test reads load's 20 test examples alone"
     assert results["load"].detail == "40 train and 20 test images, uint8 [1, 6, 6] each (input.shape [1, 6, 6]); labels int64; 3 classes"
 
 
@@ -89,6 +97,8 @@ def test_a_correct_source_passes_every_check(site):
     ("a label out of range", "load", "blobs: train labels range over 0..3, but there are 3 classes (0..2)"),
     ("int64 images", "load", "train_images must be a numpy array of uint8 or float pixel values. Received: int64"),
     ("an empty test set", "load", "the test set is empty: cnnkit reports test metrics after training and `cnnkit evaluate` reads it"),
+    ("load_test reverses the test set", "test data alone", "load_test gave other test examples than load: `cnnkit evaluate` would score a model on other data"),
+    ("test_files names no field", "test data alone", "test_files() names ['folder'], which are not Params fields (path, count)"),
 ])
 def test_a_broken_source_fails_the_check_that_names_its_bug(site, bug, check, detail):
     results = results_of(blobs(site, bug))
@@ -128,7 +138,7 @@ def test_a_failing_source_exits_1_naming_the_check(site):
     blobs(site, "shuffles with np.random")
     result = runner.invoke(app, ["check-source", "blobs", "--input-shape", "1,6,6"])
     assert result.exit_code == 1 and "  FAIL  determinism: two loads with the same params gave different" in result.output
-    assert "error: blobs: 1 check(s) failed: determinism" in result.output
+    assert "error: blobs: 2 check(s) failed: determinism, test data alone" in result.output  # its test set changes too
 
 
 # --------------------------------------------------------------------------------------------------

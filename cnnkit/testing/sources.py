@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from ..data.dataset import Dataset, checked
+from ..data.dataset import Dataset, checked, checked_test
 from ..data.sources import DATASETS, DatasetSource
 from ..data.sources.base import contract_problem
 from ..errors import DataError, RegistryError
@@ -146,16 +146,21 @@ def _check_determinism(s: _Subject) -> str:
 
 
 def _check_test_alone(s: _Subject) -> CheckResult | str:
-    load_test = getattr(s.cls, "load_test", None)
-    if load_test is None:
-        return CheckResult("test data alone", "skip", "this cnnkit reads test data through load(); sources may implement load_test in later versions")
-    data = _loaded(s)
-    alone = load_test(_source(s), tuple(s.input_shape), list(data.classes))
-    if not isinstance(alone, Dataset):
-        raise AssertionError(f"load_test returned {type(alone).__name__}, not a cnnkit.data.Dataset")
+    data, source = _loaded(s), _source(s)
+    fields = s.cls.Params.model_fields
+    named = {"test_key": [s.cls.test_key] if s.cls.test_key else [], "test_files()": list(source.test_files())}
+    for what, keys in named.items():
+        stray = [k for k in keys if k not in fields]
+        if stray:
+            raise AssertionError(f"{what} names {stray}, which are not Params fields ({', '.join(fields)})")
+    # As `cnnkit evaluate` loads it: with the model's class names, checked like a test set.
+    alone = checked_test(source.load_test(tuple(s.input_shape), list(data.classes)), s.input_shape, s.name, list(data.classes))
     if not (np.array_equal(alone.test_images, data.test_images) and np.array_equal(alone.test_labels, data.test_labels)):
-        raise AssertionError("load_test gave other test examples than load: `cnnkit evaluate` would score the model on different data")
-    return f"load_test gives load's {len(data.test_labels):,} test examples"
+        raise AssertionError("load_test gave other test examples than load: `cnnkit evaluate` would score a model on other data than the run reported")
+    if type(source).load_test is DatasetSource.load_test:
+        return CheckResult("test data alone", "note", "load_test is cnnkit's default, which calls load: `cnnkit evaluate` reads the training data too; "
+                                                     "implement load_test to read the test data alone")
+    return f"load_test reads load's {len(alone.test_labels):,} test examples alone"
 
 
 def _check_training(s: _Subject) -> CheckResult | str:
