@@ -2,6 +2,7 @@
 
     CNNKIT_NUM_THREADS=2 python tools/bench_guard.py          # seed net at batch 1 and 64, best net at batch 128
     CNNKIT_NUM_THREADS=2 python tools/bench_guard.py --json
+    CNNKIT_NUM_THREADS=2 python tools/bench_guard.py --case seed:1:100 --rounds 60   # many short rounds of one case
 
 One model per case trains on the same images with the guard on (the model's own checked forwards)
 and off (each layer's bare ``forward``, which is what the model called before the guard), in
@@ -91,6 +92,8 @@ def measure(arch: str, batch: int, images: int, rounds: int, x, y) -> dict:
         "paired_diff_us_median": round(statistics.median(paired) * 1e6, 2),
         "paired_diff_pct_median": round(100 * statistics.median(paired) / off, 2),
         "paired_diff_pct_range": [round(100 * min(paired) / off, 2), round(100 * max(paired) / off, 2)],
+        "cpu_paired_diff_us_median": round(statistics.median(cpu_paired) * 1e6, 2),
+        "cpu_paired_diff_us_quartiles": [round(q * 1e6, 2) for q in statistics.quantiles(cpu_paired, n=4)] if len(cpu_paired) > 1 else None,
         "off_rounds_spread_pct": round(100 * (max(times[False]) - min(times[False])) / off, 2),
         "cpu_us_on": round(cpu_on * 1e6, 1), "cpu_us_off": round(cpu_off * 1e6, 1),
         "cpu_paired_diff_pct_median": round(100 * statistics.median(cpu_paired) / cpu_off, 2),
@@ -108,12 +111,14 @@ def machine() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="rounds per variant (default 7)")
+    parser.add_argument("--case", action="append", metavar="ARCH:BATCH:IMAGES", help="measure this case instead (repeatable), e.g. seed:1:100")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    x, y = load_images(max(images for _, _, images in CASES))
+    cases = [(arch, int(batch), int(images)) for arch, batch, images in (c.split(":") for c in args.case)] if args.case else CASES
+    x, y = load_images(max(images for _, _, images in cases))
     before = machine()
     overhead = per_call_overhead()
-    results = [measure(arch, batch, images, args.rounds, x, y) for arch, batch, images in CASES]
+    results = [measure(arch, batch, images, args.rounds, x, y) for arch, batch, images in cases]
     report = {"machine": before, "load_average_after": machine()["load_average"], "guard_per_call": overhead, "cases": results}
     if args.json:
         print(json.dumps(report, indent=2))
