@@ -24,6 +24,10 @@ class RegistryError(CnnkitError):
     """A layer type is unknown, ambiguous, fails to import or breaks the layer contract."""
 
 
+class LayerError(RegistryError):
+    """A layer broke the layer contract while a model ran it, or raised inside its own code (the message names it)."""
+
+
 class BundleError(CnnkitError):
     """A bundle file is malformed, corrupted, hostile, or needs something not installed."""
 

@@ -271,7 +271,8 @@ def test_a_layer_reporting_a_trainable_weight_as_state_is_a_one_line_error(monke
     monkeypatch.syspath_prepend(str(tmp_path))
     model = cnnkit.build({**SPLIT_SPEC, "layers": [SPLIT_SPEC["layers"][0], {"type": "stray_bn"}, *SPLIT_SPEC["layers"][2:]]})
     before = {k: v.copy() for k, v in model.weights.items()}
-    with pytest.raises(cnnkit.CnnkitError, match=r"^layer 1 \(fake-stray:stray_bn\) reported an update of 'gamma', which is not one of its non-trainable weights \['running_mean', 'running_var'\]$"):
+    with pytest.raises(cnnkit.CnnkitError, match=r"^layers\[1\] \(fake-stray:stray_bn from fake-stray 0\.1\) breaks the layer contract: forward reported ctx\.update\('gamma', \.\.\.\), but 'gamma' is a trainable weight; "
+                       r"only weights declared trainable=False \('running_mean', 'running_var'\) are updated that way"):
         model.forward(np.ones((2, 1, 12, 12), np.float32), train=True)
     for k, v in before.items():  # nothing written, the running statistics included
         np.testing.assert_array_equal(model.weights[k], v)

@@ -199,7 +199,7 @@ def test_hook_that_does_not_match_forward_is_caught_before_writing(plugin_bundle
     bundle, site, env = plugin_bundle
     module = site / "fake_scale_mod.py"
     module.write_text(HOOKED_SCALE.replace("WRONG = 1.0", "WRONG = 1.5"))
-    one_line_error(cli("export", bundle, "--out", tmp_path / "m.onnx", env=env), "differ from cnnkit's", "to_onnx hook does not match")
+    one_line_error(cli("export", bundle, "--out", tmp_path / "m.onnx", env=env), "the to_onnx hook of layer 2 ('scale', from fake-scale 1.2.3) does not match its forward")
     module.write_text(HOOKED_SCALE.replace("WRONG = 1.0", "WRONG = None"))  # the hook crashes
     one_line_error(cli("export", bundle, "--out", tmp_path / "m.onnx", env=env), "the to_onnx hook of layer 2 ('scale', from fake-scale 1.2.3) failed: TypeError")
     assert not (tmp_path / "m.onnx").exists()
@@ -236,3 +236,32 @@ def test_library_errors_are_cnnkit_errors(tmp_path):
         to_onnx(model, "float16")
     with pytest.raises(CnnkitError, match="unknown export format"):
         export_bundle(model.save(tmp_path / "m.cnnkit"), tmp_path / "m.x", "x")
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 24, finding 7: every layer without a hook named at once; a wrong hook found layer by layer
+
+
+def test_every_layer_without_a_hook_is_named_at_once(plugin_dir):
+    write_dist(plugin_dir, "fake-two", "0.1", {"scale_a": "fake_two_mod:Scale", "scale_b": "fake_two_mod:Scale"}, {"fake_two_mod": SCALE_MODULE})
+    model = cnnkit.build(small_spec([{"type": "scale_a"}, {"type": "flatten"}, {"type": "scale_b"}, {"type": "dense", "units": 3}], shape=(1, 4, 4)))
+    with pytest.raises(CnnkitError) as err:
+        to_onnx(model)
+    assert str(err.value) == ("cannot export to ONNX: 2 layers have no to_onnx export hook: layer 0 ('scale_a', from fake-two 0.1), "
+                              "layer 2 ('scale_b', from fake-two 0.1); their providers can add one (see 'Writing a layer plugin' in cnnkit's README)")
+
+
+def test_a_hook_with_wrong_maths_is_named_by_comparing_layer_by_layer(plugin_dir, tmp_path):
+    from cnnkit.export.onnx import save_onnx
+
+    # Two plugin layers with hooks, the second one's maths wrong: the first must not be blamed.
+    write_dist(plugin_dir, "fake-hooks", "0.1", {"good": "fake_good_mod:Scale", "bad": "fake_bad_mod:Scale"},
+               {"fake_good_mod": HOOKED_SCALE, "fake_bad_mod": HOOKED_SCALE.replace("WRONG = 1.0", "WRONG = 1.5")})
+    model = cnnkit.build(small_spec([{"type": "good"}, {"type": "flatten"}, {"type": "dense", "units": 5}, {"type": "bad", "factor": 0.5},
+                                     {"type": "dense", "units": 3}], shape=(1, 4, 4)))
+    with pytest.raises(CnnkitError) as err:
+        save_onnx(model, tmp_path / "m.onnx")
+    assert str(err.value).startswith("cannot export to ONNX: the to_onnx hook of layer 3 ('bad', from fake-hooks 0.1) does not match its forward: "
+                                     "outputs differ by up to ")
+    assert str(err.value).endswith("on random input (forward's values reach " + str(err.value).split("reach ")[1])
+    assert not (tmp_path / "m.onnx").exists()

@@ -78,3 +78,20 @@ def test_inspect_bad_file_is_one_line_and_exit_1(tmp_path, content):
     result = runner.invoke(app, ["inspect", str(path)])
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and result.output.startswith("error: ")
+
+
+def test_inspect_never_cuts_a_qualified_type_at_80_columns(tmp_path):
+    # Issue 24, finding 9: rich cut the layer, provider and installed columns to "acme-very-lo…".
+    long_type = "acme-very-long-distribution-name-for-layers:a_rather_long_layer_type_name"
+    payload = payload_of(bundle.encode(tiny_model()))
+    payload["spec"]["layers"][1] = {"type": long_type}
+    payload["providers"][long_type] = {"dist": "acme-very-long-distribution-name-for-layers", "version": "10.20.30"}
+    del payload["providers"]["relu"]
+    path = tmp_path / "long.cnnkit"
+    path.write_bytes(repack(payload))
+    result = CliRunner().invoke(app, ["inspect", str(path)], env={"COLUMNS": "80"}, terminal_width=80)
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80 and "…" not in result.output
+    rows = [cells for cells in (line.split("│") for line in result.output.splitlines()) if len(cells) == 8]  # the layers table
+    assert long_type in "".join(cells[2].strip() for cells in rows)
+    assert "acme-very-long-distribution-name-for-layers 10.20.30" in "".join(cells[5].strip() for cells in rows)

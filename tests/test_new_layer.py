@@ -1,6 +1,7 @@
-"""`cnnkit new-layer`: the generated package is refused over an existing folder, and, for real, installs
-from a wheel of cnnkit (templates as package data) into a fresh venv, passes its own tests, and trains
-on a real Fashion-MNIST subset (issue 11's "must show")."""
+"""`cnnkit new-layer`: the generated package is refused over an existing folder or a name that would break
+or shadow a package, and, for real, installs from a wheel of cnnkit (templates as package data) into a
+fresh venv, passes its own tests, and trains on a real Fashion-MNIST subset (issue 11's "must show").
+The generated layer and dataset-source packages pass their own tests (issue 24)."""
 
 from __future__ import annotations
 
@@ -102,3 +103,59 @@ def test_generated_plugin_installs_in_a_fresh_venv_passes_its_tests_and_trains(t
     info = json.loads(_run(venv / "bin" / "cnnkit", "inspect", tmp_path / "gain.cnnkit", "--json").stdout)
     assert info["layers"][1]["type"] == "cnnkit-my-gain:my_gain"
     assert info["layers"][1]["provider"] == info["layers"][1]["installed"] == "cnnkit-my-gain 0.1.0"
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 24, findings 6 and 9: names that made broken or dangerous packages; what the scaffold shows.
+
+
+def test_a_keyword_name_makes_an_importable_package(tmp_path):
+    result = runner.invoke(app, ["new-layer", "class", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "cnnkit-class"
+    assert 'class = "cnnkit_class.class_:Class"' in (root / "pyproject.toml").read_text()
+    for path in root.rglob("*.py"):  # the generated test imported `cnnkit_class.class`: a SyntaxError
+        compile(path.read_text(), str(path), "exec")
+
+
+@pytest.mark.parametrize("dist, problem", [
+    ("cnnkit", "a distribution of that name is already installed (cnnkit "),
+    ("numpy", "a distribution of that name is already installed (numpy "),
+    ("json", "would make the package 'json', but a module of that name is already importable"),
+    ("3d-layers", "would make the package name '3d_layers', which Python cannot import"),
+])
+def test_a_dist_that_would_shadow_or_break_a_package_is_refused(tmp_path, dist, problem):
+    result = runner.invoke(app, ["new-layer", "foo", "--dist", dist, "--out", str(tmp_path)])
+    assert result.exit_code == 1 and problem in result.output and len(result.output.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_scaffold_pins_cnnkit_like_the_example_plugin_and_shows_the_whole_contract(tmp_path):
+    import re
+
+    import cnnkit
+
+    assert runner.invoke(app, ["new-layer", "gain", "--out", str(tmp_path)]).exit_code == 0
+    root = tmp_path / "cnnkit-gain"
+    requirement = re.search(r'"(cnnkit[>=<][^"]*)"', (root / "pyproject.toml").read_text()).group(1)
+    example = re.search(r'"(cnnkit[>=<][^"]*)"', (ROOT / "plugins" / "cnnkit-extra" / "pyproject.toml").read_text()).group(1)
+    assert requirement == f"cnnkit>={cnnkit.__version__},<0.2" and example.endswith(",<0.2")  # both stop before the next minor
+    layer = (root / "cnnkit_gain" / "gain.py").read_text()
+    for shown in ("ctx.rng.random(", "ctx.update(\"running_mean\"", "trainable=False", "ctx.input_grad", "def to_onnx(", "def to_torch(", "def from_torch(", "never on self"):
+        assert shown in layer, shown
+    assert "Keep the input's dtype: x is float32 in a model and float64 in\nthe kit's gradient checks" in layer
+
+
+@pytest.mark.slow
+def test_generated_layer_and_source_pass_their_own_tests(tmp_path):
+    from fakeplugins import subprocess_env, write_dist
+
+    assert runner.invoke(app, ["new-layer", "class", "--out", str(tmp_path)]).exit_code == 0
+    assert runner.invoke(app, ["new-source", "csv-pixels", "--out", str(tmp_path)]).exit_code == 0
+    layer, source = tmp_path / "cnnkit-class", tmp_path / "cnnkit-csv-pixels"
+    # Installed as pip would register them: a dist-info beside each package.
+    write_dist(layer, "cnnkit-class", "0.1.0", {"class": "cnnkit_class.class_:Class"})
+    write_dist(source, "cnnkit-csv-pixels", "0.1.0", {}, datasets={"csv-pixels": "cnnkit_csv_pixels.csv_pixels:CsvPixels"})
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(layer / "tests"), str(source / "tests")],
+                            cwd=tmp_path, env=subprocess_env(layer, source), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]

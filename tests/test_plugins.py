@@ -125,7 +125,7 @@ def test_check_layer_command(tmp_path):
     env = subprocess_env(tmp_path)
     ok = cli("check-layer", "conv2d", "--params", '{"filters": 2, "kernel_size": 3}', "--input-shape", "2,6,6", env=env)
     assert ok.returncode == 0, ok.stderr
-    assert "PASS  bundle round trip" in ok.stdout and "PASS  training split" in ok.stdout and "ok: conv2d passed 9 checks" in ok.stdout
+    assert "PASS  bundle round trip" in ok.stdout and "PASS  training split" in ok.stdout and "ok: conv2d passed 12 checks" in ok.stdout
     bad = cli("check-layer", "doubler", env=env)
     assert bad.returncode == 1
     assert "FAIL  gradients (train): Doubler: gradient of input differs from finite differences" in bad.stdout

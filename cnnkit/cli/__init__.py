@@ -2,8 +2,8 @@
 
 app.py holds the Typer ``app``, the ``command`` decorator, the shared option types and ``main``. The
 commands live one group a module: specs.py (validate, summary, schema), training.py (run),
-bundles.py (predict, evaluate, inspect, export), plugins.py (layers, check-layer, new-layer, datasets),
-report.py (report, show) and serve.py (serve). Importing this package registers them all.
+bundles.py (predict, evaluate, inspect, export), plugins.py (layers, check-layer, new-layer, datasets, check-source,
+new-source), report.py (report, show) and serve.py (serve). Importing this package registers them all.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from .app import app, main
 # --help lists the commands in this order (the order of the single cli.py they came from), not in
 # the order of the modules.
 _ORDER = ("validate", "summary", "run", "predict", "evaluate", "serve", "report", "show", "export", "layers", "datasets", "schema",
-          "check-layer", "new-layer", "inspect")
+          "check-layer", "new-layer", "check-source", "new-source", "inspect")
 
 
 def _position(info) -> int:

@@ -116,7 +116,7 @@ def inspect(bundle: Path, json_: JsonOption = False):
     show(f"classes ({len(info['classes'])}):", ", ".join(info["classes"]))
     layers = Table(title="layers")
     for col, justify in (("#", "right"), ("layer", "left"), ("config", "left"), ("params", "right"), ("recorded provider", "left"), ("installed", "left")):
-        layers.add_column(col, justify=justify)
+        layers.add_column(col, justify=justify, overflow="fold")  # a qualified type or provider is never cut to "…"
     for row in info["layers"]:
         config = ", ".join(f"{k}={json.dumps(v)}" for k, v in row["config"].items())
         installed = {"same": row["installed"], "missing": "not installed"}.get(row["provenance"], f"{row['installed']} ({row['provenance']})")

@@ -39,6 +39,17 @@ def layer_hook(resolved, hook: str, purpose: str):
     return fn
 
 
+def require_hooks(layers, hook: str, purpose: str) -> None:
+    """Fail with one line naming every layer of ``layers`` without ``hook`` (not just the first)."""
+    missing = [r for r in layers if getattr(r.layer, hook, None) is None]
+    if len(missing) == 1:
+        layer_hook(missing[0], hook, purpose)
+    if missing:
+        names = ", ".join(f"layer {r.index} ({r.entry.type!r}, from {r.entry.dist} {r.entry.version})" for r in missing)
+        raise CnnkitError(f"cannot {purpose}: {len(missing)} layers have no {hook} export hook: {names}; "
+                          f"their providers can add one (see 'Writing a layer plugin' in cnnkit's README)")
+
+
 def layer_weights(model, resolved) -> dict:
     """One layer's weights by their short names (``"kernel"``), the same arrays as ``model.weights``."""
     prefix = f"{resolved.index}."

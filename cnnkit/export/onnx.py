@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import CnnkitError
-from . import call_hook, layer_weights, require
+from . import call_hook, layer_weights, require, require_hooks
 
 OPSET = 17
 IR_VERSION = 8  # the IR version of opset 17: runtimes from onnxruntime 1.13 on read the file
@@ -72,6 +72,11 @@ class OnnxGraph:
 
 def to_onnx(model, input_dtype: str = "uint8"):
     """The checked ``onnx.ModelProto`` of ``model`` (see the module docstring for the graph's contract)."""
+    return _graph(model, input_dtype)[0]
+
+
+def _graph(model, input_dtype: str):
+    """(the checked proto, [(resolved layer, the name of its output tensor)])."""
     (onnx,) = require("onnx", extra="onnx", purpose="ONNX export")
     if input_dtype not in INPUT_DTYPES:
         raise CnnkitError(f"input dtype must be one of {', '.join(INPUT_DTYPES)}. Received: {input_dtype!r}")
@@ -84,11 +89,14 @@ def to_onnx(model, input_dtype: str = "uint8"):
     x = g.node("Div", [x, g.constant(np.float32(pre.divide), "divide")], "scaled")
     x = g.node("Sub", [x, g.constant(np.float32(pre.subtract), "subtract")], "preprocessed")
     count = len(model.layers) - 1 if model.ends_with_softmax else len(model.layers)
+    require_hooks(model.layers[:count], "to_onnx", PURPOSE)  # every layer without one named at once
+    outputs = []
     for r in model.layers[:count]:
         g.prefix = f"{r.index}."
         x = call_hook(r, "to_onnx", PURPOSE, g, x, layer_weights(model, r), r.input_shape)
         if not isinstance(x, str):
             raise CnnkitError(f"cannot {PURPOSE}: the to_onnx hook of layer {r.index} ({r.type!r}, from {r.entry.provider}) returned {type(x).__name__}, not a tensor name")
+        outputs.append((r, x))
     g.prefix = ""
     x = g.node("Flatten", [x], "logits", axis=1)
     g.nodes.append(onnx.helper.make_node("Softmax", [x], ["probabilities"], name="probabilities", axis=1))
@@ -110,14 +118,16 @@ def to_onnx(model, input_dtype: str = "uint8"):
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:  # onnx raises ValidationError / InferenceError: a hook built a bad graph
         raise CnnkitError(f"cannot {PURPOSE}: the graph fails onnx.checker ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'})") from exc
-    return proto
+    return proto, outputs
 
 
-def verify(model, proto, input_dtype: str = "uint8", samples: int = 4, tolerance: float = 1e-4) -> float:
+def verify(model, proto, input_dtype: str = "uint8", samples: int = 4, tolerance: float = 1e-4, layer_outputs=None) -> float:
     """Run ``proto`` in onnxruntime on random pixels and compare with ``model.predict_proba``.
 
     Returns the largest absolute difference; raises CnnkitError when it exceeds ``tolerance`` (a
-    layer's hook that does not match its forward), so a wrong graph is never written.
+    layer's hook that does not match its forward), so a wrong graph is never written. Given
+    ``layer_outputs`` ([(resolved layer, its output tensor's name)], as the exporter records them),
+    the error names the first layer whose ONNX output differs from its forward's.
     """
     (ort,) = require("onnxruntime", extra="onnx", purpose="ONNX export")
     rng = np.random.default_rng(0)
@@ -128,16 +138,46 @@ def verify(model, proto, input_dtype: str = "uint8", samples: int = 4, tolerance
     expected = model.predict_proba(pixels)
     diff = float(np.abs(got - expected).max())
     if not diff <= tolerance:
-        raise CnnkitError(f"cannot {PURPOSE}: onnxruntime's probabilities differ from cnnkit's by {diff:.3g} (> {tolerance:g}) on random input; a layer's to_onnx hook does not match its forward")
+        culprit = _first_layer_that_differs(model, proto, pixels, layer_outputs, tolerance) if layer_outputs else None
+        raise CnnkitError(culprit or f"cannot {PURPOSE}: onnxruntime's probabilities differ from cnnkit's by {diff:.3g} (> {tolerance:g}) on random input; "
+                                     f"a layer's to_onnx hook does not match its forward")
     return diff
+
+
+def _first_layer_that_differs(model, proto, pixels, layer_outputs, tolerance: float) -> str | None:
+    """The message naming the first layer whose ONNX output differs from cnnkit's, comparing layer by
+    layer on the same pixels (each layer's tensor made a graph output), or None if none does."""
+    import onnx
+    import onnxruntime as ort
+
+    from ..layers.base import Context
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    names = list(dict.fromkeys(name for _, name in layer_outputs))  # a hook may return its input's name
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names if n not in known)
+    values = dict(zip(names, ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"]).run(names, {"pixels": pixels})))
+    x = model.preprocess(pixels)
+    for r, name in layer_outputs:
+        x = r.layer.forward(layer_weights(model, r), x, Context())[0]
+        theirs = values[name]
+        where = f"cannot {PURPOSE}: the to_onnx hook of layer {r.index} ({r.entry.type!r}, from {r.entry.provider}) does not match its forward"
+        if theirs.shape != x.shape:
+            return f"{where}: its ONNX output has shape {list(theirs.shape)}, forward's {list(x.shape)} on random input"
+        scale = max(1.0, float(np.abs(x).max()))
+        worst = float(np.abs(theirs - x).max())
+        if not worst <= tolerance * scale:
+            return f"{where}: outputs differ by up to {worst:.3g} on random input (forward's values reach {float(np.abs(x).max()):.3g}); the layers before it agree"
+    return None
 
 
 def save_onnx(model, path: str | Path, input_dtype: str = "uint8") -> Path:
     """Build, check, verify in onnxruntime, then write the ONNX file atomically (temp file + rename)."""
     from ..bundle import write_atomic
 
-    proto = to_onnx(model, input_dtype)
-    verify(model, proto, input_dtype)
+    proto, layer_outputs = _graph(model, input_dtype)
+    verify(model, proto, input_dtype, layer_outputs=layer_outputs)
     try:
         return write_atomic(path, proto.SerializeToString())
     except OSError as exc:

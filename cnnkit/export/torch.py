@@ -14,7 +14,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..errors import CnnkitError
-from . import call_hook, layer_weights, require
+from . import call_hook, layer_weights, require, require_hooks
 
 
 class TorchHelper:
@@ -54,6 +54,7 @@ def to_module(model, logits: bool = False):
     """
     t = _helper()
     count = len(model.layers) - 1 if logits and model.ends_with_softmax else len(model.layers)
+    require_hooks(model.layers[:count], "to_torch", "convert to PyTorch")  # every layer without one named at once
     modules = []
     for r in model.layers[:count]:
         module = call_hook(r, "to_torch", "convert to PyTorch", t, layer_weights(model, r), r.input_shape)

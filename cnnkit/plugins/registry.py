@@ -16,7 +16,6 @@ One :class:`Registry` per entry-point group; the module-level functions (``find`
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import importlib
 import inspect
@@ -29,6 +28,7 @@ from importlib.metadata import entry_points
 
 from ..errors import RegistryError
 from ..layers.base import Layer, LayerParams
+from .isolation import plugin_import
 
 GROUP = "cnnkit.layers"
 BUILTIN_DIST = "cnnkit"  # the distribution whose names no plugin can take over
@@ -187,8 +187,9 @@ class Registry:
         where = f"entry point '{entry.type} = {entry.value}' from {entry.provider}"
         module_name, _, attr = entry.value.partition(":")
         try:
-            # Whatever a plugin prints while importing goes to stderr, so `--json` output stays valid.
-            with contextlib.redirect_stdout(sys.stderr):
+            # Whatever a plugin writes while importing goes to stderr, so `--json` output stays valid,
+            # and its os._exit is stopped (cnnkit.plugins.isolation).
+            with plugin_import():
                 obj = importlib.import_module(module_name)
                 for part in attr.split(".") if attr else []:
                     obj = getattr(obj, part)

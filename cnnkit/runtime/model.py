@@ -10,8 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from . import allocator, inputs, parallel, tuning
-from ..plugins import contract
+from . import allocator, guard, inputs, parallel, tuning
 from ..errors import BundleError, CnnkitError, DataError, DataWarning
 from ..layers.base import Context
 from .losses import softmax
@@ -103,12 +102,12 @@ class Model:
         """Per-layer views of the flat weight dict (same arrays), and the gradient key names."""
         self._layer_weights = []
         self._grad_keys = []
-        self._state_names = []  # per layer: its non-trainable weights, which only ctx.update changes
         for r in self.layers:
             described = r.layer.weights(r.input_shape)
             self._layer_weights.append({name: self.weights[f"{r.index}.{name}"] for name in described})
             self._grad_keys.append({name: f"{r.index}.{name}" for name in described})
-            self._state_names.append(tuple(name for name, w in described.items() if not w.trainable))
+        # Each layer's forward, checked against its declared shapes at every step (cnnkit.runtime.guard).
+        self._forwards = guard.guarded_forwards(self.layers)
         # Backprop stops at the first layer with weights: nothing below it needs a gradient, and
         # that layer's context says (ctx.input_grad False) that it may skip its input gradient.
         trainable = [i for i, names in enumerate(self._grad_keys) if names]
@@ -119,7 +118,7 @@ class Model:
         # A training batch may be split over threads only if no layer needs it whole (a final
         # softmax skipped for the loss is a built-in, which is per-sample).
         self._splits_in_training = all(r.layer.batch_coupling != "whole" for r in self.layers)
-        self._contract_checked = False
+        self._started = False
 
 
     # -- running ------------------------------------------------------------------------------------
@@ -146,10 +145,10 @@ class Model:
         in part order (see cnnkit.layers.base).
         """
         key = _check_key(key) if train else None
-        if not self._contract_checked:  # once per model: each layer's output against its declared shape and float32
+        if not self._started:  # once per model
             tuning.check_environment()
             allocator.keep_freed_memory()  # once per process (see cnnkit.runtime.allocator)
-            self._contract_checked = contract.check_first_forward(self.layers, self._layer_weights, x)
+            self._started = True
         count = len(self.layers) - 1 if logits and self.ends_with_softmax else len(self.layers)
         parts = self._parts(len(x), train)
         tasks = [functools.partial(self._forward_part, x[lo:hi], train, count, key, part) for part, (lo, hi) in enumerate(parts)]
@@ -188,9 +187,9 @@ class Model:
             return self._infer_part(x, count), _no_backprop, {}
         backprops, updates = [], {}
         seed = self.spec.train.seed
-        for i, (r, w) in enumerate(zip(self.layers[:count], self._layer_weights)):
+        for i, (r, w, forward) in enumerate(zip(self.layers[:count], self._layer_weights, self._forwards)):
             ctx = Context(True, seed=[seed, *key, r.index, part], input_grad=i != self._first_trainable)
-            x, bp = r.layer.forward(w, x, ctx)
+            x, bp = forward(w, x, ctx)
             backprops.append(bp)
             if ctx.updates:
                 updates[i] = ctx.updates
@@ -209,12 +208,8 @@ class Model:
     def _apply_updates(self, part_updates: list[dict[int, dict[str, np.ndarray]]], sizes: list[int]) -> None:
         """Write the state the layers reported into their weights (in place: optimizers and the
         per-layer views share these arrays). Several parts' values are averaged, weighted by their
-        sample counts and summed in part order, so the result depends on the thread count only."""
-        for i, reported in part_updates[0].items():  # all checked before anything is written
-            names = self._state_names[i]
-            for name in reported:
-                if name not in names:
-                    raise CnnkitError(f"layer {i} ({self.layers[i].type}) reported an update of {name!r}, which is not one of its non-trainable weights {list(names)}")
+        sample counts and summed in part order, so the result depends on the thread count only. (The
+        guard checked each part's names and shapes before anything is written.)"""
         total = sum(sizes)  # several parts: each has at least MIN_PART samples
         for i, reported in part_updates[0].items():
             for name in reported:
@@ -231,8 +226,8 @@ class Model:
         """Inference frees as it goes: each layer's backprop closure (which holds its input) is
         dropped at once, so a layer's input is freed when the next layer has its output and peak
         memory is about the two largest adjacent activations, whatever the depth."""
-        for r, w in zip(self.layers[:count], self._layer_weights):
-            x = r.layer.forward(w, x, INFERENCE)[0]
+        for w, forward in zip(self._layer_weights[:count], self._forwards):
+            x = forward(w, x, INFERENCE)[0]
         return x
 
     def preprocess(self, images: np.ndarray, preprocessed: bool = False) -> np.ndarray:

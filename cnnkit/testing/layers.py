@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import random
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,90 +30,14 @@ from ..plugins import registry
 from ..errors import RegistryError, SpecError
 from ..layers.base import Context, Layer, Shape
 from ..layers.legacy import DEPRECATION, LegacyLayer, adapt
+from .gradients import check_gradients, gradient_mismatch, numerical_gradient
+from .model_calls import THREAD_BATCH, check_dtypes, check_interleaved, check_two_threads
 from .split_checks import check_per_part, check_per_sample, check_per_sample_random, draws_random_numbers, forward_with_fixed_rng
 
-__all__ = ["CheckResult", "check_gradients", "check_layer", "forward_with_fixed_rng", "numerical_gradient", "run_checks"]
+__all__ = ["CheckResult", "check_gradients", "check_layer", "forward_with_fixed_rng", "gradient_mismatch", "numerical_gradient", "run_checks"]
 
 # Tried in order when no input shape is given: an image-like input, then a flat one (dense, softmax).
 DEFAULT_INPUT_SHAPES: tuple[Shape, ...] = ((3, 8, 8), (12,))
-
-
-def numerical_gradient(f: Callable[[], float], array: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Central differences of the scalar ``f()`` with respect to ``array`` (perturbed in place, restored)."""
-    grad = np.zeros_like(array, dtype=np.float64)
-    flat, gflat = array.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        original = flat[i]
-        flat[i] = original + eps
-        up = f()
-        flat[i] = original - eps
-        down = f()
-        flat[i] = original
-        gflat[i] = (up - down) / (2 * eps)
-    return grad
-
-
-def gradient_mismatch(analytic: np.ndarray, numeric: np.ndarray) -> str:
-    """How far an analytic gradient is from the numeric one: max absolute and relative error, and
-    the least-squares ratio analytic/numeric (2.0 for a gradient twice too large, -1.0 for a sign bug)."""
-    diff = np.abs(analytic - numeric)
-    relative = diff / np.maximum(np.abs(numeric), 1e-12)
-    norm = float(np.sum(numeric * numeric))
-    ratio = f"{float(np.sum(analytic * numeric)) / norm:.4g}" if norm > 0 else "undefined (numeric gradient is zero)"
-    return f"max abs error {float(diff.max()):.3g}, max relative error {float(relative.max()):.3g}, ratio analytic/numeric {ratio}"
-
-
-def check_gradients(
-    layer: Layer,
-    input_shape: Shape,
-    batch: int = 2,
-    seed: int = 0,
-    rtol: float = 1e-5,
-    atol: float = 1e-7,
-    train: bool = True,
-) -> dict[str, float]:
-    """Assert that ``layer``'s backprop matches float64 finite differences; returns max abs error per array.
-
-    Covers the input and every trainable weight (a ``trainable=False`` weight must get no
-    gradient). An older-contract layer is checked through its adapter. The loss is sum(y * r) for a fixed random r, so every output element's gradient is
-    exercised. Inputs are drawn away from zero so kinks (relu, max) are not straddled. A random
-    layer gets the same fixed generator on every call, so the function differentiated is fixed.
-    """
-    layer = adapt(layer)
-    name = type(getattr(layer, "wrapped", layer)).__name__
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0.1, 1.0, (batch, *input_shape)) * rng.choice([-1.0, 1.0], (batch, *input_shape))
-    weights = {k: v.astype(np.float64) for k, v in layer.initial_weights(tuple(input_shape), rng).items()}
-    for w in weights.values():  # non-zero biases, so their gradients are exercised with structure
-        w += rng.normal(0, 0.1, w.shape)
-    fixed = {k for k, w in layer.weights(tuple(input_shape)).items() if not w.trainable}
-    y, _ = forward_with_fixed_rng(layer, weights, x, train, seed)
-    r = rng.normal(size=y.shape)
-
-    def loss() -> float:
-        out, _ = forward_with_fixed_rng(layer, weights, x, train, seed)
-        return float((out * r).sum())
-
-    _, backprop = forward_with_fixed_rng(layer, weights, x, train, seed)
-    dx, grads = backprop(r)
-    stray = sorted(set(grads) & fixed)
-    if stray:
-        raise AssertionError(f"{name}: backprop returned gradients for non-trainable weights {stray}; an optimizer would change them")
-    unknown = sorted(set(grads) - set(weights))
-    if unknown:
-        raise AssertionError(f"{name}: backprop returned gradients for unknown weights {unknown}; weights are {sorted(weights)}")
-    errors = {}
-    targets = [("input", dx, x)] + [(k, grads.get(k), w) for k, w in weights.items() if k not in fixed]
-    for what, analytic, target in targets:
-        if analytic is None:
-            raise AssertionError(f"{name}: backprop returned no gradient for weight {what!r} (declare it Weight(..., trainable=False) if it is not trained)")
-        numeric = numerical_gradient(loss, target)
-        if np.shape(analytic) != numeric.shape:
-            raise AssertionError(f"{name}: gradient of {what} has shape {np.shape(analytic)}, expected {numeric.shape}")
-        if not np.allclose(analytic, numeric, rtol=rtol, atol=atol):
-            raise AssertionError(f"{name}: gradient of {what} differs from finite differences ({gradient_mismatch(np.asarray(analytic, np.float64), numeric)})")
-        errors[what] = float(np.max(np.abs(analytic - numeric))) if numeric.size else 0.0
-    return errors
 
 
 # --------------------------------------------------------------------------------------------------
@@ -156,16 +81,22 @@ def _resolve_class(type_or_class: str | type[Layer]) -> tuple[type[Layer], str |
     return cls, None
 
 
-def _subject(type_or_class, params, input_shape, batch, seed) -> _Subject:
+def params_error(label: str, exc: ValidationError, params_model: type) -> SpecError:
+    """A plugin's params refused by its ``Params`` model, as a SpecError with one path per problem
+    (``"leaky_relu params.negative_slope"``): the kits' bad-argument error."""
     from ..spec.problems import pydantic_problems
 
+    return SpecError([(f"{label} params{path[len('params'):]}", msg) for path, msg in pydantic_problems(exc, params_model, ("params",))])
+
+
+def _subject(type_or_class, params, input_shape, batch, seed) -> _Subject:
     cls, layer_type = _resolve_class(type_or_class)
     params = dict(params or {})
     label = layer_type or cls.__name__
     try:
         layer = adapt(cls(cls.Params.model_validate(params)))
     except ValidationError as exc:
-        raise SpecError([(f"{label} params{path[len('params'):]}", msg) for path, msg in pydantic_problems(exc, cls.Params, ("params",))]) from None
+        raise params_error(label, exc, cls.Params) from None
     candidates = [tuple(input_shape)] if input_shape is not None else list(DEFAULT_INPUT_SHAPES)
     rejected = []
     for shape in candidates:
@@ -233,22 +164,57 @@ def _check_gradients(s: _Subject, train: bool) -> str:
     return f"max abs error {max(errors.values()):.1e} over {', '.join(errors)}"
 
 
+RNG_HINT = "draw from ctx.rng, not np.random: in training the model gives each layer a generator seeded from (train.seed, epoch, step, layer, part), so runs repeat; in inference ctx.rng is None and a layer draws nothing"
+
+
+def _global_generators_used(call: Callable[[], Any]) -> list[str]:
+    """Which of Python's global generators ``call`` drew from (their states before and after)."""
+    numpy_before, python_before = np.random.get_state(), random.getstate()
+    call()
+    numpy_after = np.random.get_state()
+    used = [] if np.array_equal(numpy_before[1], numpy_after[1]) and numpy_before[2:] == numpy_after[2:] else ["np.random"]
+    return used + ([] if random.getstate() == python_before else ["random"])
+
+
 def _check_determinism(s: _Subject) -> str:
     x = _random_input(s, np.float32)
     for train in (False, True):
+        mode = "train" if train else "inference"
         base = _weights(s)
+        used = _global_generators_used(lambda: forward_with_fixed_rng(s.layer, copy.deepcopy(base), x.copy(), train, s.seed))
+        if used:
+            raise AssertionError(f"forward ({mode} mode) drew from the global generator {' and '.join(used)}: {RNG_HINT}")
         first, _ = forward_with_fixed_rng(s.layer, copy.deepcopy(base), x.copy(), train, s.seed)
         second, _ = forward_with_fixed_rng(s.layer, copy.deepcopy(base), x.copy(), train, s.seed)
         if not np.array_equal(first, second):
             seeded = " and generator seed" if train and draws_random_numbers(s.layer, base, x, s.seed) else ""
-            raise AssertionError(f"two forward passes ({'train' if train else 'inference'} mode) on the same input{seeded} and weights differ")
+            raise AssertionError(f"two forward passes ({mode} mode) on the same input{seeded} and weights differ: {RNG_HINT}")
     weights = _weights(s)
     before = copy.deepcopy(weights)
     s.layer.forward(weights, x, Context())
     changed = sorted(k for k in weights if not np.array_equal(weights[k], before[k]))
     if changed:
         raise AssertionError(f"forward in inference mode changed weights {changed}; only training may update state")
-    return "identical outputs; inference leaves weights unchanged"
+    return "identical outputs, no global generator; inference leaves weights unchanged"
+
+
+def _check_dtypes(s: _Subject) -> str:
+    return check_dtypes(s.layer, s.input_shape, lambda dtype: _weights(s, dtype), lambda dtype: _random_input(s, dtype), s.seed)
+
+
+def _two_parts(s: _Subject, batch: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """float64 weights and two inputs of ``batch`` samples each (parts A and B of a batch)."""
+    a, b = (np.random.default_rng([s.seed, 6, part]).normal(size=(batch, *s.input_shape)) for part in (0, 1))
+    return _weights(s, np.float64), a, b
+
+
+def _check_shared_state(s: _Subject) -> str:
+    return check_interleaved(s.layer, *_two_parts(s, s.batch), s.seed)
+
+
+def _check_threads(s: _Subject) -> str:
+    # Parts big enough that numpy releases the GIL inside their array work, so the threads overlap.
+    return check_two_threads(s.layer, *_two_parts(s, max(s.batch, THREAD_BATCH)), s.seed)
 
 
 def _check_batch_independence(s: _Subject) -> str:
@@ -328,9 +294,12 @@ _CHECKS: list[tuple[str, Callable[[_Subject], Any]]] = [
     ("output shape", _check_output_shape),
     ("gradients (train)", lambda s: _check_gradients(s, True)),
     ("gradients (inference)", lambda s: _check_gradients(s, False)),
+    ("dtypes", _check_dtypes),
     ("determinism", _check_determinism),
     ("randomness", _check_randomness),
     ("batch independence", _check_batch_independence),
+    ("interleaved calls", _check_shared_state),
+    ("two threads", _check_threads),
     ("training split", _check_training_split),
     ("bundle round trip", _check_bundle_round_trip),
 ]
@@ -349,17 +318,24 @@ def run_checks(
     CnnkitError; a failing check is recorded, and the checks after it still run.
     """
     subject = _subject(type_or_class, params, input_shape, batch, seed)
+    return subject.input_shape, run_each(_CHECKS, subject)
+
+
+def run_each(checks: list[tuple[str, Callable[[Any], Any]]], subject: Any, findings: tuple[type[Exception], ...] = (AssertionError,)) -> list[CheckResult]:
+    """Each check's outcome, in order: a returned string passes, a returned CheckResult stands, an
+    exception of ``findings`` fails with its message, any other exception fails as what the plugin
+    raised (a crash inside a plugin is a failed check, not a crash of the kit). Later checks still run."""
     results = []
-    for name, check in _CHECKS:
+    for name, check in checks:
         try:
             outcome = check(subject)
-        except AssertionError as exc:
+        except findings as exc:
             results.append(CheckResult(name, "fail", str(exc)))
-        except Exception as exc:  # a crash inside the layer is a failed check, not a crash of the kit
+        except Exception as exc:
             results.append(CheckResult(name, "fail", f"raised {type(exc).__name__}: {exc}"))
         else:
             results.append(outcome if isinstance(outcome, CheckResult) else CheckResult(name, "pass", outcome))
-    return subject.input_shape, results
+    return results
 
 
 def check_layer(
