@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import CnnkitError
+from ..layers.kernels.fold import fold_batchnorm
 from . import call_hook, layer_weights, require
 
 OPSET = 17
@@ -84,11 +85,22 @@ def to_onnx(model, input_dtype: str = "uint8"):
     x = g.node("Div", [x, g.constant(np.float32(pre.divide), "divide")], "scaled")
     x = g.node("Sub", [x, g.constant(np.float32(pre.subtract), "subtract")], "preprocessed")
     count = len(model.layers) - 1 if model.ends_with_softmax else len(model.layers)
-    for r in model.layers[:count]:
-        g.prefix = f"{r.index}."
-        x = call_hook(r, "to_onnx", PURPOSE, g, x, layer_weights(model, r), r.input_shape)
-        if not isinstance(x, str):
-            raise CnnkitError(f"cannot {PURPOSE}: the to_onnx hook of layer {r.index} ({r.type!r}, from {r.entry.provider}) returned {type(x).__name__}, not a tensor name")
+    for step in model.steps(count, train=False):
+        # A convolution with the batch norm folded in runs as one convolution in predict_proba;
+        # the graph holds the same folded weights, so the two compute the same thing.
+        folded = step.kind == "conv_bn"
+        for i in step.indices[:1] if folded else step.indices:
+            r = model.layers[i]
+            g.prefix = f"{r.index}."
+            weights = layer_weights(model, r)
+            if folded:
+                bn = model.layers[i + 1]
+                kernel, bias = fold_batchnorm(weights["kernel"], weights.get("bias"), layer_weights(model, bn), bn.layer.params.eps)
+                x = step.conv.to_onnx(g, x, {"kernel": kernel, "bias": bias}, r.input_shape)
+            else:
+                x = call_hook(r, "to_onnx", PURPOSE, g, x, weights, r.input_shape)
+            if not isinstance(x, str):
+                raise CnnkitError(f"cannot {PURPOSE}: the to_onnx hook of layer {r.index} ({r.type!r}, from {r.entry.provider}) returned {type(x).__name__}, not a tensor name")
     g.prefix = ""
     x = g.node("Flatten", [x], "logits", axis=1)
     g.nodes.append(onnx.helper.make_node("Softmax", [x], ["probabilities"], name="probabilities", axis=1))

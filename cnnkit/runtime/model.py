@@ -18,15 +18,20 @@ from .losses import softmax
 from ..spec import ModelSpec, ResolvedLayer, validate_spec
 
 
-# The context of every inference pass: it holds nothing per call (no generator, no updates).
-INFERENCE = Context(False)
-
 # The key random layers get in training when Model.forward is called without one.
 TRAIN_KEY = (0, 0)
 
 # The smallest part of a batch worth a thread of its own: below it, handing work to a thread costs
 # more than it saves (seed net, 2 threads: batch 16 trained at 6.0k img/s whole, 4.9k split in two).
 MIN_PART = 16
+
+
+def plan_module():
+    """``cnnkit.runtime.plan``, imported on first use: it imports the built-in layers, and
+    ``import cnnkit`` loads no layer."""
+    from . import plan
+
+    return plan
 
 
 def _no_backprop(dy: np.ndarray) -> dict[str, np.ndarray]:
@@ -120,6 +125,7 @@ class Model:
         # softmax skipped for the loss is a built-in, which is per-sample).
         self._splits_in_training = all(r.layer.batch_coupling != "whole" for r in self.layers)
         self._contract_checked = False
+        self._plans: dict = {}
 
 
     # -- running ------------------------------------------------------------------------------------
@@ -182,26 +188,41 @@ class Model:
         bounds = [n * i // threads for i in range(threads + 1)]
         return list(zip(bounds[:-1], bounds[1:]))
 
+    def steps(self, count: int | None = None, train: bool = True) -> list:
+        """How the first ``count`` layers (default all) run: ``cnnkit.runtime.plan`` steps, one per
+        layer or a fused run of built-in layers."""
+        count = len(self.layers) if count is None else count
+        key = (count, train, tuning.fusion_enabled())
+        if key not in self._plans:
+            self._plans[key] = plan_module().plan(self.layers[:count], train)
+        return self._plans[key]
+
     def _forward_part(self, x: np.ndarray, train: bool, count: int, key: tuple[int, int] | None, part: int):
         """One part through the layers: (y, backprop, {layer index: state updates it reported})."""
         if not train:
             return self._infer_part(x, count), _no_backprop, {}
         backprops, updates = [], {}
         seed = self.spec.train.seed
-        for i, (r, w) in enumerate(zip(self.layers[:count], self._layer_weights)):
-            ctx = Context(True, seed=[seed, *key, r.index, part], input_grad=i != self._first_trainable)
-            x, bp = r.layer.forward(w, x, ctx)
-            backprops.append(bp)
-            if ctx.updates:
-                updates[i] = ctx.updates
+        run = plan_module().run
+
+        def ctx_for(i):
+            return Context(True, seed=[seed, *key, self.layers[i].index, part], input_grad=i != self._first_trainable)
+
+        for step in self.steps(count, True):
+            x, bp, reported = run(self.layers, self._layer_weights, step, x, ctx_for)
+            backprops.append((step, bp))
+            updates.update(reported)
 
         def backprop(dy: np.ndarray) -> dict[str, np.ndarray]:
             grads = {}
-            for i in range(count - 1, self._first_trainable - 1, -1):
-                dy, layer_grads = backprops[i](dy)
-                keys = self._grad_keys[i]
-                for name, g in layer_grads.items():
-                    grads[keys[name]] = g
+            for step, bp in reversed(backprops):
+                if step.indices[-1] < self._first_trainable:
+                    break
+                dy, step_grads = bp(dy)
+                for i, layer_grads in step_grads:
+                    keys = self._grad_keys[i]
+                    for name, g in layer_grads.items():
+                        grads[keys[name]] = g
             return grads
 
         return x, backprop, updates
@@ -228,11 +249,11 @@ class Model:
                 target[...] = mean
 
     def _infer_part(self, x: np.ndarray, count: int) -> np.ndarray:
-        """Inference frees as it goes: each layer's backprop closure (which holds its input) is
-        dropped at once, so a layer's input is freed when the next layer has its output and peak
-        memory is about the two largest adjacent activations, whatever the depth."""
-        for r, w in zip(self.layers[:count], self._layer_weights):
-            x = r.layer.forward(w, x, INFERENCE)[0]
+        """Inference frees as it goes: each step's output replaces its input at once, so peak memory
+        is about the two largest adjacent activations, whatever the depth."""
+        run = plan_module().run
+        for step in self.steps(count, False):
+            x = run(self.layers, self._layer_weights, step, x, None)[0]
         return x
 
     def preprocess(self, images: np.ndarray, preprocessed: bool = False) -> np.ndarray:

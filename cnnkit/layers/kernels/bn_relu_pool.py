@@ -66,19 +66,21 @@ def train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, pool: 
     inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype, copy=False)
     gamma, beta = gamma.astype(x.dtype, copy=False), beta.astype(x.dtype, copy=False)
     scale = gamma * inv_std
-    scaled = centered * scale[:, None, None]  # batch norm's output before the shift by beta
-    shifted = pool_max(window_views(scaled, pool, stride, out_h, out_w))
-    shifted += beta[:, None, None]  # = the max of each window of batch norm's output
-    y = np.maximum(shifted, dtype(0))
+    # Batch norm's output, only where windows reach, window element by window element: each a
+    # contiguous (N, C, Ho, Wo) array, so the passes below need no strided access.
+    bn = np.empty((pool * pool, n, c, out_h, out_w), x.dtype)
+    for part, view in zip(bn, window_views(centered, pool, stride, out_h, out_w)):
+        np.multiply(view, scale[:, None, None], out=part)
+        part += beta[:, None, None]
+    peak = pool_max(list(bn))
+    y = np.maximum(peak, dtype(0))
 
     def backprop(dy):
-        through = dy * (shifted > 0)  # relu's gradient, on the pooled grid
+        through = dy * (peak > 0)  # relu's gradient, on the pooled grid
         taken = np.zeros(y.shape, bool)
         routed = []
-        for view in window_views(scaled, pool, stride, out_h, out_w):
-            # The first position (in window order) whose batch-norm output is the maximum, as
-            # maxpool2d's backprop finds it; later ties get nothing.
-            hit = np.equal(view + beta[:, None, None], shifted)
+        for part in bn:  # the first maximum of each window (in window order), as maxpool2d finds it
+            hit = np.equal(part, peak)
             np.greater(hit, taken, out=hit)
             taken |= hit
             routed.append(through * hit)
@@ -89,7 +91,8 @@ def train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, pool: 
         dx = centered * (-(scale * inv_std * gamma_grad / dtype(count)))[:, None, None]
         dx -= (scale * beta_grad / dtype(count))[:, None, None]
         for part, target in zip(routed, window_views(dx, pool, stride, out_h, out_w)):
-            target += part * scale[:, None, None]
+            part *= scale[:, None, None]
+            target += part
         return dx, {"gamma": gamma_grad, "beta": beta_grad}
 
     return y, backprop, (mean, var)

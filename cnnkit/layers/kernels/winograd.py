@@ -25,6 +25,17 @@ import numpy as np
 
 from .. import conv_blocks as blocks
 
+# Which convolutions take this path: a fixed function of the layer's shape, never of the machine
+# (the path rounds differently from the direct one). Below 16 input or output channels the 16
+# products are too thin for BLAS to beat the direct path's one product (measured: see docs/speed.md).
+MIN_CHANNELS = 16
+
+
+def suits(c: int, k: int, f: int) -> bool:
+    """Whether a stride-1 convolution with C input channels, a k x k kernel and F filters runs here."""
+    return k == 3 and c >= MIN_CHANNELS and f >= MIN_CHANNELS
+
+
 BT = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))  # input tile: V = BT d BT'
 G = ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1))  # kernel: U = G g G'
 AT = ((1, 1, 1, 0), (0, 1, -1, -1))  # output tile: Y = AT M AT'
@@ -213,6 +224,10 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
         y += bias[:, None, None]
 
     def backprop(dy):
+        v = kept
+        if v is None:  # forward ran in inference mode: transform the input now
+            v = np.empty((16, th, tw, n, c), x.dtype)
+            transform_input(xp, list(v))
         grads = {}
         if bias is not None:
             grads["bias"] = dy.sum(axis=(0, 2, 3))
@@ -228,7 +243,7 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
                 dm = np.empty((16, rows, tw, n, f), dy.dtype)
                 output_gradient(dyp[2 * r0 : 2 * r1], list(dm))
                 dm = dm.reshape(16, rows, tw * n, f)
-                du = np.matmul(dm.transpose(0, 1, 3, 2), kept[:, r0:r1].reshape(16, rows, tw * n, c))  # (16, rows, F, C)
+                du = np.matmul(dm.transpose(0, 1, 3, 2), v[:, r0:r1].reshape(16, rows, tw * n, c))  # (16, rows, F, C)
                 sums += [du[:, r] for r in range(rows)]
                 if input_grad:
                     dv = np.matmul(dm, un)  # (16, rows, tw*N, C)
