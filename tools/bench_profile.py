@@ -1,63 +1,55 @@
-"""Per-layer, per-pass time of a net in cnnkit and in PyTorch (``tools/bench.py --profile``).
+"""Per-step, per-pass time of a net in cnnkit and in PyTorch (``tools/bench.py --profile``).
 
-Each step the model runs (a layer, or layers cnnkit runs as one fused step) is timed alone on the
-activations the real net feeds it: forward in training, backward, and inference, in ms per 128
-images, one thread for both frameworks (OpenBLAS held to one thread, ``torch.set_num_threads(1)``).
-That is CPU time: a training step split over 2 threads takes about half of it in wall time. The two
-frameworks alternate round by round; the median of the rounds is reported.
+Each step the model runs (a layer, or layers cnnkit runs as one fused step: ``Model.steps``) is
+timed alone on the activations the real net feeds it: in training forward and backward, and in
+inference (whose steps may differ: batch norm folds into the convolution before it). The PyTorch
+column runs the same layers' modules (``cnnkit.torch.to_module``) on the same arrays. Times are ms
+per 128 images of one thread's CPU time (``time.thread_time``, OpenBLAS held to one thread,
+``torch.set_num_threads(1)``), so other processes on the machine do not count; a training step
+split over 2 threads takes about half of it in wall time. The frameworks alternate round by round;
+each figure is the median of the rounds.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
 import numpy as np
 
 IMAGES = 128
+PASSES = {"train": ("forward", "backward"), "infer": ("inference",)}
 
 
-def _median_ms(fn, rounds: int) -> float:
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+def _ms(fn) -> float:
+    start = time.thread_time()
+    fn()
+    return (time.thread_time() - start) * 1000
 
 
-def _cnnkit_passes(model, step, x, dy_rng):
-    """(forward, backward, inference) callables for one of the model's steps on input x, and its output."""
-    y, backprop, _ = model.run_step(step, x, train=True, key=(0, 0))
-    dy = dy_rng.normal(size=y.shape).astype(np.float32)
-    return (lambda: model.run_step(step, x, train=True, key=(0, 0)), lambda: backprop(dy),
-            lambda: model.run_step(step, x, train=False)), y, dy
+def _torch_passes(torch, net, x, dy, mode: str, first: bool):
+    xt = torch.from_numpy(np.ascontiguousarray(x))
+    if mode == "infer":
+        net.eval()
 
+        def infer():
+            with torch.inference_mode():
+                net(xt)
 
-def _torch_passes(torch, modules, x, dy, first: bool):
-    """The same three passes for the PyTorch modules of the same layers."""
-    net = torch.nn.Sequential(*modules)
-    xt, dyt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(dy))
+        return [infer]
+    net.train()
     xg = xt.clone().requires_grad_(not first)  # cnnkit skips the first layer's input gradient too
-    state = {}
+    dyt, state = torch.from_numpy(np.ascontiguousarray(dy)), {}
 
     def forward():
-        net.train()
         state["y"] = net(xg)
 
-    def backward():
-        state["y"].backward(dyt, retain_graph=True)
-
-    def infer():
-        net.eval()
-        with torch.inference_mode():
-            net(xt)
-
-    return forward, backward, infer
+    return [forward, lambda: state["y"].backward(dyt, retain_graph=True)]
 
 
-def profile(spec, rounds: int = 5) -> list[dict]:
-    """One row per step of ``spec``'s net: its layers and the ms per 128 images of each pass."""
+def profile(spec, rounds: int = 5) -> dict[str, list[dict]]:
+    """{"train": rows, "infer": rows}: per step of ``spec``'s net, ms per 128 images of each pass."""
     import torch
 
     import cnnkit
@@ -65,41 +57,59 @@ def profile(spec, rounds: int = 5) -> list[dict]:
     from cnnkit.torch import to_module
 
     torch.set_num_threads(1)
-    model = cnnkit.build(spec)
-    twin = list(to_module(model, logits=True).children())
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(IMAGES, *model.input_shape)).astype(np.float32)
-    rows = []
-    with parallel.single_threaded_blas(), parallel.threads(1):
-        for step in model.steps(logits=True):
-            ours, y, dy = _cnnkit_passes(model, step, x, rng)
-            theirs = _torch_passes(torch, [twin[i] for i in step.indices], x, dy, step.indices[0] == 0)
-            times = {name: [] for name in ("cnnkit", "pytorch")}
-            for fn in (*ours, *theirs):  # warm-up: allocator, oneDNN kernel choice
-                fn()
-            for _ in range(rounds):
-                for name, passes in (("cnnkit", ours), ("pytorch", theirs)):
-                    times[name].append([_median_ms(fn, 1) for fn in passes])
-            row = {"step": step.label, "layers": [model.layers[i].type for i in step.indices], "input_shape": list(x.shape[1:])}
-            for name, samples in times.items():
-                for k, what in enumerate(("forward", "backward", "inference")):
-                    row[f"{name}_{what}_ms"] = round(statistics.median(s[k] for s in samples), 2)
-            rows.append(row)
-            x = y
-    return rows
+    saved = os.environ.get("CNNKIT_NUM_THREADS")
+    os.environ["CNNKIT_NUM_THREADS"] = "1"
+    try:
+        model = cnnkit.build(spec)
+        model.forward(np.zeros((2, *model.input_shape), np.float32))  # first-pass checks, malloc tuning
+        twin = list(to_module(model, logits=True).children())
+        count = len(twin)
+        tables = {}
+        with parallel.single_threaded_blas():
+            for mode in ("train", "infer"):
+                rng = np.random.default_rng(0)
+                x = rng.normal(size=(IMAGES, *model.input_shape)).astype(np.float32)
+                rows = []
+                for step in model.steps(count, train=mode == "train"):
+                    y, backprop, _ = model.run_step(step, x, mode == "train")
+                    dy = rng.normal(size=y.shape).astype(np.float32)
+                    ours = [lambda: model.run_step(step, x, True), lambda: backprop(dy)] if mode == "train" else [lambda: model.run_step(step, x, False)]
+                    net = torch.nn.Sequential(*(twin[i] for i in step.indices))
+                    theirs = _torch_passes(torch, net, x, dy, mode, step.indices[0] == 0)
+                    for fn in ours + theirs:  # warm-up: allocator, oneDNN's kernel choice
+                        fn()
+                    times = {"cnnkit": [], "pytorch": []}
+                    for _ in range(rounds):
+                        for name, passes in (("cnnkit", ours), ("pytorch", theirs)):
+                            times[name].append([_ms(fn) for fn in passes])
+                    row = {"step": f"{step.label} {'+'.join(model.layers[i].type for i in step.indices)}", "kind": step.kind, "input_shape": list(x.shape[1:])}
+                    for name, samples in times.items():
+                        for k, what in enumerate(PASSES[mode]):
+                            row[f"{name}_{what}_ms"] = round(statistics.median(s[k] for s in samples), 2)
+                    rows.append(row)
+                    x = y
+                tables[mode] = rows
+        return tables
+    finally:
+        if saved is None:
+            os.environ.pop("CNNKIT_NUM_THREADS", None)
+        else:
+            os.environ["CNNKIT_NUM_THREADS"] = saved
 
 
-def print_profile(rows: list[dict]) -> None:
-    head = f"{'step':34} {'input':13} | {'cnnkit fwd':>10} {'bwd':>7} {'infer':>7} | {'pytorch fwd':>11} {'bwd':>7} {'infer':>7}"
+def print_profile(tables: dict[str, list[dict]]) -> None:
     print(f"ms per {IMAGES} images, one thread each (CPU time):")
-    print(head)
-    print("-" * len(head))
-    totals = np.zeros(6)
-    for r in rows:
-        values = [r[f"{n}_{w}_ms"] for n in ("cnnkit", "pytorch") for w in ("forward", "backward", "inference")]
-        totals += values
-        shape = "x".join(map(str, r["input_shape"]))
-        print(f"{r['step'][:34]:34} {shape:13} | {values[0]:10.2f} {values[1]:7.2f} {values[2]:7.2f} | {values[3]:11.2f} {values[4]:7.2f} {values[5]:7.2f}")
-    print(f"{'total':34} {'':13} | {totals[0]:10.1f} {totals[1]:7.1f} {totals[2]:7.1f} | {totals[3]:11.1f} {totals[4]:7.1f} {totals[5]:7.1f}")
-    print(f"training (forward + backward): cnnkit {totals[0] + totals[1]:.1f} ms, pytorch {totals[3] + totals[4]:.1f} ms, "
-          f"ratio of speeds {(totals[3] + totals[4]) / (totals[0] + totals[1]):.2f}; inference ratio {totals[5] / totals[2]:.2f}")
+    for mode, rows in tables.items():
+        passes = PASSES[mode]
+        head = f"{'step (' + ('training' if mode == 'train' else 'inference') + ')':40} {'input':11} | " + " ".join(f"{'cnnkit ' + p:>16}" for p in passes) + " | " + " ".join(f"{'pytorch ' + p:>17}" for p in passes)
+        print(head)
+        print("-" * len(head))
+        totals = {f"{n}_{p}_ms": 0.0 for n in ("cnnkit", "pytorch") for p in passes}
+        for r in rows:
+            for k in totals:
+                totals[k] += r[k]
+            shape = "x".join(map(str, r["input_shape"]))
+            print(f"{r['step'][:40]:40} {shape:11} | " + " ".join(f"{r[f'cnnkit_{p}_ms']:16.2f}" for p in passes) + " | " + " ".join(f"{r[f'pytorch_{p}_ms']:17.2f}" for p in passes))
+        print(f"{'total':40} {'':11} | " + " ".join(f"{totals[f'cnnkit_{p}_ms']:16.1f}" for p in passes) + " | " + " ".join(f"{totals[f'pytorch_{p}_ms']:17.1f}" for p in passes))
+        ours, theirs = (sum(totals[f"{n}_{p}_ms"] for p in passes) for n in ("cnnkit", "pytorch"))
+        print(f"{'training' if mode == 'train' else 'inference'}: cnnkit {ours:.1f} ms, pytorch {theirs:.1f} ms, cnnkit's speed / pytorch's {theirs / ours:.2f}\n")

@@ -159,7 +159,8 @@ class Model:
         count = len(self.layers) - 1 if logits and self.ends_with_softmax else len(self.layers)
         parts = self._parts(len(x), train)
         tasks = [functools.partial(self._forward_part, x[lo:hi], train, count, key, part) for part, (lo, hi) in enumerate(parts)]
-        results = parallel.run_all(tasks) if len(tasks) > 1 else [tasks[0]()]
+        with parallel.single_threaded_blas():  # cnnkit splits the work itself (see cnnkit.runtime.parallel)
+            results = parallel.run_all(tasks) if len(tasks) > 1 else [tasks[0]()]
         y = results[0][0] if len(results) == 1 else np.concatenate([part_y for part_y, _, _ in results])
         part_backprops = [part_backprop for _, part_backprop, _ in results]  # not the parts' outputs: y holds them
         if train:
@@ -172,7 +173,8 @@ class Model:
             if np.shape(dy) != shape:
                 raise CnnkitError(f"backprop needs a gradient of the output's shape {list(shape)}. Received: {list(np.shape(dy))}")
             tasks = [functools.partial(part_backprop, dy[lo:hi]) for (lo, hi), part_backprop in zip(parts, part_backprops)]
-            grads, *others = parallel.run_all(tasks) if len(tasks) > 1 else [tasks[0]()]
+            with parallel.single_threaded_blas():
+                grads, *others = parallel.run_all(tasks) if len(tasks) > 1 else [tasks[0]()]
             for other in others:
                 for name, g in other.items():
                     grads[name] = grads[name] + g
@@ -197,19 +199,25 @@ class Model:
             self._plans[key] = plan_module().plan(self.layers[:count], train)
         return self._plans[key]
 
+    def run_step(self, step, x: np.ndarray, train: bool, key: tuple[int, int] = TRAIN_KEY, part: int = 0):
+        """One step of ``steps()`` on x: (y, backprop, updates), as ``cnnkit.runtime.plan.run``
+        returns them (``tools/bench.py --profile`` times steps one by one this way)."""
+        if not train:
+            return plan_module().run(self.layers, self._layer_weights, step, x, None)
+        seed = self.spec.train.seed
+
+        def ctx_for(i):
+            return Context(True, seed=[seed, *key, self.layers[i].index, part], input_grad=i != self._first_trainable)
+
+        return plan_module().run(self.layers, self._layer_weights, step, x, ctx_for)
+
     def _forward_part(self, x: np.ndarray, train: bool, count: int, key: tuple[int, int] | None, part: int):
         """One part through the layers: (y, backprop, {layer index: state updates it reported})."""
         if not train:
             return self._infer_part(x, count), _no_backprop, {}
         backprops, updates = [], {}
-        seed = self.spec.train.seed
-        run = plan_module().run
-
-        def ctx_for(i):
-            return Context(True, seed=[seed, *key, self.layers[i].index, part], input_grad=i != self._first_trainable)
-
         for step in self.steps(count, True):
-            x, bp, reported = run(self.layers, self._layer_weights, step, x, ctx_for)
+            x, bp, reported = self.run_step(step, x, True, key, part)
             backprops.append((step, bp))
             updates.update(reported)
 
@@ -251,9 +259,8 @@ class Model:
     def _infer_part(self, x: np.ndarray, count: int) -> np.ndarray:
         """Inference frees as it goes: each step's output replaces its input at once, so peak memory
         is about the two largest adjacent activations, whatever the depth."""
-        run = plan_module().run
         for step in self.steps(count, False):
-            x = run(self.layers, self._layer_weights, step, x, None)[0]
+            x = self.run_step(step, x, False)[0]
         return x
 
     def preprocess(self, images: np.ndarray, preprocessed: bool = False) -> np.ndarray:
