@@ -106,28 +106,24 @@ def test_the_first_layer_skips_the_input_gradient_and_keeps_the_kernel_gradient(
         np.testing.assert_array_equal(value, full[name], err_msg=name)
 
 
-def test_thread_split_and_block_size_never_change_a_bit(every_conv_is_winograd, monkeypatch):
-    """Products are made one per tile row and tile element, whatever the blocks (sized from the
-    machine's L2) or the threads (chosen from the load), so both change speed only."""
+def test_the_thread_split_never_changes_a_bit(every_conv_is_winograd, monkeypatch):
+    """Every product covers one group of GROUP images (the last group the rest), whatever the
+    threads (chosen from the load, for a batch the model does not split): they change speed only."""
     monkeypatch.setattr(parallel, "spare_cores", lambda: True)
     monkeypatch.setattr(conv_blocks, "SPLIT_MIN_MACS", 1)
     layer = Conv2D(filters=4, kernel_size=3, padding="same")
-    weights, x = _weights(layer, (3, 13, 9)), _input((6, 3, 13, 9))  # 7 tile rows, an odd last one
-    dy = _input((6, 4, 13, 9), seed=5)
+    weights, x = _weights(layer, (3, 13, 9)), _input((13, 3, 13, 9))  # groups of 4, 4, 4 and 1 images
+    dy = _input((13, 4, 13, 9), seed=5)
     calls: list[int] = []
     real = parallel.run_all
     monkeypatch.setattr(parallel, "run_all", lambda tasks: calls.append(len(tasks)) or real(tasks))
-
-    def settings(threads, block_bytes):
-        monkeypatch.setenv("CNNKIT_NUM_THREADS", str(threads))
-        monkeypatch.setattr(conv_blocks, "BLOCK_BYTES", block_bytes)
-        return run(layer, weights, x, dy)
-
-    reference = settings(1, None)
+    monkeypatch.setenv("CNNKIT_NUM_THREADS", "1")
+    reference = run(layer, weights, x, dy)
     assert calls == []
-    for threads, block_bytes in [(1, 1), (2, 1), (3, 10**9), (2, 20_000)]:
+    for threads in (2, 3, 4):
         calls.clear()
-        result = settings(threads, block_bytes)
-        assert calls == ([threads, threads] if threads > 1 else []), (threads, block_bytes)  # forward and backprop split
+        monkeypatch.setenv("CNNKIT_NUM_THREADS", str(threads))
+        result = run(layer, weights, x, dy)
+        assert calls == [threads, threads]  # forward and backprop split
         for name, value in reference.items():
-            np.testing.assert_array_equal(result[name], value, err_msg=f"{name}, {threads} threads, block {block_bytes}")
+            np.testing.assert_array_equal(result[name], value, err_msg=f"{name}, {threads} threads")

@@ -36,6 +36,10 @@ from .. import conv_blocks as blocks
 # (the path rounds differently from the direct one). Below 16 input or output channels the 16
 # products are too thin for BLAS to beat the direct path's one product (see docs/speed.md).
 MIN_CHANNELS = 16
+# Images per group: a group is the unit of work, one (tiles, C) matrix per tile element, small
+# enough to stay in a core's L2 cache. Fixed (it sets every product's shape, so results depend on
+# it), not tuned per machine.
+GROUP = 4
 
 _BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])  # tile: V = BT d BT'
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])  # kernel: U = G g G'
@@ -63,30 +67,43 @@ def kernel_gradient(du: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((KERNEL.T.astype(du.dtype) @ du.reshape(16, c * f)).reshape(3, 3, c, f).transpose(3, 2, 0, 1))
 
 
-def _tiles(padded: np.ndarray, r0: int, rows: int, tw: int, size: int) -> np.ndarray:
-    """The size x size tiles (stride 2) of tile rows [r0, r0 + rows) of a channels-last array, as
-    a (rows, size, size, tw, N, C) view: element (i, j) of tile (r, t) is padded[2r + i, 2t + j]."""
+def _tiles(padded: np.ndarray, th: int, tw: int, size: int) -> np.ndarray:
+    """The size x size tiles (stride 2) of a group's channels-last array (H, W, G, C), as a
+    (size, size, th, tw, G, C) view: element (i, j) of tile (r, t) is padded[2r + i, 2t + j]."""
     s = padded.strides
-    return as_strided(padded[2 * r0 :], (rows, size, size, tw, *padded.shape[2:]), (2 * s[0], s[0], s[1], 2 * s[1], *s[2:]), writeable=False)
+    return as_strided(padded, (size, size, th, tw, *padded.shape[2:]), (s[0], s[1], 2 * s[0], 2 * s[1], *s[2:]), writeable=False)
 
 
-def _row_blocks(t0: int, t1: int, per_row: int) -> list[tuple[int, int]]:
-    """Blocks of the tile rows [t0, t1), as many rows as fit in block_bytes() (at least one)."""
-    per = max(1, blocks.block_bytes() // per_row)
-    return [(r, min(r + per, t1)) for r in range(t0, t1, per)]
+def _groups(n: int) -> list[tuple[int, int]]:
+    """(first image, images) of each group: GROUP images, the last group the rest."""
+    return [(g, min(GROUP, n - g)) for g in range(0, n, GROUP)]
 
 
-def _row_ranges(th: int, macs_per_row: int) -> list[tuple[int, int]]:
-    """Tile rows per thread, for a batch the model does not split (see ``conv_blocks.image_ranges``)."""
+def _group_ranges(groups: int, macs: int) -> list[tuple[int, int]]:
+    """Groups per thread, for a batch the model does not split (as ``conv_blocks.image_ranges``)."""
     from ...runtime import parallel
 
-    if th < 2 or parallel.in_task() or not parallel.spare_cores():
-        return [(0, th)]
-    parts = min(parallel.num_threads(), th, macs_per_row * th // blocks.SPLIT_MIN_MACS)
+    if groups < 2 or parallel.in_task() or not parallel.spare_cores():
+        return [(0, groups)]
+    parts = min(parallel.num_threads(), groups, macs // blocks.SPLIT_MIN_MACS)
     if parts < 2:
-        return [(0, th)]
-    bounds = [th * i // parts for i in range(parts + 1)]
+        return [(0, groups)]
+    bounds = [groups * i // parts for i in range(parts + 1)]
     return list(zip(bounds[:-1], bounds[1:]))
+
+
+class _Scratch:
+    """One thread's work arrays, by name and shape, reused group after group so they stay in cache.
+    ``zeros`` arrays start zeroed: callers overwrite the same region each time, the rest stays 0."""
+
+    def __init__(self, dtype):
+        self.dtype, self.arrays = dtype, {}
+
+    def __call__(self, name: str, shape: tuple, zeros: bool = False) -> np.ndarray:
+        key = (name, shape)
+        if key not in self.arrays:
+            self.arrays[key] = (np.zeros if zeros else np.empty)(shape, self.dtype)
+        return self.arrays[key]
 
 
 def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, pad_w, out_h: int, out_w: int, train: bool, input_grad: bool):
@@ -99,76 +116,91 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
     hp, wp = 2 * th + 2, 2 * tw + 2  # the tiles' reach: at least the padded input
     u = transform_kernel(kernel)  # (16, C, F)
     tile, output = TILE.astype(dtype), OUTPUT.astype(dtype)
-    xp = np.zeros((hp, wp, n, c), dtype)
-    xp[pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w] = x.transpose(2, 3, 0, 1)
-    kept = np.empty((th, 16, tw * n * c), dtype) if train else None  # V, for backprop
-    y_last = np.empty((2 * th, 2 * tw, n, f), dtype)
-    per_row = 36 * tw * n * (c + f) * x.itemsize
-    ranges = _row_ranges(th, 16 * tw * n * c * f)
+    groups = _groups(n)
+    kept: list = [None] * len(groups)  # V per group, for backprop
+    y = np.empty((n, f, out_h, out_w), dtype)
+    ranges = _group_ranges(len(groups), 16 * th * tw * n * c * f)
 
-    def transformed(r0, r1):
-        """V of tile rows [r0, r1): (rows, 16, tw*N*C)."""
-        d = np.empty((r1 - r0, 16, tw * n * c), dtype)
-        np.copyto(d.reshape(r1 - r0, 4, 4, tw, n, c), _tiles(xp, r0, r1 - r0, tw, 4))
-        return np.matmul(tile, d)
+    def transformed(g, scratch, v=None):
+        """V of group g: (16, th*tw*G, C), one (tiles, C) matrix per tile element."""
+        first, size = groups[g]
+        xp = scratch("xp", (hp, wp, size, c), zeros=True)
+        xp[pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w] = x[first : first + size].transpose(2, 3, 0, 1)
+        d = scratch("d", (4, 4, th, tw, size, c))
+        np.copyto(d, _tiles(xp, th, tw, 4))
+        v = np.empty((16, th * tw * size, c), dtype) if v is None else v
+        np.matmul(tile, d.reshape(16, -1), out=v.reshape(16, -1))
+        return v
 
-    def forward_rows(t0, t1):
-        for r0, r1 in _row_blocks(t0, t1, per_row):
-            rows = r1 - r0
-            v = transformed(r0, r1)
+    def forward_groups(g0, g1):
+        scratch = _Scratch(dtype)
+        for g in range(g0, g1):
+            first, size = groups[g]
+            tiles = th * tw * size
+            v = transformed(g, scratch, None if train else scratch("v", (16, tiles, c)))
             if train:
-                kept[r0:r1] = v
-            m = np.matmul(v.reshape(rows, 16, tw * n, c), u)  # (rows, 16, tw*N, F): one product per row and element
-            out = np.matmul(output, m.reshape(rows, 16, tw * n * f))  # (rows, (r, s), tw*N*F)
-            np.copyto(y_last[2 * r0 : 2 * r1].reshape(rows, 2, tw, 2, n, f), out.reshape(rows, 2, 2, tw, n, f).transpose(0, 1, 3, 2, 4, 5))
+                kept[g] = v
+            m = np.matmul(v, u, out=scratch("m", (16, tiles, f)))  # one product per tile element
+            out = np.matmul(output, m.reshape(16, -1), out=scratch("out", (4, tiles * f)))  # outputs (r, s) of each tile
+            y_last = scratch("y_last", (th, 2, tw, 2, size, f))
+            np.copyto(y_last, out.reshape(2, 2, th, tw, size, f).transpose(2, 0, 3, 1, 4, 5))
+            y[first : first + size] = y_last.reshape(2 * th, 2 * tw, size, f)[:out_h, :out_w].transpose(2, 3, 0, 1)
 
-    blocks.run_ranges(forward_rows, ranges)
-    y = np.ascontiguousarray(y_last[:out_h, :out_w].transpose(2, 3, 0, 1))
+    blocks.run_ranges(forward_groups, ranges)
     if bias is not None:
         y.reshape(n, f, -1)[...] += bias[:, None]
 
     def backprop(dy):
-        v_all = kept if kept is not None else transformed(0, th)  # forward ran in inference mode
         grads = {}
         if bias is not None:
             grads["bias"] = dy.sum(axis=(0, 2, 3))
-        dyp = np.zeros((2 * th, 2 * tw, n, f), dy.dtype)
-        dyp[:out_h, :out_w] = dy.transpose(2, 3, 0, 1)
-        d_tiles = np.empty((th, 16, tw, n, c), dy.dtype) if input_grad else None  # BT' dV BT per tile
+        dx = np.empty((n, c, h, w), dy.dtype) if input_grad else None
+        ut = np.ascontiguousarray(u.transpose(0, 2, 1))
 
-        def backward_rows(t0, t1):
-            sums = []  # per tile row, in order: (16, C, F)
-            for r0, r1 in _row_blocks(t0, t1, per_row):
-                rows = r1 - r0
-                dy_tiles = np.empty((rows, 4, tw * n * f), dy.dtype)
-                np.copyto(dy_tiles.reshape(rows, 2, 2, tw, n, f), _tiles(dyp, r0, rows, tw, 2))
-                dm = np.matmul(output.T, dy_tiles).reshape(rows, 16, tw * n, f)
-                v = v_all[r0:r1].reshape(rows, 16, tw * n, c)
-                du = np.matmul(v.transpose(0, 1, 3, 2), dm)  # (rows, 16, C, F)
-                sums += list(du)
+        def backward_groups(g0, g1):
+            scratch = _Scratch(dy.dtype)
+            sums = []  # per group, in order: (16, C, F)
+            for g in range(g0, g1):
+                first, size = groups[g]
+                tiles = th * tw * size
+                v = kept[g] if kept[g] is not None else transformed(g, scratch)  # forward ran in inference mode
+                dyp = scratch("dyp", (2 * th, 2 * tw, size, f), zeros=True)
+                dyp[:out_h, :out_w] = dy[first : first + size].transpose(2, 3, 0, 1)
+                dy_tiles = scratch("dy_tiles", (2, 2, th, tw, size, f))
+                np.copyto(dy_tiles, _tiles(dyp, th, tw, 2))
+                dm = scratch("dm", (16, tiles, f))
+                np.matmul(output.T, dy_tiles.reshape(4, -1), out=dm.reshape(16, -1))
+                sums.append(np.matmul(v.transpose(0, 2, 1), dm))  # (16, C, F), summed over the group's tiles
                 if input_grad:
-                    dv = np.matmul(dm, u.transpose(0, 2, 1))  # (rows, 16, tw*N, C)
-                    np.matmul(tile.T, dv.reshape(rows, 16, tw * n * c), out=d_tiles[r0:r1].reshape(rows, 16, tw * n * c))
+                    dv = np.matmul(dm, ut, out=scratch("dv", (16, tiles, c)))
+                    d_tiles = scratch("d_tiles", (16, th, tw, size, c))
+                    np.matmul(tile.T, dv.reshape(16, -1), out=d_tiles.reshape(16, -1))
+                    dxp = scratch("dxp", (hp, wp, size, c))
+                    _overlap_add(d_tiles, dxp)
+                    dx[first : first + size] = dxp[pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w].transpose(2, 3, 0, 1)
             return sums
 
-        row_sums = [s for part in blocks.run_ranges(backward_rows, ranges) for s in part]
-        du = row_sums[0].copy()
-        for s in row_sums[1:]:  # tile row by tile row, in order
+        group_sums = [s for part in blocks.run_ranges(backward_groups, ranges) for s in part]
+        du = group_sums[0].copy()
+        for s in group_sums[1:]:  # group by group, in order
             du += s
         grads["kernel"] = kernel_gradient(du)
-        if not input_grad:
-            return None, grads
-        dxp = np.empty((hp, wp, n, c), dy.dtype)
-        dxp[2 * th :] = 0  # reached only by the last tile row's elements 2 and 3
-        dxp[:, 2 * tw :] = 0
-        for e in (0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15):  # elements (i, j) with i, j < 2 cover the rest once
-            i, j = divmod(e, 4)
-            target = dxp[i : i + 2 * th : 2, j : j + 2 * tw : 2]
-            if i < 2 and j < 2:
-                target[...] = d_tiles[:, e]
-            else:
-                target += d_tiles[:, e]
-        dx = np.ascontiguousarray(dxp[pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w].transpose(2, 3, 0, 1))
         return dx, grads
 
     return y, backprop
+
+
+def _overlap_add(tiles: np.ndarray, dxp: np.ndarray) -> None:
+    """dxp (2th + 2, 2tw + 2, ...) = the tiles (16, th, tw, ...) added where they overlap, in a fixed
+    order: the elements (i, j) with i, j < 2 cover every position but the last two rows and columns
+    once (written), the others are added."""
+    th, tw = tiles.shape[1:3]
+    dxp[2 * th :] = 0
+    dxp[:, 2 * tw :] = 0
+    for e in (0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15):
+        i, j = divmod(e, 4)
+        target = dxp[i : i + 2 * th : 2, j : j + 2 * tw : 2]
+        if i < 2 and j < 2:
+            target[...] = tiles[e]
+        else:
+            target += tiles[e]
