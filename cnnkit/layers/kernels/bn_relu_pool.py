@@ -21,11 +21,22 @@ AXES = (0, 2, 3)
 
 def batch_statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-channel mean, x - mean (N, C, H, W) and biased variance of a contiguous batch."""
-    count = x.shape[0] * x.shape[2] * x.shape[3]
+    n, c, h, w = x.shape
     mean = x.mean(axis=AXES)  # (C,)
-    centered = x - mean[:, None, None]
-    var = np.einsum("nchw,nchw->c", centered, centered) / x.dtype.type(count)
+    # (N, C, H*W) views: numpy runs a channel's broadcast along whole planes, not rows of W (faster).
+    centered = (x.reshape(n, c, h * w) - mean[:, None]).reshape(x.shape)
+    var = np.einsum("nchw,nchw->c", centered, centered) / x.dtype.type(n * h * w)
     return mean, centered, var
+
+
+def per_channel(a: np.ndarray, scale: np.ndarray, shift: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """a * scale (+ shift), per channel of a (..., C, H, W), through (-1, C, H*W) views."""
+    shape = a.shape
+    flat = a.reshape(-1, shape[-3], shape[-2] * shape[-1])
+    result = np.multiply(flat, scale[:, None], out=None if out is None else out.reshape(flat.shape))
+    if shift is not None:
+        result += shift[:, None]
+    return result.reshape(shape)
 
 
 def running_statistics(weights: dict, mean: np.ndarray, var: np.ndarray, count: int, momentum: float) -> dict[str, np.ndarray]:
@@ -44,11 +55,35 @@ def window_views(a: np.ndarray, k: int, s: int, out_h: int, out_w: int):
     return [a[:, :, i : i + s * (out_h - 1) + 1 : s, j : j + s * (out_w - 1) + 1 : s] for i in range(k) for j in range(k)]
 
 
-def pool_max(views: list[np.ndarray]) -> np.ndarray:
+def windows(a: np.ndarray, k: int, out_h: int, out_w: int) -> np.ndarray:
+    """Non-overlapping k x k windows (stride k) of a (N, C, H, W), window element by window element:
+    a contiguous (k*k, N, C, Ho, Wo) copy. One strided pass here saves one in every pass after it
+    (strided passes over NCHW rows run 2-4x slower than contiguous ones)."""
+    n, c = a.shape[:2]
+    tiled = a[:, :, : k * out_h, : k * out_w].reshape(n, c, out_h, k, out_w, k)
+    out = np.empty((k, k, n, c, out_h, out_w), a.dtype)
+    np.copyto(out, tiled.transpose(3, 5, 0, 1, 2, 4))
+    return out.reshape(k * k, n, c, out_h, out_w)
+
+
+def pool_max(views) -> np.ndarray:
     peak = views[0].copy()
     for view in views[1:]:
         np.maximum(peak, view, out=peak)
     return peak
+
+
+def _first_maxima(parts, peak: np.ndarray, through: np.ndarray) -> list[np.ndarray]:
+    """For each window element, ``through`` where it is the first (in window order) equal to the
+    window's maximum ``peak``, else 0: where maxpool2d's backprop sends the gradient."""
+    taken = np.zeros(peak.shape, bool)
+    routed = []
+    for part in parts:
+        hit = np.equal(part, peak)
+        np.greater(hit, taken, out=hit)  # hit and not taken
+        taken |= hit
+        routed.append(through * hit)
+    return routed
 
 
 def train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, pool: int, stride: int):
@@ -56,7 +91,8 @@ def train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, pool: 
 
     Returns (y, backprop, (mean, var)): y is what the three layers give, bit for bit; backprop(dy)
     returns (dx, {"gamma": ..., "beta": ...}); mean and var are the batch's, for the running
-    statistics."""
+    statistics. Windows that tile the input (stride = pool size, the usual 2x2) are worked on as
+    contiguous copies (``windows``); others through strided views."""
     x = np.ascontiguousarray(x)  # a cropped view: one copy makes every pass below faster
     dtype = x.dtype.type
     n, c, h, w = x.shape
@@ -66,34 +102,41 @@ def train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, pool: 
     inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype, copy=False)
     gamma, beta = gamma.astype(x.dtype, copy=False), beta.astype(x.dtype, copy=False)
     scale = gamma * inv_std
-    # Batch norm's output, only where windows reach, window element by window element: each a
-    # contiguous (N, C, Ho, Wo) array, so the passes below need no strided access.
-    bn = np.empty((pool * pool, n, c, out_h, out_w), x.dtype)
-    for part, view in zip(bn, window_views(centered, pool, stride, out_h, out_w)):
-        np.multiply(view, scale[:, None, None], out=part)
-        part += beta[:, None, None]
-    peak = pool_max(list(bn))
+    tiled = pool == stride
+    # x - mean at each window element, and batch norm's output there (only where windows reach).
+    parts = windows(centered, pool, out_h, out_w) if tiled else window_views(centered, pool, stride, out_h, out_w)
+    if tiled:
+        bn = per_channel(parts, scale, beta)
+    else:
+        bn = np.empty((pool * pool, n, c, out_h, out_w), x.dtype)
+        for out, part in zip(bn, parts):
+            per_channel(part, scale, beta, out=out)
+    peak = pool_max(bn)
     y = np.maximum(peak, dtype(0))
+    margins = tiled and (h > pool * out_h or w > pool * out_w)  # rows or columns no window reaches
 
     def backprop(dy):
         through = dy * (peak > 0)  # relu's gradient, on the pooled grid
-        taken = np.zeros(y.shape, bool)
-        routed = []
-        for part in bn:  # the first maximum of each window (in window order), as maxpool2d finds it
-            hit = np.equal(part, peak)
-            np.greater(hit, taken, out=hit)
-            taken |= hit
-            routed.append(through * hit)
+        routed = _first_maxima(bn, peak, through)
         beta_grad = through.sum(axis=AXES)
-        gamma_grad = sum(np.einsum("nchw,nchw->c", part, view) for part, view in zip(routed, window_views(centered, pool, stride, out_h, out_w))) * inv_std
+        gamma_grad = sum(np.einsum("nchw,nchw->c", r, part) for r, part in zip(routed, parts)) * inv_std
         # dx = scale * (dbn - mean(dbn) - xhat * mean(dbn * xhat)): the two mean terms everywhere,
         # then scale * dbn where the gradient was routed.
-        dx = centered * (-(scale * inv_std * gamma_grad / dtype(count)))[:, None, None]
-        dx -= (scale * beta_grad / dtype(count))[:, None, None]
-        for part, target in zip(routed, window_views(dx, pool, stride, out_h, out_w)):
-            part *= scale[:, None, None]
-            target += part
+        k1, k2 = -(scale * inv_std * gamma_grad / dtype(count)), -(scale * beta_grad / dtype(count))
+        if not tiled:
+            dx = per_channel(centered, k1, k2)
+            for r, target in zip(routed, window_views(dx, pool, stride, out_h, out_w)):
+                target += per_channel(r, scale)
+            return dx, {"gamma": gamma_grad, "beta": beta_grad}
+        d_parts = per_channel(parts, k1, k2)
+        for r, d_part in zip(routed, d_parts):
+            d_part += per_channel(r, scale)
+        dx = per_channel(centered, k1, k2) if margins else np.empty_like(x)
+        dx[:, :, : pool * out_h, : pool * out_w].reshape(n, c, out_h, pool, out_w, pool)[...] = d_parts.reshape(pool, pool, n, c, out_h, out_w).transpose(2, 3, 4, 0, 5, 1)
         return dx, {"gamma": gamma_grad, "beta": beta_grad}
+
+    if tiled and not margins:
+        centered = None  # the windows' copy holds all backprop needs: free the full-size array
 
     return y, backprop, (mean, var)
 
