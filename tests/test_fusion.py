@@ -175,3 +175,31 @@ def test_the_seed_nets_bundle_is_byte_identical_fused_or_not(monkeypatch, tmp_pa
         monkeypatch.setenv("CNNKIT_FUSE", fuse)
         paths.append(cnnkit.train(spec).save(tmp_path / f"fuse{fuse}.cnnkit"))
     assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+@pytest.mark.onnx
+def test_the_onnx_export_folds_batch_norm_as_predict_proba_does(monkeypatch):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import numpy_helper
+
+    from cnnkit.export.onnx import to_onnx
+    from cnnkit.layers.kernels.fold import fold_batchnorm
+
+    model = cnnkit.build(BN_SPEC)
+    rng = np.random.default_rng(0)
+    for name in model.weights:
+        if "running" in name or "gamma" in name or "beta" in name:
+            model.weights[name][...] = rng.uniform(0.5, 1.5, model.weights[name].shape)
+    proto = to_onnx(model, "float32")
+    assert "BatchNormalization" not in [node.op_type for node in proto.graph.node]
+    stored = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
+    w = {k.split(".", 1)[1]: v for k, v in model.weights.items() if k.startswith("1.")}
+    kernel, bias = fold_batchnorm(model.weights["0.kernel"], None, w, 1e-5)
+    np.testing.assert_array_equal(stored["0.kernel"], kernel)
+    np.testing.assert_array_equal(stored["0.bias"], bias)
+    pixels = rng.integers(0, 256, (6, 1, 12, 10)).astype(np.float32)
+    got = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(["probabilities"], {"pixels": pixels})[0]
+    np.testing.assert_allclose(got, model.predict_proba(pixels), rtol=0, atol=1e-6)
+    monkeypatch.setenv("CNNKIT_FUSE", "0")  # the plain path exports the layers as they are
+    assert "BatchNormalization" in [node.op_type for node in to_onnx(model, "float32").graph.node]
