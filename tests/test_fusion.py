@@ -203,3 +203,34 @@ def test_the_onnx_export_folds_batch_norm_as_predict_proba_does(monkeypatch):
     np.testing.assert_allclose(got, model.predict_proba(pixels), rtol=0, atol=1e-6)
     monkeypatch.setenv("CNNKIT_FUSE", "0")  # the plain path exports the layers as they are
     assert "BatchNormalization" in [node.op_type for node in to_onnx(model, "float32").graph.node]
+
+
+def test_a_small_batch_shares_its_batch_norm_over_threads_by_channels_with_the_same_bits(monkeypatch):
+    """Under 32 samples the model does not split a training batch; the fused step then works in
+    fixed blocks of channels, which threads share when the machine has cores to spare."""
+    from cnnkit.runtime import parallel
+
+    monkeypatch.setattr(parallel, "spare_cores", lambda: True)
+    monkeypatch.setattr(bn_relu_pool, "SPLIT_MIN_VALUES", 1)
+    calls: list[int] = []
+    real = parallel.run_all
+    monkeypatch.setattr(parallel, "run_all", lambda tasks: calls.append(len(tasks)) or real(tasks))
+    x, weights = batch(6, 8, 6, 6)
+    dy = np.random.default_rng(1).normal(size=(6, 8, 3, 3)).astype(np.float32)
+
+    def run(threads):
+        monkeypatch.setenv("CNNKIT_NUM_THREADS", str(threads))
+        y, backprop, stats = bn_relu_pool.train_small_batches_by_channels(x, weights["gamma"], weights["beta"], 1e-5, 2, 2)
+        dx, grads = backprop(dy)
+        return [y, *stats, dx, grads["gamma"], grads["beta"]]
+
+    reference = run(1)
+    assert calls == []
+    for threads in (2, 3):
+        calls.clear()
+        for got, want in zip(run(threads), reference):
+            np.testing.assert_array_equal(got, want)
+        assert calls == [threads, threads]  # forward and backprop
+    y_ref, _, (dx_ref, grads_ref) = layers_in_turn(x, weights, 2, 2, True, dy)  # and still the layers' numbers
+    np.testing.assert_array_equal(reference[0], y_ref)
+    np.testing.assert_allclose(reference[3], dx_ref, rtol=1e-5, atol=1e-6)

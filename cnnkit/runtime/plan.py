@@ -99,7 +99,7 @@ def run(layers: list, weights: list[dict], step: Step, x: np.ndarray, ctx_for: C
     bn, w = layers[first].layer.params, weights[first]
     if not train:
         return bn_relu_pool.infer(x, w["running_mean"], w["running_var"], w["gamma"], w["beta"], bn.eps, pool.pool_size, pool.stride), None, {}
-    y, backprop, (mean, var) = bn_relu_pool.train(x, w["gamma"], w["beta"], bn.eps, pool.pool_size, pool.stride)
+    y, backprop, (mean, var) = bn_relu_pool.train_small_batches_by_channels(x, w["gamma"], w["beta"], bn.eps, pool.pool_size, pool.stride)
     count = x.shape[0] * x.shape[2] * x.shape[3]
     updates = {first: bn_relu_pool.running_statistics(w, mean, var, count, bn.momentum)}
 
