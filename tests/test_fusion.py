@@ -234,3 +234,39 @@ def test_a_small_batch_shares_its_batch_norm_over_threads_by_channels_with_the_s
     y_ref, _, (dx_ref, grads_ref) = layers_in_turn(x, weights, 2, 2, True, dy)  # and still the layers' numbers
     np.testing.assert_array_equal(reference[0], y_ref)
     np.testing.assert_allclose(reference[3], dx_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_derived_weights_are_reused_only_while_their_sources_are_unchanged():
+    from cnnkit.layers.kernels.derived import Derived
+
+    calls = []
+    cache = Derived(size=2)
+    kernel = np.ones((2, 3), np.float32)
+
+    def doubled(a):
+        calls.append(1)
+        return a * 2
+
+    first = cache.get(doubled, kernel)
+    assert cache.get(doubled, kernel) is first and len(calls) == 1
+    kernel[0, 0] = 5  # changed in place, as an optimizer step does
+    np.testing.assert_array_equal(cache.get(doubled, kernel), kernel * 2)
+    assert len(calls) == 2
+    assert cache.get(doubled, kernel.copy()) is not first and len(calls) == 3  # another array, same values
+    for _ in range(3):  # the oldest entries go
+        cache.get(doubled, np.zeros(1))
+    cache.get(doubled, kernel)
+    assert len(calls) == 7
+
+
+def test_inference_with_cached_weights_follows_a_weight_change(monkeypatch):
+    model = cnnkit.build(BN_SPEC)
+    x = np.random.default_rng(0).normal(size=(3, 1, 12, 10)).astype(np.float32)
+    before = model.forward(x)[0]
+    np.testing.assert_array_equal(model.forward(x)[0], before)  # served from the caches: the same bits
+    model.weights["1.gamma"] *= 2  # in place
+    model.weights["4.kernel"] += 0.1
+    after = model.forward(x)[0]
+    monkeypatch.setenv("CNNKIT_FUSE", "0")
+    np.testing.assert_allclose(after, model.forward(x)[0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(after, before)

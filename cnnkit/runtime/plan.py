@@ -27,10 +27,13 @@ from ..layers.base import Context
 from ..layers.batchnorm import BatchNorm2D
 from ..layers.conv import Conv2D
 from ..layers.kernels import bn_relu_pool, fold
+from ..layers.kernels.derived import Derived
 from ..layers.pool import MaxPool2D
 from . import tuning
 
 INFERENCE = Context(False)
+BN_NAMES = ("gamma", "beta", "running_mean", "running_var")
+_folded = Derived()  # inference: each folded (kernel, bias), while its sources are unchanged
 # Layer indices -> their gradients by weight name, for the model to name ("3.kernel").
 StepGrads = list[tuple[int, dict[str, np.ndarray]]]
 
@@ -88,9 +91,9 @@ def run(layers: list, weights: list[dict], step: Step, x: np.ndarray, ctx_for: C
     if step.kind == "layer" or x.shape[0] == 0:  # an empty batch has no statistics to fuse
         return _run_layers(layers, weights, step.indices, x, ctx_for)
     if step.kind == "conv_bn":
-        conv, bn = layers[first].layer, layers[first + 1].layer
-        w = weights[first]
-        kernel, bias = fold.fold_batchnorm(w["kernel"], w.get("bias"), weights[first + 1], bn.params.eps)
+        conv_w, bn_w, eps = weights[first], weights[first + 1], layers[first + 1].layer.params.eps
+        kernel, bias = _folded.get(lambda k, b, *stats: fold.fold_batchnorm(k, b, dict(zip(BN_NAMES, stats)), eps),
+                                   conv_w["kernel"], conv_w.get("bias"), *(bn_w[name] for name in BN_NAMES))
         return step.conv.forward({"kernel": kernel, "bias": bias}, x, INFERENCE)[0], None, {}
     pool = layers[step.indices[-1]].layer.params
     if step.kind == "relu_pool":

@@ -31,6 +31,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .. import conv_blocks as blocks
+from .derived import Derived
 
 # Which convolutions take this path: a fixed function of the layer's shape, never of the machine
 # (the path rounds differently from the direct one). Below 16 input or output channels the 16
@@ -52,6 +53,9 @@ OUTPUT = np.kron(_AT, _AT)  # (4, 16): M -> the flattened 2x2 outputs
 def suits(c: int, k: int, f: int) -> bool:
     """Whether a stride-1 convolution with C input channels, a k x k kernel and F filters runs here."""
     return k == 3 and c >= MIN_CHANNELS and f >= MIN_CHANNELS
+
+
+_kernels = Derived()  # inference: U of each kernel, while the kernel is unchanged
 
 
 def transform_kernel(kernel: np.ndarray) -> np.ndarray:
@@ -114,7 +118,7 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
     dtype = x.dtype
     th, tw = -(-out_h // 2), -(-out_w // 2)
     hp, wp = 2 * th + 2, 2 * tw + 2  # the tiles' reach: at least the padded input
-    u = transform_kernel(kernel)  # (16, C, F)
+    u = _kernels.get(transform_kernel, kernel) if not train else transform_kernel(kernel)  # (16, C, F)
     tile, output = TILE.astype(dtype), OUTPUT.astype(dtype)
     groups = _groups(n)
     kept: list = [None] * len(groups)  # V per group, for backprop
