@@ -10,9 +10,10 @@ A fused step computes what its layers compute, with fewer passes over memory:
 - ``conv_bn`` (inference only): conv2d -> batchnorm2d folded into one convolution
   (``cnnkit.layers.kernels.fold``), followed by ``relu_pool`` when relu -> maxpool2d come next.
 
-Only the built-in classes themselves fuse (a subclass or a plugin layer runs as itself), and a
-maxpool2d only when its windows do not overlap... they may; any pool the layer accepts works.
-``CNNKIT_FUSE=0`` runs every layer as itself (the plain reference path; tests compare the two).
+Only the built-in classes themselves fuse (a subclass or a plugin layer runs as itself); any
+pool size and stride maxpool2d accepts fuses. ``CNNKIT_FUSE=0`` runs every layer as itself: the
+plain reference path, which tests compare the fused one with. Inference also keeps each folded
+kernel while its sources are unchanged (``cnnkit.layers.kernels.derived``).
 """
 
 from __future__ import annotations

@@ -1,15 +1,16 @@
-"""Batch norm -> relu -> max pool as one step: the pooling happens before the relu and the shift.
+"""Batch norm -> relu -> max pool as one step, with the relu after the pooling.
 
-Run as three layers, the net makes about ten passes over the full-size activations of a training
-step forward and twenty backward. Max pooling commutes with anything monotone, and both the shift
-by beta (per channel, rounded: fl(a + b) never decreases as a grows) and relu are: so the pooling
-takes the scaled values and only the pooled quarter is shifted and relu'd, with exactly the values
-the three layers give. Backward works on the pooled grid too: the gradient reaches one position per
-window (the first maximum, as in PyTorch; none where relu cut it), so the batch-norm sums over the
-gradient are sums over the windows, and only the final dx is a full-size pass.
+Run as three layers, a training step makes about ten passes over the full-size activations forward
+and twenty backward, many of them strided (a 2x2 window's elements are every other value of a
+row). Here batch norm's output is computed where the windows reach, window element by window
+element (one contiguous copy when the windows tile the input, as the usual 2x2 ones do), pooled,
+and only then relu'd: max and relu commute, so the values are the three layers' bit for bit.
+Backward sends each window's gradient to its first maximum (in window order, as maxpool2d and
+PyTorch do; nowhere when relu cut it), so batch norm's sums over the gradient are sums over the
+windows, and dx is written once.
 
-``batch_statistics`` and ``running_statistics`` are batch norm's own arithmetic, shared with
-``cnnkit.layers.batchnorm`` so both paths give the same numbers.
+``batch_statistics``, ``running_statistics`` and ``per_channel`` are batch norm's own arithmetic,
+shared with ``cnnkit.layers.batchnorm`` so both paths give the same numbers.
 """
 
 from __future__ import annotations
