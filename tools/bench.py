@@ -185,7 +185,11 @@ def machine() -> dict:
     import cnnkit
     from cnnkit.runtime import allocator, parallel, tuning
     from cnnkit.layers import conv_blocks, conv_gemm
-    from cnnkit.layers.kernels import winograd
+
+    try:
+        from cnnkit.layers.kernels import winograd
+    except ImportError:  # a cnnkit from before the Winograd path (the bench also measures older trees)
+        winograd = None
 
     info: dict = {"cpu_model": tuning.cpu_model(), "caches": tuning.cache_sizes(), "cores": os.cpu_count(),
                   "threads": parallel.num_threads(), "numpy": np.__version__}
@@ -222,8 +226,8 @@ def machine() -> dict:
             if r.entry.type == "conv2d" and r.layer.params.stride == 1:
                 c, f, k = r.input_shape[0], r.layer.params.filters, r.layer.params.kernel_size
                 _, pad_w, out_h, _ = r.layer._geometry(r.input_shape)
-                if winograd.suits(c, k, f):
-                    picks["conv_strategies"][f"{arch}.{r.index}"] = "Winograd F(2x2,3x3) (kernels/winograd); tile rows split over threads"
+                if winograd is not None and winograd.suits(c, k, f):
+                    picks["conv_strategies"][f"{arch}.{r.index}"] = "Winograd F(2x2,3x3) (kernels/winograd); groups of 4 images split over threads"
                     continue
                 if conv_gemm.uses_batched(c, k, f, out_h * (r.input_shape[2] + sum(pad_w))):
                     strategy = "images side by side (conv_gemm)"

@@ -7,22 +7,21 @@ products over the channels, M[e] = V[e] @ U[e] ((tiles, C) times (C, F)); and ea
 outputs are AT M AT'. The products are 2.25x fewer multiply-adds than a direct convolution.
 
 Each transform is one small matrix product too, with the Kronecker product of the 1-D transform
-(16 x 16 for a tile, 4 x 16 for its outputs, 16 x 9 for a kernel): one BLAS call per tile row
-instead of a dozen elementwise passes. Their coefficients are 0, +-1, +-1/2 and 1/4, so every
-product in them is exact.
+(16 x 16 for a tile, 4 x 16 for its outputs, 16 x 9 for a kernel): one BLAS call instead of a
+dozen elementwise passes. Their coefficients are 0, +-1, +-1/2 and 1/4, so every product in them
+is exact.
 
-Arrays are channels last inside, (rows, columns, N, C): a tile row of every image is then one
-(tiles * N, C) matrix per tile element, and the tiles of a tile row are one strided view of the
-padded input.
+The unit of work is a group of GROUP images, channels last inside, (rows, columns, images, C): the
+tiles of a group are one strided view of its padded input, its 16 products are (tiles, C) @ (C, F)
+with every tile of the group, and its work arrays (reused group after group) stay in L2.
 
 Backward is the exact adjoint of forward, in the transformed domain: dM = (AT' dY AT) per tile,
-dU = sum over tiles of dM' V (then dg = G' dU G), dV = dM U' (then each tile's BT' dV BT is added
-back where the tiles overlap), with V kept from forward.
+dU = sum over tiles of V' dM (then dg = G' dU G), dV = dM U' (then each tile's BT' dV BT is added
+back where the tiles overlap, in a fixed order), with V kept from forward.
 
-Results depend on the shapes alone, never on the block size or the thread split: blocks and threads
-take whole tile rows, every BLAS call covers exactly one tile row (so each has a fixed shape: BLAS
-may round a value differently in a product of another size), the kernel gradient is summed tile
-row by tile row in order, and the overlapping tiles of dx are added once every tile row is done.
+Results depend on the shapes alone, never on the thread split: threads take whole groups, every
+BLAS call covers exactly one group (so each has a fixed shape: BLAS may round a value differently
+in a product of another size), and the kernel gradient is summed group by group in order.
 """
 
 from __future__ import annotations
