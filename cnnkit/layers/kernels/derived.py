@@ -3,8 +3,8 @@ kept while their sources stay unchanged: inference runs the same weights again a
 batch 1 deriving them cost as much as the rest of the pass.
 
 An entry holds the source arrays themselves and copies of their values; it is used again only for
-the same arrays holding the same values, so a weight changed in place (an optimizer step, a load)
-is never served stale. A race between threads at worst derives the same value twice.
+the same arrays holding equal values (``np.array_equal``: about 10 us for the best net's largest
+kernel), so a weight changed in place (an optimizer step, a load) is never served stale. A race between threads at worst derives the same value twice.
 """
 
 from __future__ import annotations
