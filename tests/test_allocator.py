@@ -64,7 +64,7 @@ def test_cnnkit_malloc_tuning_0_leaves_malloc_alone():
     assert _run("0") == "[]"
 
 
-@pytest.mark.parametrize("name, value", [("CNNKIT_MALLOC_TUNING", "banana"), ("CNNKIT_MALLOC_TUNING", "off"), ("CNNKIT_NUM_THREADS", "banana"), ("CNNKIT_BLOCK_BYTES", "-5")])
+@pytest.mark.parametrize("name, value", [("CNNKIT_MALLOC_TUNING", "banana"), ("CNNKIT_MALLOC_TUNING", "off"), ("CNNKIT_NUM_THREADS", "banana"), ("CNNKIT_BLOCK_BYTES", "-5"), ("CNNKIT_FUSE", "yes")])
 def test_bad_settings_fail_in_one_line_before_data_or_run_folder(tmp_path, monkeypatch, name, value):
     """Checked when the session starts: no data is read (the data folder does not exist) and no run
     folder is created; before, both were checked only at the first forward pass."""

@@ -2,11 +2,13 @@
 
     python tools/bench.py                      # training img/s at batch 1, 16, 32, 64; inference at 256; peak RSS
     python tools/bench.py --quick --json       # short smoke run, machine-readable
+    python tools/bench.py --profile            # the best net step by step (ms per 128 images), cnnkit and PyTorch
     python tools/bench.py --time-to-accuracy   # wall time until specs/fashion_mnist_fast.json reaches 0.891
     python tools/bench.py --time-to-accuracy --spec specs/fashion_mnist_best.json --target 0.93
 
 Throughput rounds alternate cnnkit and PyTorch so that load from other processes hits both alike;
-the median of the rounds is reported. Peak RSS is measured in a separate child process per
+the median of the rounds is reported. With onnxruntime installed (``cnnkit[onnx]``), inference rows
+get an onnxruntime column and predict_proba is compared with it (tools/bench_infer.py). Peak RSS is measured in a separate child process per
 framework (training at batch 64 on the full dataset, which is loaded inside the child), so one
 framework's allocations never count against the other. Wall-clock figures are only as quiet as the
 machine: check `uptime` first.
@@ -36,6 +38,17 @@ ARCHITECTURES = {
     "seed": SEED_SPEC,
     "best": ROOT / "specs" / "fashion_mnist_best.json",
 }
+
+
+def sibling(name: str):
+    """A module of tools/ (not a package), imported from its file next to this one."""
+    import importlib.util
+
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
 
 
 def load_images(limit: int | None = None):
@@ -121,6 +134,7 @@ def throughput(quick: bool, rounds: int = 5, archs: list[str] | None = None) -> 
 
     threads = num_threads()  # PyTorch gets as many threads as cnnkit splits batches over
     torch.set_num_threads(threads)
+    onnx = sibling("bench_infer") if sibling("bench_infer").available() else None
     x, y = load_images(20_000)
     rounds = 1 if quick else rounds
     # (mode, batch, images per round): enough images that a round lasts about a second or more
@@ -145,15 +159,22 @@ def throughput(quick: bool, rounds: int = 5, archs: list[str] | None = None) -> 
             # one untimed warm-up batch each (allocator, oneDNN kernel selection)
             for runner in (ours, theirs):
                 runner.train(xs[:batch], ys[:batch], batch) if mode == "train" else runner.infer(xs[:batch], batch)
-            rates = {"cnnkit": [], "pytorch": []}
+            runners = [("cnnkit", ours), ("pytorch", theirs)]
+            if mode == "infer" and onnx is not None:  # the same model exported to ONNX, on the same raw pixels
+                runners.append(("onnxruntime", onnx.OrtRunner(ours.model, xs, threads)))
+                runners[-1][1].infer(xs[:batch], batch)
+            rates = {name: [] for name, _ in runners}
             for _ in range(rounds):
-                for name, runner in (("cnnkit", ours), ("pytorch", theirs)):
+                for name, runner in runners:
                     work = (lambda r=runner: r.train(xs, ys, batch)) if mode == "train" else (lambda r=runner: r.infer(xs, batch))
                     rates[name].append(_rate(work, images))
-            ours_rate, theirs_rate = statistics.median(rates["cnnkit"]), statistics.median(rates["pytorch"])
-            results.append({"architecture": arch, "mode": mode, "batch": batch, "images": images, "rounds": rounds, "threads": threads,
-                            "cnnkit_images_per_s": round(ours_rate, 1), "pytorch_images_per_s": round(theirs_rate, 1),
-                            "ratio": round(ours_rate / theirs_rate, 3), "load_average": [round(v, 2) for v in os.getloadavg()]})
+            medians = {name: statistics.median(r) for name, r in rates.items()}
+            row = {"architecture": arch, "mode": mode, "batch": batch, "images": images, "rounds": rounds, "threads": threads,
+                   **{f"{name}_images_per_s": round(rate, 1) for name, rate in medians.items()},
+                   "ratio": round(medians["cnnkit"] / medians["pytorch"], 3), "load_average": [round(v, 2) for v in os.getloadavg()]}
+            if "onnxruntime" in medians:
+                row["ratio_onnxruntime"] = round(medians["cnnkit"] / medians["onnxruntime"], 3)
+            results.append(row)
     return results
 
 
@@ -164,6 +185,11 @@ def machine() -> dict:
     import cnnkit
     from cnnkit.runtime import allocator, parallel, tuning
     from cnnkit.layers import conv_blocks, conv_gemm
+
+    try:
+        from cnnkit.layers.kernels import winograd
+    except ImportError:  # a cnnkit from before the Winograd path (the bench also measures older trees)
+        winograd = None
 
     info: dict = {"cpu_model": tuning.cpu_model(), "caches": tuning.cache_sizes(), "cores": os.cpu_count(),
                   "threads": parallel.num_threads(), "numpy": np.__version__}
@@ -200,6 +226,9 @@ def machine() -> dict:
             if r.entry.type == "conv2d" and r.layer.params.stride == 1:
                 c, f, k = r.input_shape[0], r.layer.params.filters, r.layer.params.kernel_size
                 _, pad_w, out_h, _ = r.layer._geometry(r.input_shape)
+                if winograd is not None and winograd.suits(c, k, f):
+                    picks["conv_strategies"][f"{arch}.{r.index}"] = "Winograd F(2x2,3x3) (kernels/winograd); groups of 4 images split over threads"
+                    continue
                 if conv_gemm.uses_batched(c, k, f, out_h * (r.input_shape[2] + sum(pad_w))):
                     strategy = "images side by side (conv_gemm)"
                 else:
@@ -296,6 +325,8 @@ def main() -> None:
     parser.add_argument("--arch", action="append", choices=sorted(ARCHITECTURES), help="measure only this architecture (repeatable; default: all)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per figure (median reported; default 5)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    parser.add_argument("--bundle", type=Path, help="the bundle predict_proba and onnxruntime run (default: the best spec, untrained)")
+    parser.add_argument("--profile", action="store_true", help="per-step, per-pass ms per 128 images of the best net (or --arch), cnnkit and PyTorch, one thread")
     parser.add_argument("--time-to-accuracy", action="store_true", help=f"time {FAST_SPEC.name} until test accuracy >= {TARGET_ACCURACY}")
     parser.add_argument("--spec", type=Path, default=FAST_SPEC, help="spec for --time-to-accuracy")
     parser.add_argument("--target", type=float, default=TARGET_ACCURACY,
@@ -307,10 +338,17 @@ def main() -> None:
         rss_child(args.rss_child, args.rss_steps)
         return
     report = {"load_average": os.getloadavg(), "machine": machine()}
-    if args.time_to_accuracy:
+    if args.profile:
+        report["profile"] = {arch: sibling("bench_profile").profile(ARCHITECTURES[arch], args.rounds) for arch in (args.arch or ["best"])}
+    elif args.time_to_accuracy:
         report["time_to_accuracy"] = time_to_accuracy(args.spec.resolve(), args.target)
     else:
         report["throughput"] = throughput(args.quick, args.rounds, args.arch)
+        if sibling("bench_infer").available():
+            import cnnkit
+
+            model = cnnkit.load(args.bundle) if args.bundle else cnnkit.build(ARCHITECTURES["best"])
+            report["predict_proba"] = sibling("bench_infer").predict(model, str(args.bundle or "best spec, untrained"), load_images(4096)[0], args.rounds)
         report["peak_rss_mib_train_batch64"] = peak_rss(args.quick)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -322,13 +360,24 @@ def main() -> None:
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in report['load_average'])}")
     for row in report.get("throughput", []):
         print(f"{row['architecture']:>6} {row['mode']:5} batch {row['batch']:3}: cnnkit {row['cnnkit_images_per_s']:9,.0f} img/s   "
-              f"pytorch {row['pytorch_images_per_s']:9,.0f} img/s   ratio {row['ratio']:.2f}   ({row['threads']} threads, load {row['load_average'][0]:.2f})")
+              f"pytorch {row['pytorch_images_per_s']:9,.0f} img/s   ratio {row['ratio']:.2f}"
+              + (f"   onnxruntime {row['onnxruntime_images_per_s']:9,.0f} img/s   ratio {row['ratio_onnxruntime']:.2f}" if "onnxruntime_images_per_s" in row else "")
+              + f"   ({row['threads']} threads, load {row['load_average'][0]:.2f})")
+    if "predict_proba" in report:
+        p = report["predict_proba"]
+        print(f"predict_proba vs onnxruntime on the same exported model ({p['model']}, {p['threads']} threads):")
+        for row in p["rows"]:
+            print(f"  {row['batch']:5} images per call: predict_proba {row['predict_proba_images_per_s']:9,.0f} img/s   "
+                  f"onnxruntime {row['onnxruntime_images_per_s']:9,.0f} img/s   ratio {row['ratio']:.2f}")
     if "peak_rss_mib_train_batch64" in report:
         rss = report["peak_rss_mib_train_batch64"]
         for name, r in rss.items():
             what = "peak RSS while training" if r.get("training_peak_alone") else "peak RSS (data loading included)"
             print(f"{what} of {name}, at batch 64 with the full dataset loaded: {r['peak_rss_mib']} MiB "
                   f"(peak while loading the data: {r['peak_rss_mib_before_training']} MiB)")
+    for arch, tables in report.get("profile", {}).items():
+        print(f"\n{arch} net, {ARCHITECTURES[arch].name}")
+        sibling("bench_profile").print_profile(tables)
     if "time_to_accuracy" in report:
         t = report["time_to_accuracy"]
         for e in t["epochs"]:

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import CnnkitError
+from ..layers.kernels.fold import fold_batchnorm
 from . import call_hook, layer_weights, require, require_hooks
 
 OPSET = 17
@@ -91,12 +92,26 @@ def _graph(model, input_dtype: str):
     count = len(model.layers) - 1 if model.ends_with_softmax else len(model.layers)
     require_hooks(model.layers[:count], "to_onnx", PURPOSE)  # every layer without one named at once
     outputs = []
-    for r in model.layers[:count]:
-        g.prefix = f"{r.index}."
-        x = call_hook(r, "to_onnx", PURPOSE, g, x, layer_weights(model, r), r.input_shape)
-        if not isinstance(x, str):
-            raise CnnkitError(f"cannot {PURPOSE}: the to_onnx hook of layer {r.index} ({r.type!r}, from {r.entry.provider}) returned {type(x).__name__}, not a tensor name")
-        outputs.append((r, x))
+    for step in model.steps(count, train=False):
+        # A convolution with the batch norm folded in runs as one convolution in predict_proba;
+        # the graph holds the same folded weights, so the two compute the same thing.
+        folded = step.kind == "conv_bn"
+        for i in step.indices[:1] if folded else step.indices:
+            r = model.layers[i]
+            g.prefix = f"{r.index}."
+            weights = layer_weights(model, r)
+            if folded:
+                bn = model.layers[i + 1]
+                kernel, bias = fold_batchnorm(weights["kernel"], weights.get("bias"), layer_weights(model, bn), bn.layer.params.eps)
+                x = step.conv.to_onnx(g, x, {"kernel": kernel, "bias": bias}, r.input_shape)
+            else:
+                x = call_hook(r, "to_onnx", PURPOSE, g, x, weights, r.input_shape)
+            if not isinstance(x, str):
+                raise CnnkitError(f"cannot {PURPOSE}: the to_onnx hook of layer {r.index} ({r.type!r}, from {r.entry.provider}) returned {type(x).__name__}, not a tensor name")
+            if folded:  # the graph has no tensor for the convolution alone: its batch norm's output is compared
+                outputs += [(r, None), (model.layers[i + 1], x)]
+            else:
+                outputs.append((r, x))
     g.prefix = ""
     x = g.node("Flatten", [x], "logits", axis=1)
     g.nodes.append(onnx.helper.make_node("Softmax", [x], ["probabilities"], name="probabilities", axis=1))
@@ -154,13 +169,15 @@ def _first_layer_that_differs(model, proto, pixels, layer_outputs, tolerance: fl
 
     probe = onnx.ModelProto()
     probe.CopyFrom(proto)
-    names = list(dict.fromkeys(name for _, name in layer_outputs))  # a hook may return its input's name
+    names = list(dict.fromkeys(name for _, name in layer_outputs if name is not None))  # a hook may return its input's name
     known = {o.name for o in probe.graph.output}
     probe.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names if n not in known)
     values = dict(zip(names, ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"]).run(names, {"pixels": pixels})))
     x = model.preprocess(pixels)
     for r, name in layer_outputs:
         x = r.layer.forward(layer_weights(model, r), x, Context())[0]
+        if name is None:  # a convolution folded into the batch norm after it
+            continue
         theirs = values[name]
         where = f"cannot {PURPOSE}: the to_onnx hook of layer {r.index} ({r.entry.type!r}, from {r.entry.provider}) does not match its forward"
         if theirs.shape != x.shape:

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import Field, PositiveFloat
 
 from .base import Layer, LayerParams, Weight
+from .kernels import bn_relu_pool as kernel
 
 
 class BatchNorm2D(Layer):
@@ -43,33 +44,26 @@ class BatchNorm2D(Layer):
         count = x.shape[0] * x.shape[2] * x.shape[3]
         gamma = weights["gamma"].astype(x.dtype, copy=False)
         if train and count:
-            mean = x.mean(axis=axes)  # (C,)
-            centered = x - mean[:, None, None]  # (N, C, H, W), kept for backprop
-            var = np.einsum("nchw,nchw->c", centered, centered) / dtype(count)  # biased: normalizes this batch
-            # Running variance is the unbiased estimate, as in PyTorch; with one value per channel
-            # there is no unbiased estimate, so the biased one (0) is folded in instead.
-            unbiased = var * dtype(count / (count - 1)) if count > 1 else var
-            m = self.params.momentum
-            ctx.update("running_mean", (1 - m) * weights["running_mean"] + m * mean)
-            ctx.update("running_var", (1 - m) * weights["running_var"] + m * unbiased)
+            mean, centered, var = kernel.batch_statistics(x)  # var biased: normalizes this batch
+            for name, value in kernel.running_statistics(weights, mean, var, count, self.params.momentum).items():
+                ctx.update(name, value)
         else:
             mean, var = weights["running_mean"].astype(x.dtype, copy=False), weights["running_var"].astype(x.dtype, copy=False)
-            centered = x - mean[:, None, None]
+            centered = kernel.per_channel(x, np.ones_like(mean), -mean)
         inv_std = (1.0 / np.sqrt(var + self.params.eps)).astype(x.dtype, copy=False)  # (C,)
         scale = gamma * inv_std  # (C,): y = centered * scale + beta
-        y = centered * scale[:, None, None]
-        y += weights["beta"].astype(x.dtype, copy=False)[:, None, None]
+        y = kernel.per_channel(centered, scale, weights["beta"].astype(x.dtype, copy=False))
 
         def backprop(dy):
             beta_grad = dy.sum(axis=axes)
             gamma_grad = np.einsum("nchw,nchw->c", dy, centered) * inv_std  # sum of dy * xhat
-            dx = dy * scale[:, None, None].astype(dy.dtype, copy=False)
+            dx = kernel.per_channel(dy, scale.astype(dy.dtype, copy=False))
             if train and count:
                 # d/dx of gamma * (x - mean) / std with mean and std taken from the same batch:
                 # scale * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = centered * inv_std.
                 n = dtype(count)
-                dx -= centered * (scale * inv_std * gamma_grad / n)[:, None, None]
-                dx -= (scale * beta_grad / n)[:, None, None]
+                dx -= kernel.per_channel(centered, scale * inv_std * gamma_grad / n)
+                dx.reshape(*dx.shape[:2], -1)[...] -= (scale * beta_grad / n)[:, None]
             return dx, {"gamma": gamma_grad, "beta": beta_grad}
 
         return y, backprop

@@ -11,6 +11,7 @@ from pydantic import BeforeValidator, NonNegativeInt, PositiveFloat, PositiveInt
 
 from . import conv_blocks as blocks
 from . import conv_gemm
+from .kernels import winograd
 from .base import Layer, LayerParams, Weight, kernel_init
 
 
@@ -92,9 +93,20 @@ class Conv2D(Layer):
         return {"kernel": kernel, "bias": Weight((p.filters,))} if p.use_bias else {"kernel": kernel}
 
     def forward(self, weights, x, ctx):
-        if self.params.stride == 1:
+        p = self.params
+        if p.stride == 1 and winograd.suits(x.shape[1], p.kernel_size, p.filters):
+            return self._forward_winograd(weights, x, ctx)
+        if p.stride == 1:
             return self._forward_stride1(weights, x, ctx.input_grad)
         return self._forward_strided(weights, x, ctx.input_grad)
+
+    def _forward_winograd(self, weights, x, ctx):
+        """3x3, stride 1, enough channels: Winograd F(2x2, 3x3) (``kernels.winograd``)."""
+        kernel = weights["kernel"]
+        x = x.astype(np.result_type(x.dtype, kernel.dtype), copy=False)
+        pad_h, pad_w, out_h, out_w = self._geometry(x.shape[1:])
+        bias = weights["bias"] if self.params.use_bias else None
+        return winograd.forward(kernel, bias, x, pad_h, pad_w, out_h, out_w, ctx.train, ctx.input_grad)
 
     def _forward_stride1(self, weights, x, input_grad):
         """Stride 1, the common case, on the flat padded layout (see ``blocks.flat_padded``), a block of

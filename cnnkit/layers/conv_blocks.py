@@ -166,6 +166,13 @@ def image_ranges(n: int, macs_per_image: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+def chunk_blocks(a: int, b: int, per_image: int) -> list[tuple[int, int]]:
+    """Blocks of the images [a, b) (a CHUNK-aligned): whole CHUNKs (but for the last), as many as fit
+    in block_bytes() at ``per_image`` bytes each."""
+    per = max(CHUNK, block_bytes() // per_image // CHUNK * CHUNK)
+    return [(m, min(m + per, b)) for m in range(a, b, per)]
+
+
 def run_ranges(task, ranges: list[tuple[int, int]]) -> list:
     """task(lo, hi) for each range, on separate threads when there are several; results in order."""
     from ..runtime import parallel

@@ -33,13 +33,6 @@ def uses_batched(c: int, k: int, f: int, window: int) -> bool:
     return window <= MAX_WINDOW and blocks.copies_kernel_rows(c, k, f)
 
 
-def _block_ranges(a: int, b: int, per_image: int) -> list[tuple[int, int]]:
-    """Blocks of the images [a, b): whole CHUNKs (but for the last), as many as fit in block_bytes()."""
-    chunk = blocks.CHUNK
-    per = max(chunk, blocks.block_bytes() // per_image // chunk * chunk)
-    return [(m, min(m + per, b)) for m in range(a, b, per)]
-
-
 def _patches(flat: np.ndarray, n: int, c: int, plane: int, start: int, window: int, k: int, row: int) -> np.ndarray:
     """source[c, i, j, m, q] = flat[start + m*C*plane + c*plane + i*row + j + q]: an im2col view
     whose rows (c, i, j) are contiguous slices of each image's padded planes."""
@@ -103,7 +96,7 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
     per_image = (c * k * k + f) * window * x.itemsize
 
     def forward_images(a, b):
-        for m0, m1 in _block_ranges(a, b, per_image):
+        for m0, m1 in blocks.chunk_blocks(a, b, per_image):
             cols = np.empty((c, k, k, m1 - m0, window), x.dtype)
             np.copyto(cols, patches[:, :, :, m0:m1])
             _multiply(w_mat, cols.reshape(c * k * k, -1), y[m0:m1], wp, 0, bias)
@@ -121,7 +114,7 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
 
             def kernel_grad_images(a, b):
                 sums = blocks.ChunkSums(a, b, (c * k * k, f), dy.dtype)
-                for m0, m1 in _block_ranges(a, b, per_image):
+                for m0, m1 in blocks.chunk_blocks(a, b, per_image):
                     cols = np.empty((c, k, k, m1 - m0, window), x.dtype)
                     np.copyto(cols, patches[:, :, :, m0:m1])
                     _chunk_products(cols.reshape(c * k * k, -1), dy_rows[:, m0 * window : m1 * window], m0, m1, window, sums)
@@ -145,7 +138,7 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
 
         def input_grad_images(a, b):
             sums = blocks.ChunkSums(a, b, (f * k * k, c), dy.dtype)
-            for m0, m1 in _block_ranges(a, b, per_image_back):
+            for m0, m1 in blocks.chunk_blocks(a, b, per_image_back):
                 cols = np.empty((f, k, k, m1 - m0, x_window), dy.dtype)
                 np.copyto(cols, dy_patches[:, :, :, m0:m1])
                 cols = cols.reshape(f * k * k, -1)

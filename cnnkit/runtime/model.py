@@ -17,15 +17,20 @@ from .losses import softmax
 from ..spec import ModelSpec, ResolvedLayer, validate_spec
 
 
-# The context of every inference pass: it holds nothing per call (no generator, no updates).
-INFERENCE = Context(False)
-
 # The key random layers get in training when Model.forward is called without one.
 TRAIN_KEY = (0, 0)
 
 # The smallest part of a batch worth a thread of its own: below it, handing work to a thread costs
 # more than it saves (seed net, 2 threads: batch 16 trained at 6.0k img/s whole, 4.9k split in two).
 MIN_PART = 16
+
+
+def plan_module():
+    """``cnnkit.runtime.plan``, imported on first use: it imports the built-in layers, and
+    ``import cnnkit`` loads no layer."""
+    from . import plan
+
+    return plan
 
 
 def _no_backprop(dy: np.ndarray) -> dict[str, np.ndarray]:
@@ -119,6 +124,7 @@ class Model:
         # softmax skipped for the loss is a built-in, which is per-sample).
         self._splits_in_training = all(r.layer.batch_coupling != "whole" for r in self.layers)
         self._started = False
+        self._plans: dict = {}
 
 
     # -- running ------------------------------------------------------------------------------------
@@ -152,7 +158,8 @@ class Model:
         count = len(self.layers) - 1 if logits and self.ends_with_softmax else len(self.layers)
         parts = self._parts(len(x), train)
         tasks = [functools.partial(self._forward_part, x[lo:hi], train, count, key, part) for part, (lo, hi) in enumerate(parts)]
-        results = parallel.run_all(tasks) if len(tasks) > 1 else [tasks[0]()]
+        with parallel.single_threaded_blas():  # cnnkit splits the work itself (see cnnkit.runtime.parallel)
+            results = parallel.run_all(tasks) if len(tasks) > 1 else [tasks[0]()]
         y = results[0][0] if len(results) == 1 else np.concatenate([part_y for part_y, _, _ in results])
         part_backprops = [part_backprop for _, part_backprop, _ in results]  # not the parts' outputs: y holds them
         if train:
@@ -165,7 +172,8 @@ class Model:
             if np.shape(dy) != shape:
                 raise CnnkitError(f"backprop needs a gradient of the output's shape {list(shape)}. Received: {list(np.shape(dy))}")
             tasks = [functools.partial(part_backprop, dy[lo:hi]) for (lo, hi), part_backprop in zip(parts, part_backprops)]
-            grads, *others = parallel.run_all(tasks) if len(tasks) > 1 else [tasks[0]()]
+            with parallel.single_threaded_blas():
+                grads, *others = parallel.run_all(tasks) if len(tasks) > 1 else [tasks[0]()]
             for other in others:
                 for name, g in other.items():
                     grads[name] = grads[name] + g
@@ -181,26 +189,47 @@ class Model:
         bounds = [n * i // threads for i in range(threads + 1)]
         return list(zip(bounds[:-1], bounds[1:]))
 
+    def steps(self, count: int | None = None, train: bool = True) -> list:
+        """How the first ``count`` layers (default all) run: ``cnnkit.runtime.plan`` steps, one per
+        layer or a fused run of built-in layers."""
+        count = len(self.layers) if count is None else count
+        key = (count, train, tuning.fusion_enabled())
+        if key not in self._plans:
+            self._plans[key] = plan_module().plan(self.layers[:count], train)
+        return self._plans[key]
+
+    def run_step(self, step, x: np.ndarray, train: bool, key: tuple[int, int] = TRAIN_KEY, part: int = 0):
+        """One step of ``steps()`` on x: (y, backprop, updates), as ``cnnkit.runtime.plan.run``
+        returns them (``tools/bench.py --profile`` times steps one by one this way)."""
+        if not train:
+            return plan_module().run(self.layers, self._layer_weights, step, x, None, self._forwards)
+        seed = self.spec.train.seed
+
+        def ctx_for(i):
+            return Context(True, seed=[seed, *key, self.layers[i].index, part], input_grad=i != self._first_trainable)
+
+        return plan_module().run(self.layers, self._layer_weights, step, x, ctx_for, self._forwards)
+
     def _forward_part(self, x: np.ndarray, train: bool, count: int, key: tuple[int, int] | None, part: int):
         """One part through the layers: (y, backprop, {layer index: state updates it reported})."""
         if not train:
             return self._infer_part(x, count), _no_backprop, {}
         backprops, updates = [], {}
-        seed = self.spec.train.seed
-        for i, (r, w, forward) in enumerate(zip(self.layers[:count], self._layer_weights, self._forwards)):
-            ctx = Context(True, seed=[seed, *key, r.index, part], input_grad=i != self._first_trainable)
-            x, bp = forward(w, x, ctx)
-            backprops.append(bp)
-            if ctx.updates:
-                updates[i] = ctx.updates
+        for step in self.steps(count, True):
+            x, bp, reported = self.run_step(step, x, True, key, part)
+            backprops.append((step, bp))
+            updates.update(reported)
 
         def backprop(dy: np.ndarray) -> dict[str, np.ndarray]:
             grads = {}
-            for i in range(count - 1, self._first_trainable - 1, -1):
-                dy, layer_grads = backprops[i](dy)
-                keys = self._grad_keys[i]
-                for name, g in layer_grads.items():
-                    grads[keys[name]] = g
+            for step, bp in reversed(backprops):
+                if step.indices[-1] < self._first_trainable:
+                    break
+                dy, step_grads = bp(dy)
+                for i, layer_grads in step_grads:
+                    keys = self._grad_keys[i]
+                    for name, g in layer_grads.items():
+                        grads[keys[name]] = g
             return grads
 
         return x, backprop, updates
@@ -223,11 +252,10 @@ class Model:
                 target[...] = mean
 
     def _infer_part(self, x: np.ndarray, count: int) -> np.ndarray:
-        """Inference frees as it goes: each layer's backprop closure (which holds its input) is
-        dropped at once, so a layer's input is freed when the next layer has its output and peak
-        memory is about the two largest adjacent activations, whatever the depth."""
-        for w, forward in zip(self._layer_weights[:count], self._forwards):
-            x = forward(w, x, INFERENCE)[0]
+        """Inference frees as it goes: each step's output replaces its input at once, so peak memory
+        is about the two largest adjacent activations, whatever the depth."""
+        for step in self.steps(count, False):
+            x = self.run_step(step, x, False)[0]
         return x
 
     def preprocess(self, images: np.ndarray, preprocessed: bool = False) -> np.ndarray:

@@ -7,8 +7,11 @@ big batches (see ``Model.forward``).
 BLAS must then stay in the thread that calls it. numpy's OpenBLAS would otherwise start its own
 threads for larger products, and those threads keep spinning on the cores for a while after each
 product, where they compete with ours (measured: splitting with BLAS free was slower than not
-splitting at all). So while cnnkit's threads run, OpenBLAS is set to one thread, and set back when
-the last of them finishes. If numpy's BLAS is not an OpenBLAS that cnnkit can find, cnnkit does not
+splitting at all). So while a model runs (``Model.forward`` and its backprop, split or not),
+OpenBLAS is set to one thread, and set back when the last user finishes: cnnkit splits the work
+itself (batches by samples, convolutions by images or tile rows). Even unsplit, two BLAS threads
+on a net's small products cost more than they give (measured on the best net at batch 1: 117
+images/s with OpenBLAS's two threads, 708 with one). If numpy's BLAS is not an OpenBLAS that cnnkit can find, cnnkit does not
 split, and BLAS does its own threading as before.
 
 ``CNNKIT_NUM_THREADS`` sets how many threads cnnkit uses (default: the cores this process may run

@@ -82,8 +82,17 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def fusion_enabled() -> bool:
+    """``$CNNKIT_FUSE``: 1 (the default) runs runs of built-in layers as fused steps
+    (``cnnkit.runtime.plan``); 0 runs every layer as itself, the plain reference path."""
+    value = os.environ.get("CNNKIT_FUSE", "").strip()
+    if value not in ("", "0", "1"):
+        raise CnnkitError(f"CNNKIT_FUSE must be 0 or 1. Received: {value!r}")
+    return value != "0"
+
+
 def check_environment() -> None:
-    """One CnnkitError for a bad CNNKIT_NUM_THREADS, CNNKIT_BLOCK_BYTES or CNNKIT_MALLOC_TUNING.
+    """One CnnkitError for a bad CNNKIT_NUM_THREADS, CNNKIT_BLOCK_BYTES, CNNKIT_MALLOC_TUNING or CNNKIT_FUSE.
     Checked when a run starts and at a model's first forward pass, so a bad value is named as
     such, not as a failure of the first layer that reads it."""
     from . import allocator, parallel
@@ -91,6 +100,7 @@ def check_environment() -> None:
     parallel.num_threads()
     block_bytes()
     allocator.wanted()
+    fusion_enabled()
 
 
 def block_bytes() -> int:

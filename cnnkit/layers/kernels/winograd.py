@@ -1,0 +1,209 @@
+"""Winograd F(2x2, 3x3): 3x3 stride-1 convolutions with 16 multiplies per 2x2 outputs instead of 36.
+
+Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2016). The padded input is cut
+into 4x4 tiles d that overlap by 2, one per 2x2 block of outputs. Each tile and each 3x3 kernel g
+are transformed, V = BT d BT' and U = G g G'; the 16 elements of a tile are then 16 independent
+products over the channels, M[e] = V[e] @ U[e] ((tiles, C) times (C, F)); and each tile's 2x2
+outputs are AT M AT'. The products are 2.25x fewer multiply-adds than a direct convolution.
+
+Each transform is one small matrix product too, with the Kronecker product of the 1-D transform
+(16 x 16 for a tile, 4 x 16 for its outputs, 16 x 9 for a kernel): one BLAS call instead of a
+dozen elementwise passes. Their coefficients are 0, +-1, +-1/2 and 1/4, so every product in them
+is exact.
+
+The unit of work is a group of GROUP images, channels last inside, (rows, columns, images, C): the
+tiles of a group are one strided view of its padded input, its 16 products are (tiles, C) @ (C, F)
+with every tile of the group, and its work arrays (reused group after group) stay in L2.
+
+Backward is the exact adjoint of forward, in the transformed domain: dM = (AT' dY AT) per tile,
+dU = sum over tiles of V' dM (then dg = G' dU G), dV = dM U' (then each tile's BT' dV BT is added
+back where the tiles overlap, in a fixed order), with V kept from forward.
+
+Results depend on the shapes alone, never on the thread split: threads take whole groups, every
+BLAS call covers exactly one group (so each has a fixed shape: BLAS may round a value differently
+in a product of another size), and the kernel gradient is summed group by group in order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .. import conv_blocks as blocks
+from .derived import Derived
+
+# Which convolutions take this path: a fixed function of the layer's shape, never of the machine
+# (the path rounds differently from the direct one). Below 16 input or output channels the 16
+# products are too thin for BLAS to beat the direct path's one product (see docs/speed.md).
+MIN_CHANNELS = 16
+# Images per group: a group is the unit of work, one (tiles, C) matrix per tile element, small
+# enough to stay in a core's L2 cache. Fixed (it sets every product's shape, so results depend on
+# it), not tuned per machine.
+GROUP = 4
+
+_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])  # tile: V = BT d BT'
+_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])  # kernel: U = G g G'
+_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])  # outputs: Y = AT M AT'
+TILE = np.kron(_BT, _BT)  # (16, 16): a flattened 4x4 tile -> its 16 elements, V = TILE @ d
+KERNEL = np.kron(_G, _G)  # (16, 9): a flattened 3x3 kernel -> U
+OUTPUT = np.kron(_AT, _AT)  # (4, 16): M -> the flattened 2x2 outputs
+
+
+def suits(c: int, k: int, f: int) -> bool:
+    """Whether a stride-1 convolution with C input channels, a k x k kernel and F filters runs here."""
+    return k == 3 and c >= MIN_CHANNELS and f >= MIN_CHANNELS
+
+
+_kernels = Derived()  # inference: U of each kernel, while the kernel is unchanged
+
+
+def transform_kernel(kernel: np.ndarray) -> np.ndarray:
+    """(F, C, 3, 3) -> U, (16, C, F): U[e] = (G g G') element e, for every (c, f)."""
+    f, c = kernel.shape[:2]
+    flat = np.ascontiguousarray(kernel.transpose(2, 3, 1, 0)).reshape(9, c * f)  # [(i, j), (c, f)]
+    return (KERNEL.astype(kernel.dtype) @ flat).reshape(16, c, f)
+
+
+def kernel_gradient(du: np.ndarray) -> np.ndarray:
+    """The adjoint of ``transform_kernel``: dU (16, C, F) -> dg (F, C, 3, 3)."""
+    _, c, f = du.shape
+    return np.ascontiguousarray((KERNEL.T.astype(du.dtype) @ du.reshape(16, c * f)).reshape(3, 3, c, f).transpose(3, 2, 0, 1))
+
+
+def _tiles(padded: np.ndarray, th: int, tw: int, size: int) -> np.ndarray:
+    """The size x size tiles (stride 2) of a group's channels-last array (H, W, G, C), as a
+    (size, size, th, tw, G, C) view: element (i, j) of tile (r, t) is padded[2r + i, 2t + j]."""
+    s = padded.strides
+    return as_strided(padded, (size, size, th, tw, *padded.shape[2:]), (s[0], s[1], 2 * s[0], 2 * s[1], *s[2:]), writeable=False)
+
+
+def _groups(n: int) -> list[tuple[int, int]]:
+    """(first image, images) of each group: GROUP images, the last group the rest."""
+    return [(g, min(GROUP, n - g)) for g in range(0, n, GROUP)]
+
+
+def _group_ranges(groups: int, macs: int) -> list[tuple[int, int]]:
+    """Groups per thread, for a batch the model does not split (as ``conv_blocks.image_ranges``)."""
+    from ...runtime import parallel
+
+    if groups < 2 or parallel.in_task() or not parallel.spare_cores():
+        return [(0, groups)]
+    parts = min(parallel.num_threads(), groups, macs // blocks.SPLIT_MIN_MACS)
+    if parts < 2:
+        return [(0, groups)]
+    bounds = [groups * i // parts for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+class _Scratch:
+    """One thread's work arrays, by name and shape, reused group after group so they stay in cache.
+    ``zeros`` arrays start zeroed: callers overwrite the same region each time, the rest stays 0."""
+
+    def __init__(self, dtype):
+        self.dtype, self.arrays = dtype, {}
+
+    def __call__(self, name: str, shape: tuple, zeros: bool = False) -> np.ndarray:
+        key = (name, shape)
+        if key not in self.arrays:
+            self.arrays[key] = (np.zeros if zeros else np.empty)(shape, self.dtype)
+        return self.arrays[key]
+
+
+def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, pad_w, out_h: int, out_w: int, train: bool, input_grad: bool):
+    """y, backprop for a 3x3 stride-1 convolution of x (N, C, H, W) with kernel (F, C, 3, 3), padding
+    (before, after) pad_h and pad_w, output (N, F, out_h, out_w)."""
+    n, c, h, w = x.shape
+    f = kernel.shape[0]
+    dtype = x.dtype
+    th, tw = -(-out_h // 2), -(-out_w // 2)
+    hp, wp = 2 * th + 2, 2 * tw + 2  # the tiles' reach: at least the padded input
+    u = _kernels.get(transform_kernel, kernel) if not train else transform_kernel(kernel)  # (16, C, F)
+    tile, output = TILE.astype(dtype), OUTPUT.astype(dtype)
+    groups = _groups(n)
+    kept: list = [None] * len(groups)  # V per group, for backprop
+    y = np.empty((n, f, out_h, out_w), dtype)
+    ranges = _group_ranges(len(groups), 16 * th * tw * n * c * f)
+
+    def transformed(g, scratch, v=None):
+        """V of group g: (16, th*tw*G, C), one (tiles, C) matrix per tile element."""
+        first, size = groups[g]
+        xp = scratch("xp", (hp, wp, size, c), zeros=True)
+        xp[pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w] = x[first : first + size].transpose(2, 3, 0, 1)
+        d = scratch("d", (4, 4, th, tw, size, c))
+        np.copyto(d, _tiles(xp, th, tw, 4))
+        v = np.empty((16, th * tw * size, c), dtype) if v is None else v
+        np.matmul(tile, d.reshape(16, -1), out=v.reshape(16, -1))
+        return v
+
+    def forward_groups(g0, g1):
+        scratch = _Scratch(dtype)
+        for g in range(g0, g1):
+            first, size = groups[g]
+            tiles = th * tw * size
+            v = transformed(g, scratch, None if train else scratch("v", (16, tiles, c)))
+            if train:
+                kept[g] = v
+            m = np.matmul(v, u, out=scratch("m", (16, tiles, f)))  # one product per tile element
+            out = np.matmul(output, m.reshape(16, -1), out=scratch("out", (4, tiles * f)))  # outputs (r, s) of each tile
+            y_last = scratch("y_last", (th, 2, tw, 2, size, f))
+            np.copyto(y_last, out.reshape(2, 2, th, tw, size, f).transpose(2, 0, 3, 1, 4, 5))
+            y[first : first + size] = y_last.reshape(2 * th, 2 * tw, size, f)[:out_h, :out_w].transpose(2, 3, 0, 1)
+
+    blocks.run_ranges(forward_groups, ranges)
+    if bias is not None:
+        y.reshape(n, f, -1)[...] += bias[:, None]
+
+    def backprop(dy):
+        grads = {}
+        if bias is not None:
+            grads["bias"] = dy.sum(axis=(0, 2, 3))
+        dx = np.empty((n, c, h, w), dy.dtype) if input_grad else None
+        ut = np.ascontiguousarray(u.transpose(0, 2, 1))
+
+        def backward_groups(g0, g1):
+            scratch = _Scratch(dy.dtype)
+            sums = []  # per group, in order: (16, C, F)
+            for g in range(g0, g1):
+                first, size = groups[g]
+                tiles = th * tw * size
+                v = kept[g] if kept[g] is not None else transformed(g, scratch)  # forward ran in inference mode
+                dyp = scratch("dyp", (2 * th, 2 * tw, size, f), zeros=True)
+                dyp[:out_h, :out_w] = dy[first : first + size].transpose(2, 3, 0, 1)
+                dy_tiles = scratch("dy_tiles", (2, 2, th, tw, size, f))
+                np.copyto(dy_tiles, _tiles(dyp, th, tw, 2))
+                dm = scratch("dm", (16, tiles, f))
+                np.matmul(output.T, dy_tiles.reshape(4, -1), out=dm.reshape(16, -1))
+                sums.append(np.matmul(v.transpose(0, 2, 1), dm))  # (16, C, F), summed over the group's tiles
+                if input_grad:
+                    dv = np.matmul(dm, ut, out=scratch("dv", (16, tiles, c)))
+                    d_tiles = scratch("d_tiles", (16, th, tw, size, c))
+                    np.matmul(tile.T, dv.reshape(16, -1), out=d_tiles.reshape(16, -1))
+                    dxp = scratch("dxp", (hp, wp, size, c))
+                    _overlap_add(d_tiles, dxp)
+                    dx[first : first + size] = dxp[pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w].transpose(2, 3, 0, 1)
+            return sums
+
+        group_sums = [s for part in blocks.run_ranges(backward_groups, ranges) for s in part]
+        du = group_sums[0].copy()
+        for s in group_sums[1:]:  # group by group, in order
+            du += s
+        grads["kernel"] = kernel_gradient(du)
+        return dx, grads
+
+    return y, backprop
+
+
+def _overlap_add(tiles: np.ndarray, dxp: np.ndarray) -> None:
+    """dxp (2th + 2, 2tw + 2, ...) = the tiles (16, th, tw, ...) added where they overlap, in a fixed
+    order: the elements (i, j) with i, j < 2 cover every position but the last two rows and columns
+    once (written), the others are added."""
+    th, tw = tiles.shape[1:3]
+    dxp[2 * th :] = 0
+    dxp[:, 2 * tw :] = 0
+    for e in (0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15):
+        i, j = divmod(e, 4)
+        target = dxp[i : i + 2 * th : 2, j : j + 2 * tw : 2]
+        if i < 2 and j < 2:
+            target[...] = tiles[e]
+        else:
+            target += tiles[e]

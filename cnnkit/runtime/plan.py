@@ -1,0 +1,137 @@
+"""How a model runs its layers: one step per layer, or a run of built-in layers as one fused step.
+
+A fused step computes what its layers compute, with fewer passes over memory:
+
+- ``relu_pool`` (training and inference): relu -> maxpool2d, pooled first (the same values and, in
+  training, the same gradient, bit for bit).
+- ``bn_relu_pool`` (training and inference): batchnorm2d -> relu -> maxpool2d, the pooling before
+  the shift and the relu (the same values bit for bit; a gradient equal to the layers' up to
+  rounding). See ``cnnkit.layers.kernels.bn_relu_pool``.
+- ``conv_bn`` (inference only): conv2d -> batchnorm2d folded into one convolution
+  (``cnnkit.layers.kernels.fold``), followed by ``relu_pool`` when relu -> maxpool2d come next.
+
+Only the built-in classes themselves fuse (a subclass or a plugin layer runs as itself); any
+pool size and stride maxpool2d accepts fuses. ``CNNKIT_FUSE=0`` runs every layer as itself: the
+plain reference path, which tests compare the fused one with. Inference also keeps each folded
+kernel while its sources are unchanged (``cnnkit.layers.kernels.derived``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..layers.activations import ReLU
+from ..layers.base import Context
+from ..layers.batchnorm import BatchNorm2D
+from ..layers.conv import Conv2D
+from ..layers.kernels import bn_relu_pool, fold
+from ..layers.kernels.derived import Derived
+from ..layers.pool import MaxPool2D
+from . import tuning
+
+INFERENCE = Context(False)
+BN_NAMES = ("gamma", "beta", "running_mean", "running_var")
+_folded = Derived()  # inference: each folded (kernel, bias), while its sources are unchanged
+# Layer indices -> their gradients by weight name, for the model to name ("3.kernel").
+StepGrads = list[tuple[int, dict[str, np.ndarray]]]
+
+
+@dataclass(frozen=True)
+class Step:
+    """Layers ``indices`` (consecutive) run as ``kind``; ``conv`` is the folded convolution of a
+    ``conv_bn`` step (the spec's convolution with a bias)."""
+
+    kind: str
+    indices: tuple[int, ...]
+    conv: Conv2D | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.indices[0]}" if len(self.indices) == 1 else f"{self.indices[0]}-{self.indices[-1]}"
+
+
+def _is(layer, cls) -> bool:
+    return type(layer) is cls
+
+
+def plan(layers: list, train: bool) -> list[Step]:
+    """The steps that run ``layers`` (ResolvedLayer objects), in order."""
+    steps: list[Step] = []
+    kinds = [type(r.layer) for r in layers]
+    fuse = tuning.fusion_enabled()
+    i = 0
+    while i < len(layers):
+        here = kinds[i : i + 4]
+        if fuse and not train and here[:2] == [Conv2D, BatchNorm2D]:
+            conv = layers[i].layer
+            twin = Conv2D(conv.params.model_copy(update={"use_bias": True}))
+            steps.append(Step("conv_bn", (i, i + 1), twin))
+            i += 2
+        elif fuse and here[:3] == [BatchNorm2D, ReLU, MaxPool2D]:
+            steps.append(Step("bn_relu_pool", (i, i + 1, i + 2)))
+            i += 3
+        elif fuse and here[:2] == [ReLU, MaxPool2D]:
+            steps.append(Step("relu_pool", (i, i + 1)))
+            i += 2
+        else:
+            steps.append(Step("layer", (i,)))
+            i += 1
+    return steps
+
+
+def run(layers: list, weights: list[dict], step: Step, x: np.ndarray, ctx_for: Callable[[int], Context] | None, forwards: list[Callable]):
+    """Run one step on x. ``ctx_for(i)`` gives layer i's training context; None means inference.
+    ``forwards[i]`` runs layer i as itself (the model's guarded forward, cnnkit.runtime.guard); a
+    fused step runs built-in kernels, which the guard does not wrap.
+
+    Returns (y, backprop, updates): backprop(dy) -> (dx, [(layer index, grads)]) in training (None
+    in inference); updates maps layer index -> the state it reported."""
+    train = ctx_for is not None
+    first = step.indices[0]
+    if step.kind == "layer" or x.shape[0] == 0:  # an empty batch has no statistics to fuse
+        return _run_layers(forwards, weights, step.indices, x, ctx_for)
+    if step.kind == "conv_bn":
+        conv_w, bn_w, eps = weights[first], weights[first + 1], layers[first + 1].layer.params.eps
+        kernel, bias = _folded.get(lambda k, b, *stats: fold.fold_batchnorm(k, b, dict(zip(BN_NAMES, stats)), eps),
+                                   conv_w["kernel"], conv_w.get("bias"), *(bn_w[name] for name in BN_NAMES))
+        return step.conv.forward({"kernel": kernel, "bias": bias}, x, INFERENCE)[0], None, {}
+    pool = layers[step.indices[-1]].layer.params
+    if step.kind == "relu_pool":
+        y, backprop = bn_relu_pool.relu_pool(x, pool.pool_size, pool.stride, train)
+        return y, (lambda dy: (backprop(dy), [])) if train else None, {}
+    bn, w = layers[first].layer.params, weights[first]
+    if not train:
+        return bn_relu_pool.infer(x, w["running_mean"], w["running_var"], w["gamma"], w["beta"], bn.eps, pool.pool_size, pool.stride), None, {}
+    y, backprop, (mean, var) = bn_relu_pool.train_small_batches_by_channels(x, w["gamma"], w["beta"], bn.eps, pool.pool_size, pool.stride)
+    count = x.shape[0] * x.shape[2] * x.shape[3]
+    updates = {first: bn_relu_pool.running_statistics(w, mean, var, count, bn.momentum)}
+
+    def step_backprop(dy):
+        dx, grads = backprop(dy)
+        return dx, [(first, grads)]
+
+    return y, step_backprop, updates
+
+
+def _run_layers(forwards, weights, indices, x, ctx_for):
+    backprops, updates = [], {}
+    for i in indices:
+        ctx = ctx_for(i) if ctx_for is not None else INFERENCE
+        x, bp = forwards[i](weights[i], x, ctx)
+        backprops.append((i, bp))
+        if ctx.updates:
+            updates[i] = ctx.updates
+    if ctx_for is None:
+        return x, None, {}
+
+    def backprop(dy):
+        grads = []
+        for i, bp in reversed(backprops):
+            dy, layer_grads = bp(dy)
+            grads.append((i, layer_grads))
+        return dy, grads
+
+    return x, backprop, updates
