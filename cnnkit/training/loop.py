@@ -313,8 +313,7 @@ def augmenter(model: Model) -> Augmenter | None:
     if spec is None or not spec.active:
         return None
     # Crops pad with black, as torchvision pads raw images: the model value of a raw 0 pixel.
-    fill = float(model.preprocess(np.zeros((1, *model.input_shape), np.float32)).flat[0])
-    return Augmenter(spec, fill, model.spec.train.seed)
+    return Augmenter(spec, model.black_value, model.spec.train.seed)
 
 
 def _test_scores(model: Model, x_test: np.ndarray, labels: np.ndarray, preprocessed: bool) -> dict[str, float]:
