@@ -139,6 +139,7 @@ def test_tta_needs_images():
 
 
 def test_cli_predict_evaluate_and_report_use_tta_unless_told_not_to(tmp_path, synthetic_dir):
+    pytest.importorskip("matplotlib")
     from conftest import TINY_SPEC, synthetic_images
 
     spec = dict(TINY_SPEC, data={"dataset": "fashion-mnist", "dir": str(synthetic_dir)}, predict={"tta": ["hflip"]})
@@ -169,6 +170,13 @@ def test_cli_predict_evaluate_and_report_use_tta_unless_told_not_to(tmp_path, sy
     assert accuracy() == pytest.approx(float((model.predict(test.test_images) == test.test_labels).mean()))
     assert accuracy("--no-tta") == pytest.approx(float((model.predict(test.test_images, tta=False) == test.test_labels).mean()))
     assert model.metadata["metrics"]["test_accuracy"] == pytest.approx(accuracy())  # training scored with TTA too
+    assert accuracy() != accuracy("--no-tta")  # the squares' places tell the classes apart: mirrored views mislead
+
+    for flags, expected in (((), accuracy()), (("--no-tta",), accuracy("--no-tta"))):
+        out = tmp_path / f"report{len(flags)}"
+        result = runner.invoke(app, ["report", str(bundle), "--out", str(out), *flags])
+        assert result.exit_code == 0, result.output
+        assert f"accuracy <b>{expected:.4f}</b>" in (out / "index.html").read_text()
 
 
 onnx_tests = pytest.mark.onnx
