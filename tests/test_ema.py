@@ -153,3 +153,21 @@ def test_bad_ema_settings_are_spec_errors(ema, fragment, synthetic_dir):
     with pytest.raises(SpecError) as info:
         cnnkit.validate_spec(ema_spec(synthetic_dir, **ema))
     assert fragment in str(info.value)
+
+
+def test_resume_may_change_the_decay_but_not_whether_there_is_an_average(synthetic_dir, tmp_path):
+    from cnnkit.errors import CnnkitError
+    from cnnkit.training.loop import Interrupted
+    from cnnkit.training.resume import resume_run
+    from test_runs import run_in_folder
+
+    data = load_fashion_mnist(synthetic_dir)
+    plain = ema_spec(synthetic_dir)
+    del plain["train"]["ema"]
+    for spec, change, verb in ((ema_spec(synthetic_dir), "train.ema=null", "removed"), (plain, 'train.ema={"decay": 0.9}', "added")):
+        with pytest.raises(Interrupted):
+            run_in_folder(spec, data, tmp_path / verb, stop_at=5)
+        with pytest.raises(CnnkitError, match=f"cannot resume .* with train.ema {verb}: the run"):
+            resume_run(tmp_path / verb / "tiny", [change])
+    model, state = resume_run(tmp_path / "removed" / "tiny", ["train.ema.decay=0.5"])
+    assert state.ema.updates == 5 and state.ema.spec.decay == 0.5 and set(state.ema.weights) == set(model.weights)
