@@ -75,8 +75,11 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_model(model, images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> dict[str, Any]:
-    """``classification_report`` of ``model`` on raw labelled images, with ``macro_f1`` (the macro F1) at the top."""
-    predicted = model.predict(images, batch_size=batch_size)
+def evaluate_model(model, images: np.ndarray, labels: np.ndarray, batch_size: int = 256, tta: bool = True) -> dict[str, Any]:
+    """``classification_report`` of ``model`` on raw labelled images, with ``macro_f1`` (the macro F1) at the top.
+
+    ``tta``: with the spec's test-time augmentation (``predict.tta``), as the model predicts.
+    """
+    predicted = model.predict(images, batch_size=batch_size, tta=tta)
     report = classification_report(np.asarray(labels, dtype=np.int64), predicted, list(model.classes))
     return {"examples": report.pop("examples"), "accuracy": report.pop("accuracy"), "macro_f1": report["macro"]["f1"], **report}

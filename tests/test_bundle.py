@@ -202,6 +202,9 @@ READER_CASES = [
     ("layer without type", lambda p: p["spec"]["layers"][1].pop("type"), r"layers\[1\].type must be a string, found nil"),
     ("invalid layer param", lambda p: p["spec"]["layers"][0].__setitem__("filters", -2), r"embedded spec is invalid: layers\[0\].filters"),
     ("unknown layer param", lambda p: p["spec"]["layers"][0].__setitem__("evil", 1), r"embedded spec is invalid: layers\[0\].evil"),
+    # A top-level key the reader does not know may change what the model computes (a newer writer's predict.tta did).
+    ("unknown spec key", lambda p: p["spec"].__setitem__("postprocess", {"temperature": 2.0}), r"embedded spec is invalid: postprocess: unknown field"),
+    ("bad test-time augmentation", lambda p: p["spec"].__setitem__("predict", {"tta": ["vflip"]}), r"embedded spec is invalid: predict.tta: each transform is"),
     ("huge input", lambda p: p["spec"]["input"].__setitem__("shape", [1, 2**40, 2**40]), r"weights do not match|has shape|embedded spec"),
     ("missing provider", lambda p: p["providers"].pop("relu"), r"providers does not name the distribution of layer types \['relu'\]"),
     ("unknown layer type", lambda p: (p["spec"]["layers"][1].__setitem__("type", "quantum"), p["providers"].__setitem__("quantum", {"dist": "cnnkit-quantum", "version": "9"}), p["providers"].pop("relu")),

@@ -15,7 +15,7 @@ from cnnkit.training.checkpoint import read_checkpoint, restore_state
 from cnnkit.training.loop import Interrupted
 from cnnkit.training.resume import resume_run
 from cnnkit.training.runfolder import LAST, train_in_folder
-from test_runs import rich_spec, run_in_folder
+from test_runs import ema_spec, rich_spec, run_in_folder
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,7 @@ EDITS = [
     ("a best epoch not yet trained", setter("monitor.best_epoch", 2), r"checkpoint\.monitor\.best_epoch must be 1 \(a finished epoch\), found 2"),
     ("patience counted wrong", setter("monitor.waited", 5), r"checkpoint\.monitor\.waited must be 0"),
     ("best weights dropped", setter("best_weights", None), r"checkpoint\.best_weights must be the weights of epoch 1"),
+    ("an average the run does not keep", setter("ema", {"updates": 9, "weights": {}}), r"checkpoint\.ema must be nil: the run has no train\.ema"),
     ("an unknown key", setter("note", "hi"), r"checkpoint has unexpected keys 'note'"),
     ("a missing key", lambda s: s.pop("shuffle"), r"checkpoint lacks 'shuffle'"),
 ]
@@ -119,3 +120,38 @@ def test_a_position_past_the_data_is_refused_when_the_data_is_known(checkpoint, 
     model, state = resume_run(folder)
     with pytest.raises(BundleError, match=r"checkpoint\.examples is 900, but an epoch has only 192 training examples"):
         train_in_folder(model, load_fashion_mnist(synthetic_dir), folder, state=state)
+
+
+@pytest.fixture(scope="module")
+def ema_checkpoint(synthetic_dir, tmp_path_factory) -> bytes:
+    """last.cnnkit of the rich spec with train.ema, stopped after 9 optimizer steps."""
+    data = load_fashion_mnist(synthetic_dir)
+    base = tmp_path_factory.mktemp("ema-ckpt") / "runs"
+    with pytest.raises(Interrupted):
+        run_in_folder(ema_spec(synthetic_dir), data, base, stop_at=9)
+    return (base / "tiny" / LAST).read_bytes()
+
+
+def nan_average(saved):
+    entry = saved["ema"]["weights"]["0.kernel"]
+    entry["data"] = b"\x00\x00\xc0\x7f" + entry["data"][4:]
+
+
+EMA_EDITS = [
+    ("the average dropped", setter("ema", None), r"checkpoint\.ema must be a map: the run keeps a moving average"),
+    ("an update count that is not the step count", setter("ema.updates", 8), r"checkpoint\.ema\.updates must be 9 \(one update per optimizer step\)"),
+    ("a weight missing from the average", lambda s: s["ema"]["weights"].pop("0.kernel"), r"checkpoint\.ema\.weights must hold every weight"),
+    ("a NaN in the average", nan_average, r"checkpoint\.ema\.weights\['0\.kernel'\] holds NaN"),
+    ("an unknown key in the average", setter("ema.decay", 0.9), r"checkpoint\.ema has unexpected keys 'decay'"),
+]
+
+
+@pytest.mark.parametrize("what, change, message", EMA_EDITS, ids=[e[0] for e in EMA_EDITS])
+def test_an_edited_moving_average_is_one_bundle_error_naming_it(ema_checkpoint, what, change, message, tmp_path):
+    path = tmp_path / "last.cnnkit"
+    path.write_bytes(ema_checkpoint)
+    state = restore_state(*read_checkpoint(path))  # the file as written passes
+    assert state.ema.updates == 9
+    path.write_bytes(edited(ema_checkpoint, change))
+    with pytest.raises(BundleError, match=f"^{path}: " + message):
+        restore_state(*read_checkpoint(path))

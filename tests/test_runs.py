@@ -42,6 +42,14 @@ def rich_spec(synthetic_dir):
     return spec
 
 
+def ema_spec(synthetic_dir):
+    """The rich spec with a moving average of the weights (warmed up) and test-time augmentation."""
+    spec = rich_spec(synthetic_dir)
+    spec["train"]["ema"] = {"decay": 0.95, "warmup_power": 0.75}
+    spec["predict"] = {"tta": ["hflip"]}
+    return spec
+
+
 def run_in_folder(spec, data, base, stop_at=None):
     """Train in a new run folder; with ``stop_at``, stop after that many optimizer steps (Interrupted)."""
     model = cnnkit.build(spec)
@@ -58,7 +66,8 @@ def resume_to_end(folder, data):
     return model
 
 
-@pytest.mark.parametrize("make_spec,stops", [(sgd_spec, [1, 7, 15, 16, 44]), (rich_spec, [1, 4, 6, 7, 15])], ids=["sgd", "rich"])
+@pytest.mark.parametrize("make_spec,stops", [(sgd_spec, [1, 7, 15, 16, 44]), (rich_spec, [1, 4, 6, 7, 15]), (ema_spec, [1, 6, 7, 15])],
+                         ids=["sgd", "rich", "ema"])
 def test_stopped_and_resumed_runs_end_in_the_same_bytes(make_spec, stops, synthetic_dir, tmp_path):
     import warnings
 

@@ -25,7 +25,7 @@ from cnnkit.training.resume import resume_run
 from cnnkit.training.runfolder import LAST, start_run, train_in_folder
 from conftest import TINY_SPEC
 from fakeplugins import CNNKIT, subprocess_env
-from test_runs import rich_spec, sgd_spec
+from test_runs import ema_spec, rich_spec, sgd_spec
 
 torch = pytest.importorskip("torch")
 
@@ -44,12 +44,13 @@ def run_in_folder(spec, data, base, stop_at=None):
 
 
 @pytest.mark.filterwarnings("ignore::cnnkit.training.health.TrainingWarning")
-@pytest.mark.parametrize("make_spec, stops", [(sgd_spec, [1, 15, 16]), (rich_spec, [4, 7])], ids=["sgd-momentum", "rich"])
+@pytest.mark.parametrize("make_spec, stops", [(sgd_spec, [1, 15, 16]), (rich_spec, [4, 7]), (ema_spec, [4, 7])], ids=["sgd-momentum", "rich", "ema"])
 def test_torch_runs_stopped_and_resumed_end_in_the_same_bytes(make_spec, stops, synthetic_dir, tmp_path):
     """The checkpoint holds torch's optimizer state (Adam's moments and step, SGD's momentum
     buffers, in cnnkit's layouts), batch norm's running statistics, and the position; dropout's
     masks are drawn per step: a stopped torch run resumes to the bytes of an uninterrupted one.
-    The rich spec: Adam, one-cycle, batch norm, dropout, augmentation, validation, early stopping."""
+    The rich spec: Adam, one-cycle, batch norm, dropout, augmentation, validation, early stopping;
+    the ema spec adds the moving average of the weights (kept in torch, in the checkpoint in cnnkit's layouts)."""
     spec, data = make_spec(synthetic_dir), load_fashion_mnist(synthetic_dir)
     whole, _ = run_in_folder(spec, data, tmp_path / "whole")
     expected = encode(whole)
@@ -92,6 +93,32 @@ def test_a_numpy_checkpoint_goes_on_with_torch(synthetic_dir, tmp_path):
     for name in whole.weights:
         np.testing.assert_allclose(model.weights[name], whole.weights[name], rtol=0, atol=2e-4, err_msg=name)
     assert model.metadata["backend"]["name"] == "torch" and [r["epoch"] for r in model.metadata["history"]] == [1, 2]
+
+
+@pytest.mark.filterwarnings("ignore::cnnkit.training.health.TrainingWarning")
+def test_the_moving_average_crosses_engines(synthetic_dir, tmp_path):
+    """A NumPy run with train.ema stopped mid-epoch goes on with PyTorch: the checkpoint's average
+    (cnnkit layouts) goes into torch, is updated there at every step and comes back; the run ends within
+    float noise of the NumPy run, the average being what the model keeps."""
+    spec, data = sgd_spec(synthetic_dir), load_fashion_mnist(synthetic_dir)
+    spec["layers"][1:1] = [{"type": "batchnorm2d"}]  # running statistics are averaged too
+    spec["train"].update(epochs=2, ema={"decay": 0.9, "warmup_power": 1.0})
+    whole = cnnkit.build(spec)
+    whole.classes = list(data.classes)
+    train_in_folder(whole, data, start_run(tmp_path / "whole", "tiny", whole.spec.to_dict()))
+    model = cnnkit.build(spec)
+    model.classes = list(data.classes)
+    folder = start_run(tmp_path / "runs", "tiny", model.spec.to_dict())
+    with pytest.raises(Interrupted):
+        train_in_folder(model, data, folder, stop_requested=lambda state: state.done == 20)
+    model, state = resume_run(folder)
+    assert state.ema.updates == 20
+    trained = {k: w.copy() for k, w in model.weights.items()}
+    train_in_folder(model, data, folder, state=state, stepper=TorchStepper())
+    for name in whole.weights:
+        np.testing.assert_allclose(model.weights[name], whole.weights[name], rtol=0, atol=2e-4, err_msg=name)
+    assert state.ema.updates == 30 and all(np.array_equal(model.weights[k], w) for k, w in state.ema.weights.items())
+    assert not np.allclose(state.ema.weights["0.kernel"], trained["0.kernel"])
 
 
 def test_cli_torch_run_folder_ctrl_c_and_resume(spec_file, tmp_path):

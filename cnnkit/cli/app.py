@@ -74,6 +74,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 AllowMismatchOption = Annotated[
     bool, typer.Option("--allow-provider-mismatch", help="Load even if another distribution than the bundle recorded provides a layer type (a warning says which).")
 ]
+NoTtaOption = Annotated[bool, typer.Option("--no-tta", help="Classify each image alone, without the bundle's test-time augmentation (predict.tta).")]
 ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing file that is not ours, or is read-only.")]
 # evaluate and report: where the test data is now (a bundle records its data paths as given where it was trained)
 DataOption = Annotated[Optional[Path], typer.Option("--data", help="The test data: an .npz file (npz), a folder of class folders, all of it test data (image-folder), a folder with the IDX test files (fashion-mnist, idx-folder).")]

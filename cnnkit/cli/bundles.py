@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import AllowMismatchOption, DataDirOption, DataOption, DataSetOption, ForceOption, JsonOption, _console, command
+from .app import AllowMismatchOption, DataDirOption, DataOption, DataSetOption, ForceOption, JsonOption, NoTtaOption, _console, command
 
 
 @command()
@@ -23,6 +23,7 @@ def predict(
     invert: Annotated[bool, typer.Option(help="Invert pictures (Fashion-MNIST is light garments on black).")] = False,
     background: Annotated[int, typer.Option(min=0, max=255, help="Gray level (after --invert) that transparent pixels become; Fashion-MNIST's is 0, black.")] = 0,
     frame: Annotated[Optional[int], typer.Option(min=0, help="Which frame of an animated image to classify (0 = first); required for animated images.")] = None,
+    no_tta: NoTtaOption = False,
     json_: JsonOption = False,
     allow_provider_mismatch: AllowMismatchOption = False,
 ):
@@ -37,7 +38,7 @@ def predict(
     from ..runtime.prediction import predict_files
 
     model = load(bundle, allow_provider_mismatch=allow_provider_mismatch)
-    found = predict_files(model, images, top=top, invert=invert, background=background, frame=frame,
+    found = predict_files(model, images, top=top, invert=invert, background=background, frame=frame, tta=not no_tta,
                           warn=lambda message: typer.echo(f"warning: {message}", err=True))
     if json_:
         typer.echo(json.dumps(found.results, indent=2))
@@ -58,6 +59,7 @@ def evaluate(
     data_dir: DataDirOption = None,
     set_: DataSetOption = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use the first N test images.")] = None,
+    no_tta: NoTtaOption = False,
     json_: JsonOption = False,
     allow_provider_mismatch: AllowMismatchOption = False,
 ):
@@ -69,7 +71,7 @@ def evaluate(
     model = load(bundle, allow_provider_mismatch=allow_provider_mismatch)
     # The test set the model was trained against, as its spec's data section names it (or as given).
     data = load_test_set(model.spec.data, model.input_shape, data_dir, limit, test_data=data, overrides=set_, classes=model.classes)
-    report = evaluate_model(model, data.test_images, data.test_labels)
+    report = evaluate_model(model, data.test_images, data.test_labels, tta=not no_tta)
     if json_:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -83,12 +85,13 @@ def export(
     format_: Annotated[str, typer.Option("--format", "-f", help="Target format: onnx.")] = "onnx",
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="File to write (default: the bundle's name with the format's suffix).")] = None,
     input_dtype: Annotated[str, typer.Option("--input-dtype", help="dtype of the graph's raw-pixel input: uint8 or float32.")] = "uint8",
+    no_tta: Annotated[bool, typer.Option("--no-tta", help="Leave the bundle's test-time augmentation (predict.tta) out of the graph.")] = False,
     force: ForceOption = False,
 ):
     """Export a bundle for another engine: an ONNX graph from raw pixels to class probabilities."""
     from ..export import export_bundle
 
-    target = export_bundle(bundle, out, format_, force=force, input_dtype=input_dtype)
+    target = export_bundle(bundle, out, format_, force=force, input_dtype=input_dtype, tta=not no_tta)
     typer.echo(f"wrote {target}")
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import DataDirOption, DataOption, DataSetOption, ForceOption, SetOption, command
+from .app import DataDirOption, DataOption, DataSetOption, ForceOption, NoTtaOption, SetOption, command
 
 
 @command()
@@ -22,6 +22,7 @@ def report(
     data_dir: DataDirOption = None,
     set_: DataSetOption = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use the first N test images.")] = None,
+    no_tta: NoTtaOption = False,
     force: ForceOption = False,
 ):
     """Pictures of a trained model: training curves, confusion matrix, surest mistakes, and an index.html (needs the plots extra: pip install "cnnkit\\[plots]")."""
@@ -37,7 +38,7 @@ def report(
             check_picture(target / name, force)
         check_target(target / INDEX, force=force, recognise=is_report_page, what="cnnkit report page")
     test = load_test_set(model.spec.data, model.input_shape, data_dir, limit, test_data=data, overrides=set_, classes=model.classes)
-    written = write_report(model, test.test_images, test.test_labels, target, described, force=force)
+    written = write_report(model, test.test_images, test.test_labels, target, described, force=force, tta=not no_tta)
     typer.echo(f"wrote {', '.join(p.name for p in written.values())} in {written['index'].parent}")
 
 

@@ -85,7 +85,7 @@ def _same_file(a: str | Path, b: str | Path) -> bool:
 def export_bundle(bundle: str | Path, out: str | Path | None = None, format: str = "onnx", force: bool = False, **options) -> Path:
     """Export the bundle file ``bundle`` to ``out`` (default: the bundle's name with the format's suffix).
 
-    ``options`` go to the format's writer (for onnx: ``input_dtype``). Writes atomically: on any
+    ``options`` go to the format's writer (for onnx: ``input_dtype``, ``tta``). Writes atomically: on any
     error no file (and no partial file) is left at ``out``. An existing file other than an ONNX file
     cnnkit wrote is replaced only with ``force`` (the bundle itself never).
     """

@@ -5,8 +5,11 @@ dynamic batch N, and holds raw pixel values of one dtype chosen at export: uint8
 float32. The graph casts to float32, applies the bundle's preprocessing (x / divide - subtract),
 runs every layer through its ``to_onnx`` hook (a final softmax layer is skipped, exactly as
 ``Model.predict_proba`` skips it) and ends in ``Flatten`` + ``Softmax``: output ``probabilities``,
-(N, classes), equal to ``predict_proba``. The model's ``metadata_props`` carry the class names,
-the spec and the layer providers as JSON strings (keys ``cnnkit.*``).
+(N, classes), equal to ``predict_proba``. With the spec's test-time augmentation (``predict.tta``)
+the views of the batch are stacked along N before preprocessing (flips and shifts of the raw
+pixels, black flowing in), run through the layers once, and their probabilities averaged
+(``tta=False`` leaves them out). The model's ``metadata_props`` carry the class names, the spec,
+the layer providers and the views the graph averages as JSON strings (keys ``cnnkit.*``).
 
 Requires the extra ``cnnkit[onnx]``; onnx is imported when an export starts, never before.
 """
@@ -71,12 +74,12 @@ class OnnxGraph:
         return output
 
 
-def to_onnx(model, input_dtype: str = "uint8"):
+def to_onnx(model, input_dtype: str = "uint8", tta: bool = True):
     """The checked ``onnx.ModelProto`` of ``model`` (see the module docstring for the graph's contract)."""
-    return _graph(model, input_dtype)[0]
+    return _graph(model, input_dtype, tta)[0]
 
 
-def _graph(model, input_dtype: str):
+def _graph(model, input_dtype: str, tta: bool = True):
     """(the checked proto, [(resolved layer, the name of its output tensor)])."""
     (onnx,) = require("onnx", extra="onnx", purpose="ONNX export")
     if input_dtype not in INPUT_DTYPES:
@@ -87,6 +90,9 @@ def _graph(model, input_dtype: str):
     g._used.add("pixels")
     pre = model.spec.input.preprocess
     x = g.node("Cast", ["pixels"], "pixels_float", to=onnx.TensorProto.FLOAT)
+    augment = model.spec.predict if tta and model.spec.predict.tta else None
+    if augment is not None:
+        x = _stack_views(g, x, augment, model.input_shape)
     x = g.node("Div", [x, g.constant(np.float32(pre.divide), "divide")], "scaled")
     x = g.node("Sub", [x, g.constant(np.float32(pre.subtract), "subtract")], "preprocessed")
     count = len(model.layers) - 1 if model.ends_with_softmax else len(model.layers)
@@ -114,8 +120,13 @@ def _graph(model, input_dtype: str):
                 outputs.append((r, x))
     g.prefix = ""
     x = g.node("Flatten", [x], "logits", axis=1)
-    g.nodes.append(onnx.helper.make_node("Softmax", [x], ["probabilities"], name="probabilities", axis=1))
     classes = len(model.classes)
+    if augment is None:
+        g.nodes.append(onnx.helper.make_node("Softmax", [x], ["probabilities"], name="probabilities", axis=1))
+    else:  # (views * N, classes) -> (views, N, classes) -> the mean over the views
+        x = g.node("Softmax", [x], "view_probabilities", axis=1)
+        x = g.node("Reshape", [x, g.constant(np.array([augment.views, -1, classes], np.int64), "views_shape")], "by_view")
+        g.nodes.append(onnx.helper.make_node("ReduceMean", [x], ["probabilities"], name="probabilities", axes=[0], keepdims=0))
     probabilities = onnx.helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["N", classes])
     graph = onnx.helper.make_graph(g.nodes, model.spec.name or "cnnkit", [pixels], [probabilities], g.initializers)
     proto = onnx.helper.make_model(graph, producer_name="cnnkit", producer_version=__version__,
@@ -128,6 +139,7 @@ def _graph(model, input_dtype: str):
         "cnnkit.spec": json.dumps(model.spec.to_dict()),
         "cnnkit.providers": json.dumps(providers),
         "cnnkit.input_dtype": input_dtype,
+        "cnnkit.tta": json.dumps(list(augment.tta) if augment is not None else []),
     })
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -136,7 +148,35 @@ def _graph(model, input_dtype: str):
     return proto, outputs
 
 
-def verify(model, proto, input_dtype: str = "uint8", samples: int = 4, tolerance: float = 1e-4, layer_outputs=None) -> float:
+def _stack_views(g: OnnxGraph, x: str, tta, input_shape: tuple[int, ...]) -> str:
+    """The views of the raw-pixel batch ``x`` (N, C, H, W) that ``tta`` names, stacked along N in
+    cnnkit/runtime/tta.py's order. Shifts pad with 0 (black) before cropping back to H x W; shifting
+    raw pixels then preprocessing gives the bytes preprocessing then filling with black does."""
+    from ..runtime.tta import SHIFT_DIRECTIONS
+
+    h, w = input_shape[-2:]
+    axes = g.constant(np.array([2, 3], np.int64), "hw_axes")
+    views = []
+    for flipped in (False, True) if tta.hflip else (False,):
+        base = x
+        if flipped:
+            base = g.node("Slice", [x, g.constant(np.array([-1], np.int64), "flip_start"), g.constant(np.array([-(1 << 62)], np.int64), "flip_end"),
+                                    g.constant(np.array([3], np.int64), "flip_axis"), g.constant(np.array([-1], np.int64), "flip_step")], "hflip")
+        views.append(base)
+        n = tta.shift
+        if not n:
+            continue
+        padded = g.node("Pad", [base, g.constant(np.array([0, 0, n, n, 0, 0, n, n], np.int64), "shift_pads")], "padded")
+        for rows, columns in SHIFT_DIRECTIONS:
+            # content moved down by `rows` = the window starting `rows` above the original's corner
+            top, left = n - rows * n, n - columns * n
+            starts = g.constant(np.array([top, left], np.int64), "shift_start")
+            ends = g.constant(np.array([top + h, left + w], np.int64), "shift_end")
+            views.append(g.node("Slice", [padded, starts, ends, axes], "shifted"))
+    return g.node("Concat", views, "views", axis=0)
+
+
+def verify(model, proto, input_dtype: str = "uint8", samples: int = 4, tolerance: float = 1e-4, tta: bool = True, layer_outputs=None) -> float:
     """Run ``proto`` in onnxruntime on random pixels and compare with ``model.predict_proba``.
 
     Returns the largest absolute difference; raises CnnkitError when it exceeds ``tolerance`` (a
@@ -150,7 +190,7 @@ def verify(model, proto, input_dtype: str = "uint8", samples: int = 4, tolerance
     pixels = rng.integers(0, 256, shape).astype(INPUT_DTYPES[input_dtype])
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     got = session.run(["probabilities"], {"pixels": pixels})[0]
-    expected = model.predict_proba(pixels)
+    expected = model.predict_proba(pixels, tta=tta)
     diff = float(np.abs(got - expected).max())
     if not diff <= tolerance:
         culprit = _first_layer_that_differs(model, proto, pixels, layer_outputs, tolerance) if layer_outputs else None
@@ -178,7 +218,7 @@ def _first_layer_that_differs(model, proto, pixels, layer_outputs, tolerance: fl
         x = r.layer.forward(layer_weights(model, r), x, Context())[0]
         if name is None:  # a convolution folded into the batch norm after it
             continue
-        theirs = values[name]
+        theirs = values[name][: len(x)]  # with test-time augmentation, the first view is the images as they are
         where = f"cannot {PURPOSE}: the to_onnx hook of layer {r.index} ({r.entry.type!r}, from {r.entry.provider}) does not match its forward"
         if theirs.shape != x.shape:
             return f"{where}: its ONNX output has shape {list(theirs.shape)}, forward's {list(x.shape)} on random input"
@@ -189,12 +229,12 @@ def _first_layer_that_differs(model, proto, pixels, layer_outputs, tolerance: fl
     return None
 
 
-def save_onnx(model, path: str | Path, input_dtype: str = "uint8") -> Path:
+def save_onnx(model, path: str | Path, input_dtype: str = "uint8", tta: bool = True) -> Path:
     """Build, check, verify in onnxruntime, then write the ONNX file atomically (temp file + rename)."""
     from ..bundle import write_atomic
 
-    proto, layer_outputs = _graph(model, input_dtype)
-    verify(model, proto, input_dtype, layer_outputs=layer_outputs)
+    proto, layer_outputs = _graph(model, input_dtype, tta)
+    verify(model, proto, input_dtype, tta=tta, layer_outputs=layer_outputs)
     try:
         return write_atomic(path, proto.SerializeToString())
     except OSError as exc:

@@ -66,8 +66,10 @@ def worst_mistakes(proba: np.ndarray, labels: np.ndarray, count: int) -> np.ndar
 
 
 def write_report(model, images: np.ndarray, labels: np.ndarray, out: str | Path, source: str, worst: int = 16,
-                 force: bool = False) -> dict[str, Path]:
+                 force: bool = False, tta: bool = True) -> dict[str, Path]:
     """Score ``model`` on the labelled test ``images`` and write the pictures and index.html into ``out``.
+
+    ``tta``: with the spec's test-time augmentation (``predict.tta``), as the model predicts.
 
     Files of an earlier report are replaced; other files of the same names only with ``force``.
     """
@@ -82,7 +84,7 @@ def write_report(model, images: np.ndarray, labels: np.ndarray, out: str | Path,
         check_picture(out / name, force)
     check_target(out / INDEX, force=force, recognise=is_report_page, what="cnnkit report page")
     labels = np.asarray(labels, dtype=np.int64)
-    proba = model.predict_proba(images)
+    proba = model.predict_proba(images, tta=tta)
     predicted = proba.argmax(axis=1)
     names = list(model.classes)
     report = classification_report(labels, predicted, names)

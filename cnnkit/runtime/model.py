@@ -14,6 +14,7 @@ from . import allocator, guard, inputs, parallel, tuning
 from ..errors import BundleError, CnnkitError, DataError, DataWarning
 from ..layers.base import Context
 from .losses import softmax
+from .tta import black_value, mean_probabilities
 from ..spec import ModelSpec, ResolvedLayer, validate_spec
 
 
@@ -280,11 +281,13 @@ class Model:
             x -= np.float32(p.subtract)
         return x
 
-    def predict_proba(self, images: np.ndarray, batch_size: int = 256, preprocessed: bool = False) -> np.ndarray:
+    def predict_proba(self, images: np.ndarray, batch_size: int = 256, preprocessed: bool = False, tta: bool = True) -> np.ndarray:
         """Class probabilities, (N, classes), each row summing to 1.
 
-        Float images of raw pixels that look scaled to 0..1 already, while the spec divides by 255,
-        give a DataWarning (they would be answered at chance level, silently).
+        With the spec's test-time augmentation (``predict.tta``) they are the mean over the views of
+        each image (cnnkit/runtime/tta.py); ``tta=False`` classifies the images alone. Float images
+        of raw pixels that look scaled to 0..1 already, while the spec divides by 255, give a
+        DataWarning (they would be answered at chance level, silently).
         """
         if not preprocessed:
             problem = inputs.prescaled_warning(np.asarray(images), self.spec.input.preprocess.divide)
@@ -292,14 +295,29 @@ class Model:
                 warnings.warn(DataWarning(problem), stacklevel=2)
         x = self.preprocess(images, preprocessed)
         out = np.empty((len(x), self.output_shape[-1]), np.float32)
+        augment = self.spec.predict if tta and self.spec.predict.tta else None
         for start in range(0, len(x), batch_size):
-            logits, _ = self.forward(x[start : start + batch_size], train=False, logits=True)
-            out[start : start + batch_size] = softmax(logits.reshape(len(logits), -1))
+            batch = x[start : start + batch_size]
+            if augment is None:
+                out[start : start + batch_size] = softmax(self.logits(batch))
+            else:
+                out[start : start + batch_size] = mean_probabilities(self.logits, batch, augment, self.black_value)
         return out
 
-    def predict(self, images: np.ndarray, batch_size: int = 256, preprocessed: bool = False) -> np.ndarray:
-        """Predicted class indices, (N,)."""
-        return self.predict_proba(images, batch_size, preprocessed).argmax(axis=1)
+    def predict(self, images: np.ndarray, batch_size: int = 256, preprocessed: bool = False, tta: bool = True) -> np.ndarray:
+        """Predicted class indices, (N,) (with the spec's test-time augmentation unless ``tta=False``)."""
+        return self.predict_proba(images, batch_size, preprocessed, tta).argmax(axis=1)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Inference logits (N, classes) of the preprocessed batch ``x`` (a final softmax layer skipped)."""
+        logits, _ = self.forward(x, train=False, logits=True)
+        return logits.reshape(len(logits), -1)
+
+    @property
+    def black_value(self) -> float:
+        """The model value of a raw 0 (black) pixel: what crops and shifts let flow in."""
+        p = self.spec.input.preprocess
+        return black_value(p.divide, p.subtract)
 
     def save(self, path: str | Path, *, force: bool = False) -> Path:
         """Write this model as one bundle file (atomically). An existing bundle is replaced; any

@@ -34,6 +34,7 @@ def predict_files(
     background: int = 0,
     frame: int | None = None,
     warn: Callable[[str], None] | None = None,
+    tta: bool = True,
 ) -> FilePredictions:
     """The ``top`` classes of every image in ``paths`` (pictures, .npy arrays, IDX files).
 
@@ -42,6 +43,7 @@ def predict_files(
     A file that is unreadable or does not fit the model becomes a line in ``errors`` naming it;
     the files after it are still predicted. ``warn`` receives one-line warnings (a picture's
     oddities, float pixels that look scaled to 0..1 already); default: :class:`DataWarning`.
+    ``tta=False`` classifies each image without the bundle's test-time augmentation.
     """
     from ..data.images import read_images_for
 
@@ -52,7 +54,7 @@ def predict_files(
         try:
             array, converted = read_images_for(model, path, invert=invert, background=background, frame=frame, warn=warn)
             problem = inputs.prescaled_warning(array, divide, source=str(path))
-            proba = model.predict_proba(model.preprocess(array), preprocessed=True)
+            proba = model.predict_proba(model.preprocess(array), preprocessed=True, tta=tta)
         except DataError as exc:  # about this file; anything else (a bad setting, a layer) stops the command
             message = str(exc)
             found.errors.append(message if str(path) in message else f"{path}: {message}")

@@ -20,6 +20,7 @@ from ..errors import SpecError
 from ..params import StrictParams
 from .files import apply_overrides, check_json, read_spec_file
 from .layers import ResolvedLayer, resolve_layers
+from .predict import PredictSpec, check_predict
 from .problems import Problems, pydantic_problems
 from .sections import DataSpec, TrainSpec, resolve_data, resolve_train
 from .training import OPTIONAL_KEYS
@@ -52,6 +53,7 @@ class SpecOutline(StrictParams):
     layers: list[dict[str, Any]] = Field(min_length=1)
     data: Any = Field(default_factory=dict, description="checked by DataSpec when resolved")
     train: Any = Field(default_factory=dict, description="checked by TrainSpec when resolved")
+    predict: PredictSpec = Field(default_factory=PredictSpec, description="how the model predicts (test-time augmentation); kept in the bundle")
 
     @field_validator("name")
     @classmethod
@@ -67,20 +69,22 @@ class ModelSpec:
     and the exporters take.
 
     ``name``; ``input`` (``shape``, ``preprocess``); ``layers``, a ResolvedLayer each (the layer object,
-    its provider, its input and output shapes); ``data`` (a DataSpec: ``data.source`` is the source's
+    its provider, its input and output shapes); ``predict`` (test-time augmentation); ``data`` (a DataSpec: ``data.source`` is the source's
     typed params); ``train`` (a TrainSpec: ``train.optimizer`` and ``train.schedule`` are typed params);
     ``to_dict()``, the JSON form with every default filled in that run folders and bundles store.
 
     ``validate_spec`` makes one with everything resolved. A spec read from a bundle resolves only what
-    inference needs (input, preprocessing, layers); its ``data`` and ``train`` are resolved when first
+    inference needs (input, preprocessing, layers, predict); its ``data`` and ``train`` are resolved when first
     asked for, so a bundle whose training section another cnnkit version wrote still predicts, and
     ``to_dict()`` gives those sections back as the bundle holds them.
     """
 
     _resolving = threading.Lock()  # a bundle's section asked for by several threads at once is resolved once
 
-    def __init__(self, document: dict[str, Any], input: InputSpec, layers: tuple[ResolvedLayer, ...], data: DataSpec | None, train: TrainSpec | None):
-        for key, value in (("_document", document), ("name", document["name"]), ("input", input), ("layers", layers), ("_data", data), ("_train", train)):
+    def __init__(self, document: dict[str, Any], input: InputSpec, layers: tuple[ResolvedLayer, ...], predict: PredictSpec,
+                 data: DataSpec | None, train: TrainSpec | None):
+        for key, value in (("_document", document), ("name", document["name"]), ("input", input), ("layers", layers), ("predict", predict),
+                           ("_data", data), ("_train", train)):
             object.__setattr__(self, key, value)
 
     def __setattr__(self, key: str, value: Any) -> None:
@@ -147,16 +151,17 @@ def validate_spec(data: Any, *, from_bundle: bool = False) -> ModelSpec:
     """Validate and resolve a parsed spec (a dict): every part, layer params and shapes. Raises SpecError.
 
     ``from_bundle`` (a spec embedded in a bundle) resolves what inference needs only (input,
-    preprocessing, layers; ``data`` and ``train`` when first asked for) and skips the file-name rule
-    for ``name``.
+    preprocessing, layers, predict; ``data`` and ``train`` when first asked for) and skips the
+    file-name rule for ``name``. Any other top-level key is an error there too: a newer writer's key
+    may change what the model computes (docs/FORMAT.md, Versioning).
     """
     if not isinstance(data, dict):
         raise SpecError(f"a spec must be a JSON object. Received: {type(data).__name__}")
     check_json(data)
     errors: Problems = []
     try:
-        # A bundle's other keys are kept as they are, unread: inference needs none of them.
-        outline = SpecOutline.model_validate({k: data[k] for k in ("name", "input", "layers") if k in data} if from_bundle else data,
+        # A bundle's data and train sections are kept as they are, unread: inference needs neither.
+        outline = SpecOutline.model_validate({k: v for k, v in data.items() if k not in ("data", "train")} if from_bundle else data,
                                              context={"from_bundle": from_bundle})
     except ValidationError as exc:
         outline = None
@@ -167,6 +172,8 @@ def validate_spec(data: Any, *, from_bundle: bool = False) -> ModelSpec:
         sections["data"] = resolve_data(data.get("data", {}), shape, errors)
         sections["train"] = resolve_train(data.get("train", {}), _has_validation(data), errors)
     layers = resolve_layers(outline.layers, shape, errors) if outline is not None else ()
+    if outline is not None:
+        check_predict(outline.predict, shape, errors)
     if errors:
         raise SpecError(errors)
     layer_dicts = [r.to_dict() for r in layers]
@@ -175,7 +182,10 @@ def validate_spec(data: Any, *, from_bundle: bool = False) -> ModelSpec:
     else:
         document = {"name": outline.name, "input": outline.input.model_dump(mode="json"), "layers": layer_dicts,
                     "data": _dump(sections["data"], "data"), "train": _dump(sections["train"], "train")}
-    return ModelSpec(document, outline.input, layers, sections.get("data"), sections.get("train"))
+    document.pop("predict", None)
+    if outline.predict.tta:  # stored only when set, like OPTIONAL_KEYS: bundles without it keep their bytes
+        document["predict"] = outline.predict.model_dump(mode="json")
+    return ModelSpec(document, outline.input, layers, outline.predict, sections.get("data"), sections.get("train"))
 
 
 def validate_data(data: DataSpec | dict[str, Any]) -> DataSpec:

@@ -18,7 +18,7 @@ from ..layers.base import Shape
 from ..optim import OPTIMIZERS, SCHEDULES, OptimizerParams, ScheduleParams
 from ..params import StrictParams
 from .problems import Problems, pydantic_problems, received
-from .training import VALIDATION_SIZE_SCHEMA, AugmentSpec, EarlyStopping, check_validation_size
+from .training import VALIDATION_SIZE_SCHEMA, AugmentSpec, EarlyStopping, EmaSpec, check_validation_size
 
 
 class DataSpec(StrictParams):
@@ -83,6 +83,7 @@ class TrainSpec(StrictParams):
     shuffle: bool = True
     early_stopping: EarlyStopping | None = Field(None, description="needs data.validation; null = train all epochs")
     restore_best: bool | None = Field(None, description="end with the weights of the best validation epoch; default: true when data.validation is set")
+    ema: EmaSpec | None = Field(None, description="keep a moving average of the weights, score it each epoch and keep it in the bundle; null = off")
 
 
 DEFAULT_OPTIMIZER = {"type": "sgd", "lr": 0.01}

@@ -8,7 +8,7 @@ split); the code that acts on them lives in cnnkit/training/ (augment.py, valida
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, field_validator
 
@@ -59,9 +59,23 @@ class EarlyStopping(StrictParams):
     min_delta: NonNegativeFloat = Field(0.0, description="a smaller change does not count as an improvement")
 
 
+class EmaSpec(StrictParams):
+    """An exponential moving average of the weights, updated after every optimizer step (cnnkit/training/ema.py).
+
+    Update n (0-based) moves the average ``1 - d_n`` of the way to the weights: ``d_0 = 0`` (the first
+    update copies them, as torch's AveragedModel does), then ``d_n = decay``, or with ``warmup_power``
+    p ``d_n = min(decay, 1 - (1 + n) ** -p)`` (timm's ModelEmaV3 warm-up with gamma 1: p = 1 is the
+    plain mean of the weights so far until that reaches ``decay``).
+    """
+
+    decay: float = Field(0.999, gt=0.0, lt=1.0, description="how much of the average each step keeps (0.999: about the last 1,000 steps)")
+    warmup_power: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
+        None, description="warm the decay up as min(decay, 1 - (1 + n)^-p) at update n (timm's ModelEmaV3; 1: a plain mean first); null: decay from the second update on")
+
+
 # Keys added after the first release are stored (in bundles, by ModelSpec.to_dict) only when set, so
 # a spec that does not use them keeps its bundle bytes, and older cnnkit versions still read its bundles.
-OPTIONAL_KEYS = {"data": ("validation", "augment"), "train": ("early_stopping", "restore_best")}
+OPTIONAL_KEYS = {"data": ("validation", "augment"), "train": ("early_stopping", "restore_best", "ema")}
 
 
 # What check_validation_size accepts, for the JSON Schema (pydantic would only say "integer or number").

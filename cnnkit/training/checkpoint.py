@@ -4,7 +4,7 @@ A checkpoint is an ordinary bundle — ``cnnkit.load``, ``predict`` and ``inspec
 format-1.1 reader ignores the extra key, as FORMAT.md promises for newer minors — whose payload has
 one more map, ``checkpoint``: the position (epoch, step, examples done, optimizer steps), the epoch's
 running loss sum, the shuffling generator's state, the optimizer's scalars and arrays, the
-early-stopping monitor and the best epoch's weights. The schedule needs only the optimizer-step count;
+early-stopping monitor, the best epoch's weights and the moving average of the weights (train.ema). The schedule needs only the optimizer-step count;
 augmentation and random layers draw from (seed, epoch, step), so they need nothing. docs/FORMAT.md
 describes the map; checkpoint_check.py checks every field of it when it is read.
 """
@@ -54,6 +54,7 @@ def _state_map(state: TrainState) -> dict[str, Any]:
             "best": monitor.best if math.isfinite(monitor.best) else None, "best_epoch": monitor.best_epoch, "waited": monitor.waited},
         "best_weights": None if state.best_weights is None else {k: weight_entry(k, w) for k, w in state.best_weights.items()},
         "history": [{k: v for k, v in asdict(r).items() if v is not None} for r in state.history],
+        "ema": None if state.ema is None else {"updates": state.ema.updates, "weights": {k: weight_entry(k, w) for k, w in state.ema.weights.items()}},
     }
 
 
@@ -119,6 +120,9 @@ def restore_state(model: Model, saved: dict[str, Any], source: str = "checkpoint
         state.monitor.best_epoch, state.monitor.waited = m["best_epoch"], m["waited"]
     if saved["best_weights"] is not None:
         state.best_weights = check_arrays(saved["best_weights"], model, f"{where}.best_weights")
+    if state.ema is not None and saved.get("ema") is not None:  # resume_run refuses to add or drop train.ema
+        state.ema.updates = saved["ema"]["updates"]
+        state.ema.weights = check_arrays(saved["ema"]["weights"], model, f"{where}.ema.weights") if state.ema.updates else {}
     state.history = History(EpochRecord(**{"test_accuracy": None, "test_macro_f1": None, **row}) for row in saved["history"])
     return state
 

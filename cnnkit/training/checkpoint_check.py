@@ -22,9 +22,10 @@ from ..runtime.model import Model
 from .loop import fresh_optimizer
 
 KEYS = ("epoch", "step", "examples", "optimizer_steps", "loss_sum", "seconds", "first_loss", "stopped", "shuffle", "optimizer",
-        "monitor", "best_weights", "history")
-# Checkpoints written before "examples" existed stopped only at whole batches of the run's one batch size.
-OPTIONAL = ("examples",)
+        "monitor", "best_weights", "history", "ema")
+# Checkpoints written before "examples" existed stopped only at whole batches of the run's one batch
+# size; those written before "ema" existed had no train.ema.
+OPTIONAL = ("examples", "ema")
 SHUFFLE_KEYS = ("bit_generator", "state", "inc", "has_uint32", "uinteger")
 MONITOR_KEYS = ("best", "best_epoch", "waited")
 ROW_REQUIRED = ("epoch", "train_loss", "lr", "seconds")
@@ -70,6 +71,7 @@ def check_map(saved: Any, model: Model, where: str) -> dict[str, Any]:
         raise BundleError(f"{where}.best_weights must be {wanted}, found {'nil' if m['best_weights'] is None else 'a map'}")
     if keeps_best:
         check_arrays(m["best_weights"], model, f"{where}.best_weights")
+    _check_ema(m.get("ema"), model, done, f"{where}.ema")
     return m
 
 
@@ -171,6 +173,20 @@ def _check_optimizer(value: Any, model: Model, done: int, where: str) -> None:
     _keys(arrays, array_names, f"{where}.arrays")
     for name in array_names:
         check_arrays(arrays[name], model, f"{where}.arrays.{name}", name in type(fresh).NON_NEGATIVE_STATE)
+
+
+def _check_ema(value: Any, model: Model, done: int, where: str) -> None:
+    """nil without train.ema; else one update per optimizer step and the average of every weight (none before the first)."""
+    if (value is None) != (model.spec.train.ema is None):
+        raise BundleError(f"{where} must be a map: the run keeps a moving average (train.ema)" if value is None else f"{where} must be nil: the run has no train.ema")
+    if value is None:
+        return
+    e = _map(value, where)
+    _keys(e, ("updates", "weights"), where)
+    if _int(e["updates"], f"{where}.updates", done, done, " (one update per optimizer step)"):
+        check_arrays(e["weights"], model, f"{where}.weights")
+    elif _map(e["weights"], f"{where}.weights"):
+        raise BundleError(f"{where}.weights must be empty before the first update")
 
 
 def _check_history(value: Any, epoch: int, validation: bool, where: str) -> None:

@@ -24,6 +24,7 @@ from ..runtime.inputs import training_range_warning
 from ..runtime.model import Model
 from ..optim import OPTIMIZERS, Optimizer, build_schedule
 from .augment import Augmenter
+from .ema import WeightAverage, averaged, kept_weights
 from .health import TrainingDiverged, TrainingWarning, chance_warning, divergence_message, loss_growth_warning
 from .history import EpochCallback, EpochRecord, History, StepCallback
 from .steppers.base import Stepper
@@ -68,14 +69,17 @@ class TrainState:
     loss_sum: float = 0.0  # sum over the epoch's steps so far of loss * batch size
     seconds: float = 0.0  # wall time of the epoch's steps so far
     first_loss: float | None = None
-    best_weights: dict[str, np.ndarray] | None = None  # the best epoch's weights, with validation and restore_best
+    best_weights: dict[str, np.ndarray] | None = None  # the best epoch's weights (the average's with train.ema), with validation and restore_best
+    ema: WeightAverage | None = None  # the moving average of the weights, with train.ema
     stopped: bool = False  # early stopping ran out of patience
     history: History = field(default_factory=History)
 
 
 def new_state(model: Model) -> TrainState:
     """The state of a run that has not started: a fresh optimizer, the seed's shuffling generator."""
-    return TrainState(fresh_optimizer(model), np.random.default_rng(model.spec.train.seed).bit_generator.state, new_monitor(model))
+    settings = model.spec.train
+    ema = WeightAverage(settings.ema) if settings.ema is not None else None
+    return TrainState(fresh_optimizer(model), np.random.default_rng(settings.seed).bit_generator.state, new_monitor(model), ema=ema)
 
 
 def fresh_optimizer(model: Model) -> Optimizer:
@@ -191,6 +195,8 @@ def fit(
                 state.first_loss = loss if state.first_loss is None else state.first_loss
                 schedule.apply(optimizer, state.done)  # sets optimizer.lr (and momentum, for onecycle)
                 stepper.update()
+                if state.ema is not None:
+                    stepper.average(state.ema)
                 state.done += 1
                 state.loss_sum += loss * len(idx)
                 state.step, state.examples = step + 1, state.examples + len(idx)
@@ -207,7 +213,8 @@ def fit(
             record, outcome = None, GO_ON
             if stepper.is_main:
                 try:
-                    with hooks.scoring():  # a stop here loses nothing: the scores are computed again on resume
+                    # With train.ema the average is scored. A stop here loses nothing: the scores are computed again on resume.
+                    with hooks.scoring(), averaged(state.ema, model):
                         record = epoch_record(model, epoch, state.loss_sum / n, optimizer.lr, state.seconds, x_test, data.test_labels, held_out, test_eager)
                 except KeyboardInterrupt:
                     if not hooks.interrupted(state):
@@ -217,7 +224,7 @@ def fit(
                 raise Interrupted(f"training stopped at epoch {epoch} after its {state.step} steps, while scoring it", state)
             if record is not None:
                 if monitor is not None and monitor.update(epoch, getattr(record, monitor.monitor)) and restore:
-                    state.best_weights = {name: w.copy() for name, w in model.weights.items()}
+                    state.best_weights = kept_weights(state.ema, model)
                 history.append(record)
                 outcome = STOPPED_EARLY if monitor is not None and monitor.should_stop else GO_ON
             state.epoch, state.step, state.examples, state.loss_sum, state.seconds = epoch + 1, 0, 0, 0.0, 0.0
@@ -231,6 +238,8 @@ def fit(
         stepper.close()
     if not stepper.is_main:
         return history
+    if state.ema is not None:
+        state.ema.copy_into(model)  # the model keeps the average (or, in finish, the best epoch's average)
     try:
         with hooks.scoring():  # restores the best weights in place, then scores the test set: done again on resume
             finish(model, history, monitor, state.best_weights, state.first_loss, x_test, data.test_labels, held_out, test_eager)
@@ -313,8 +322,7 @@ def augmenter(model: Model) -> Augmenter | None:
     if spec is None or not spec.active:
         return None
     # Crops pad with black, as torchvision pads raw images: the model value of a raw 0 pixel.
-    fill = float(model.preprocess(np.zeros((1, *model.input_shape), np.float32)).flat[0])
-    return Augmenter(spec, fill, model.spec.train.seed)
+    return Augmenter(spec, model.black_value, model.spec.train.seed)
 
 
 def _test_scores(model: Model, x_test: np.ndarray, labels: np.ndarray, preprocessed: bool) -> dict[str, float]:

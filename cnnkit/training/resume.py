@@ -89,6 +89,10 @@ def _with_overrides(folder: Path, model: Model, overrides: list[str], saved: dic
     if watched[0] != watched[1]:  # the best epoch so far was tracked (and its weights kept, or not) under the old settings
         raise CnnkitError(f"cannot resume {folder} with another train.restore_best or train.early_stopping.monitor: "
                           f"the run tracked its best epoch with restore_best={before.restore_best}, monitor={watched[0][1]}")
+    if (after.ema is None) != (before.ema is None):  # the average is kept from the first step on, or not at all
+        raise CnnkitError(f"cannot resume {folder} with train.ema {'added' if before.ema is None else 'removed'}: the run "
+                          f"{'kept no' if before.ema is None else 'kept a'} moving average of its weights from its first step; "
+                          "its decay and warm-up may change, not whether there is one")
     if saved["step"] and after.shuffle != before.shuffle:  # the rest of the epoch must be the rest of its order
         raise CnnkitError(f"cannot resume {folder} with train.shuffle={str(after.shuffle).lower()} in the middle of epoch {saved['epoch']}: "
                           "the epoch goes on in the order it began with; resume without it, and give it once an epoch is done")

@@ -17,6 +17,7 @@ from ..errors import SpecError
 from ..runtime.losses import log_softmax
 from ..metrics import accuracy, macro_f1
 from ..runtime.model import Model
+from ..runtime.tta import mean_probabilities
 
 VALIDATION_STREAM = 0x76616C00  # "val": keeps the split apart from other streams drawn from the same seed
 
@@ -54,15 +55,24 @@ def stratified_split(labels: np.ndarray, size: int | float, seed: int, class_nam
 
 
 def score(model: Model, x: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> dict[str, float]:
-    """Mean cross-entropy, accuracy and macro-F1 of ``model`` on preprocessed ``x`` (inference mode)."""
+    """Mean cross-entropy, accuracy and macro-F1 of ``model`` on preprocessed ``x`` (inference mode).
+
+    With test-time augmentation (``predict.tta``) the figures are those of the views' mean
+    probabilities, what the model predicts; the loss is then -log of that mean at the label.
+    """
     labels = np.asarray(labels, dtype=np.int64)
     total, predicted = 0.0, np.empty(len(x), dtype=np.int64)
+    tta = model.spec.predict
     for start in range(0, len(x), batch_size):
-        logits, _ = model.forward(x[start : start + batch_size], train=False, logits=True)
-        logits = logits.reshape(len(logits), -1)
         part = labels[start : start + batch_size]
-        total -= float(log_softmax(logits.astype(np.float64))[np.arange(len(part)), part].sum())
-        predicted[start : start + batch_size] = logits.argmax(axis=1)
+        if tta.tta:
+            p = mean_probabilities(model.logits, x[start : start + batch_size], tta, model.black_value, np.float64)
+            logp = np.log(np.maximum(p, np.finfo(np.float64).tiny))
+        else:
+            p = model.logits(x[start : start + batch_size])
+            logp = log_softmax(p.astype(np.float64))
+        total -= float(logp[np.arange(len(part)), part].sum())
+        predicted[start : start + batch_size] = p.argmax(axis=1)
     return {
         "loss": total / len(x),
         "accuracy": accuracy(labels, predicted),

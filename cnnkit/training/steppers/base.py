@@ -30,6 +30,11 @@ class Stepper:
         """The backward pass, gradient clipping and the optimizer step at the rate (and momentum) the schedule set."""
         raise NotImplementedError
 
+    def average(self, ema) -> None:
+        """Move ``ema`` (a training.ema.WeightAverage, with train.ema) towards the weights just trained, after ``update``.
+        ``ema.weights`` must hold the average by the next ``sync``."""
+        raise NotImplementedError
+
     def sync(self) -> None:
         """The trained weights and optimizer state into the model and the state (before scoring, checkpoints, the end).
         Every process calls it at the same point."""

@@ -27,3 +27,6 @@ class NumpyStepper(Stepper):
             clip_grad_norm(grads, self.settings.clip_grad_norm)
         self.optimizer.step(self.model.weights, grads)
         self._backprop = self._dlogits = None
+
+    def average(self, ema) -> None:
+        ema.update(self.model.weights)

@@ -10,7 +10,10 @@ from a generator seeded by (seed, epoch, step, rank) at each step, so a resumed 
 state into the cnnkit optimizer the checkpoint keeps (``exp_avg``/``exp_avg_sq``/``step`` as Adam's
 ``m``/``v``/``t``, ``momentum_buffer`` as SGD's ``velocity``), in cnnkit's layouts; ``start`` loads it
 back on resume. The state crosses between layouts through the same ``to_torch``/``from_torch``
-hooks as the weights, so a checkpoint is the same whichever engine wrote it.
+hooks as the weights, so a checkpoint is the same whichever engine wrote it. With ``train.ema`` the
+moving average of the weights is kept in torch as torch's AveragedModel(use_buffers=True) keeps it
+(``_foreach_lerp_`` over the parameters and float buffers, after every step), and ``sync`` hands it
+over in cnnkit's layouts too.
 
 Under torchrun (WORLD_SIZE > 1): ``train.batch_size`` is the global batch; every process augments the
 whole batch of the seeded order and takes its contiguous share, and each share's loss is weighted
@@ -95,6 +98,9 @@ class TorchStepper(Stepper):
         self.optimizer = torch_optimizer(torch, self.settings.optimizer, self.module.parameters())
         if state.done:  # a resumed run: the optimizer goes on from the checkpoint's state
             self._load_optimizer_state()
+        self._average = None  # with train.ema: the average of the module's float state, in _float_state's order
+        if state.ema is not None and state.ema.updates:
+            self._average = [t.detach().clone().to(self.device) for t in self._float_state(self._layout_module(state.ema.weights))]
 
     def loss(self, x: np.ndarray, labels: np.ndarray, epoch: int, step: int) -> float:
         torch = self.torch
@@ -128,6 +134,17 @@ class TorchStepper(Stepper):
         self.optimizer.step()
         self._scaled = None
 
+    def average(self, ema) -> None:
+        from ..ema import ema_decay
+
+        current = self._float_state(self.module)
+        with self.torch.no_grad():
+            if self._average is None:  # the first update copies, as AveragedModel does
+                self._average = [t.detach().clone() for t in current]
+            else:
+                self.torch._foreach_lerp_(self._average, current, 1.0 - ema_decay(ema.spec, ema.updates))
+        ema.updates += 1
+
     def sync(self) -> None:
         from ...export.torch import from_module
 
@@ -137,6 +154,8 @@ class TorchStepper(Stepper):
             return
         from_module(self.module, self.model)
         self._save_optimizer_state()
+        if self._average is not None:
+            self.state.ema.weights = self._average_in_cnnkit_layout()
         cross_check(self.torch, self.module, self.model, self.sample, self.device)
 
     def any_rank(self, flag: bool) -> bool:
@@ -177,13 +196,33 @@ class TorchStepper(Stepper):
 
     def _average_running_statistics(self) -> None:
         """Each process's running statistics (every float buffer: batch norm's running mean and
-        variance) replaced by their mean over the processes."""
+        variance), and their moving averages with train.ema, replaced by their mean over the processes."""
         torch = self.torch
+        buffers = [b for b in self.module.buffers() if b.is_floating_point()]
+        if self._average is not None:
+            names = {name for name, _ in self.module.named_buffers()}
+            keys = [k for k, t in self.module.state_dict().items() if t.is_floating_point()]
+            buffers += [average for key, average in zip(keys, self._average) if key in names]
         with torch.no_grad():
-            for buffer in self.module.buffers():
-                if buffer.is_floating_point():
-                    torch.distributed.all_reduce(buffer)
-                    buffer /= self.world
+            for buffer in buffers:
+                torch.distributed.all_reduce(buffer)
+                buffer /= self.world
+
+    def _float_state(self, module) -> list:
+        """The module's parameters and float buffers (batch norm's running statistics), in state_dict order."""
+        return [t for t in module.state_dict().values() if t.is_floating_point()]
+
+    def _average_in_cnnkit_layout(self) -> dict[str, np.ndarray]:
+        """The moving average as per-weight arrays in cnnkit layouts (through the layers' from_torch hooks)."""
+        from ...export.torch import from_module
+
+        arrays = {name: np.zeros_like(a) for name, a in self.model.weights.items()}
+        holder = self._layout_module(arrays)
+        with self.torch.no_grad():
+            for target, average in zip(self._float_state(holder), self._average):
+                target.copy_(average.detach().cpu())
+        from_module(holder, SimpleNamespace(layers=self.model.layers, weights=arrays, ends_with_softmax=self.model.ends_with_softmax))
+        return arrays
 
     def _save_optimizer_state(self) -> None:
         """torch's per-parameter state into the cnnkit optimizer's maps (in cnnkit layouts) and its step count."""
@@ -243,7 +282,7 @@ def cross_check(torch, module, model, x: np.ndarray, device) -> None:
     with torch.no_grad():
         predicted = np.concatenate([module(torch.from_numpy(x[i : i + 1024]).to(device)).argmax(1).cpu().numpy() for i in range(0, len(x), 1024)])
     module.train()
-    mismatches = int((predicted != model.predict(x, preprocessed=True)).sum())
+    mismatches = int((predicted != model.predict(x, preprocessed=True, tta=False)).sum())
     # Near-ties may flip in the last float bit; more than a handful means the two models differ.
     if mismatches > max(2, len(x) // 1000):
         raise CnnkitError(f"the torch model and the NumPy runtime disagree on {mismatches} of {len(x)} predictions")
