@@ -140,8 +140,9 @@ def test_the_model_runs_the_best_specs_layers_as_fused_steps():
 
 
 def test_fused_and_plain_models_train_alike_and_predict_within_folding_rounding(monkeypatch):
+    monkeypatch.setenv("CNNKIT_NUM_THREADS", "1")  # one part of 40: the fused training step runs from 32 samples on
     rng = np.random.default_rng(0)
-    x, dy = rng.normal(size=(7, 1, 12, 10)).astype(np.float32), rng.normal(size=(7, 10)).astype(np.float32)
+    x, dy = rng.normal(size=(40, 1, 12, 10)).astype(np.float32), rng.normal(size=(40, 10)).astype(np.float32)
     results = {}
     for fuse in ("0", "1"):
         monkeypatch.setenv("CNNKIT_FUSE", fuse)
@@ -152,7 +153,7 @@ def test_fused_and_plain_models_train_alike_and_predict_within_folding_rounding(
         y, backprop = model.forward(x, train=True, logits=True)
         results[fuse] = (y, backprop(dy), model.forward(x)[0], {k: v.copy() for k, v in model.weights.items()})
         rng = np.random.default_rng(0)  # the same statistics for both
-        rng.normal(size=(7, 1, 12, 10)), rng.normal(size=(7, 10))
+        rng.normal(size=(40, 1, 12, 10)), rng.normal(size=(40, 10))
     (y0, g0, p0, w0), (y1, g1, p1, w1) = results["0"], results["1"]
     np.testing.assert_array_equal(y1, y0)  # training forward: bit for bit
     for name in w0:  # running statistics reported by the fused step: bit for bit
@@ -205,35 +206,26 @@ def test_the_onnx_export_folds_batch_norm_as_predict_proba_does(monkeypatch):
     assert "BatchNormalization" in [node.op_type for node in to_onnx(model, "float32").graph.node]
 
 
-def test_a_small_batch_shares_its_batch_norm_over_threads_by_channels_with_the_same_bits(monkeypatch):
-    """Under 32 samples the model does not split a training batch; the fused step then works in
-    fixed blocks of channels, which threads share when the machine has cores to spare."""
-    from cnnkit.runtime import parallel
-
-    monkeypatch.setattr(parallel, "spare_cores", lambda: True)
-    monkeypatch.setattr(bn_relu_pool, "SPLIT_MIN_VALUES", 1)
+@pytest.mark.parametrize("n, fused_calls", [(31, []), (32, [32, 32])])
+def test_a_training_part_under_32_samples_runs_batch_norm_relu_and_pool_as_themselves(monkeypatch, n, fused_calls):
+    """The fused training step runs from SMALL_BATCH samples a part on; below, the layers run as
+    themselves, so the numbers are the plain path's bit for bit."""
+    monkeypatch.setenv("CNNKIT_NUM_THREADS", "1")
     calls: list[int] = []
-    real = parallel.run_all
-    monkeypatch.setattr(parallel, "run_all", lambda tasks: calls.append(len(tasks)) or real(tasks))
-    x, weights = batch(6, 8, 6, 6)
-    dy = np.random.default_rng(1).normal(size=(6, 8, 3, 3)).astype(np.float32)
-
-    def run(threads):
-        monkeypatch.setenv("CNNKIT_NUM_THREADS", str(threads))
-        y, backprop, stats = bn_relu_pool.train_small_batches_by_channels(x, weights["gamma"], weights["beta"], 1e-5, 2, 2)
-        dx, grads = backprop(dy)
-        return [y, *stats, dx, grads["gamma"], grads["beta"]]
-
-    reference = run(1)
-    assert calls == []
-    for threads in (2, 3):
-        calls.clear()
-        for got, want in zip(run(threads), reference):
-            np.testing.assert_array_equal(got, want)
-        assert calls == [threads, threads]  # forward and backprop
-    y_ref, _, (dx_ref, grads_ref) = layers_in_turn(x, weights, 2, 2, True, dy)  # and still the layers' numbers
-    np.testing.assert_array_equal(reference[0], y_ref)
-    np.testing.assert_allclose(reference[3], dx_ref, rtol=1e-5, atol=1e-6)
+    real = bn_relu_pool.train
+    monkeypatch.setattr(bn_relu_pool, "train", lambda x, *a: calls.append(len(x)) or real(x, *a))
+    x = np.random.default_rng(0).normal(size=(n, 1, 12, 10)).astype(np.float32)
+    results = {}
+    for fuse in ("0", "1"):
+        monkeypatch.setenv("CNNKIT_FUSE", fuse)
+        y, backprop = cnnkit.build(BN_SPEC).forward(x, train=True, logits=True)
+        results[fuse] = (y, backprop(np.ones_like(y)))
+    assert calls == fused_calls
+    if not fused_calls:
+        (y0, g0), (y1, g1) = results["0"], results["1"]
+        np.testing.assert_array_equal(y1, y0)
+        for name in g0:
+            np.testing.assert_array_equal(g1[name], g0[name], err_msg=name)
 
 
 def test_derived_weights_are_reused_only_while_their_sources_are_unchanged():

@@ -91,7 +91,9 @@ def run(layers: list, weights: list[dict], step: Step, x: np.ndarray, ctx_for: C
     in inference); updates maps layer index -> the state it reported."""
     train = ctx_for is not None
     first = step.indices[0]
-    if step.kind == "layer" or x.shape[0] == 0:  # an empty batch has no statistics to fuse
+    if step.kind == "layer" or x.shape[0] == 0 or (train and step.kind == "bn_relu_pool" and x.shape[0] < bn_relu_pool.SMALL_BATCH):
+        # An empty batch has no statistics to fuse; a training part under SMALL_BATCH samples runs
+        # its layers as themselves (measured: the fused step's fixed costs outweighed its savings there).
         return _run_layers(forwards, weights, step.indices, x, ctx_for)
     if step.kind == "conv_bn":
         conv_w, bn_w, eps = weights[first], weights[first + 1], layers[first + 1].layer.params.eps
@@ -105,7 +107,7 @@ def run(layers: list, weights: list[dict], step: Step, x: np.ndarray, ctx_for: C
     bn, w = layers[first].layer.params, weights[first]
     if not train:
         return bn_relu_pool.infer(x, w["running_mean"], w["running_var"], w["gamma"], w["beta"], bn.eps, pool.pool_size, pool.stride), None, {}
-    y, backprop, (mean, var) = bn_relu_pool.train_small_batches_by_channels(x, w["gamma"], w["beta"], bn.eps, pool.pool_size, pool.stride)
+    y, backprop, (mean, var) = bn_relu_pool.train(x, w["gamma"], w["beta"], bn.eps, pool.pool_size, pool.stride)
     count = x.shape[0] * x.shape[2] * x.shape[3]
     updates = {first: bn_relu_pool.running_statistics(w, mean, var, count, bn.momentum)}
 

@@ -142,53 +142,10 @@ def train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, pool: 
     return y, backprop, (mean, var)
 
 
-# A training batch too small for the model to split over threads (fewer than 32 samples: see
-# ``Model.forward``) is cut into CHANNEL_BLOCKS blocks of channels, the same whatever the threads,
-# so that both cores share its batch norm (each channel's statistics are its own). The blocks depend
-# on the batch size alone, so results do not depend on whether threads take them.
+# Training parts under SMALL_BATCH samples run batchnorm2d, relu and maxpool2d as themselves
+# (cnnkit.runtime.plan): this step's fixed costs outweighed its savings there (best net, 2 threads:
+# batch 1 trained at 235 img/s fused, 336 unfused; batch 32, whose parts hold 16, 968 and 1,186).
 SMALL_BATCH = 32
-CHANNEL_BLOCKS = 4
-# Fewest values (N*C*H*W) worth a second thread: below it the hand-over costs more than it saves.
-SPLIT_MIN_VALUES = 64 * 1024
-
-
-def train_small_batches_by_channels(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, pool: int, stride: int):
-    """``train``, for batches under SMALL_BATCH in CHANNEL_BLOCKS blocks of channels, on threads
-    of their own when the machine has cores to spare."""
-    n, c = x.shape[:2]
-    if n >= SMALL_BATCH or c < CHANNEL_BLOCKS:
-        return train(x, gamma, beta, eps, pool, stride)
-    from .. import conv_blocks
-    from ...runtime import parallel
-
-    bounds = [c * i // CHANNEL_BLOCKS for i in range(CHANNEL_BLOCKS + 1)]
-    channels = list(zip(bounds[:-1], bounds[1:]))
-    threads = 1 if parallel.in_task() or not parallel.spare_cores() or x.size < SPLIT_MIN_VALUES else min(parallel.num_threads(), CHANNEL_BLOCKS)
-    ranges = [(CHANNEL_BLOCKS * i // threads, CHANNEL_BLOCKS * (i + 1) // threads) for i in range(threads)]
-    results: list = [None] * CHANNEL_BLOCKS
-
-    def forward_blocks(b0, b1):
-        for b in range(b0, b1):
-            c0, c1 = channels[b]
-            results[b] = train(x[:, c0:c1], gamma[c0:c1], beta[c0:c1], eps, pool, stride)
-
-    conv_blocks.run_ranges(forward_blocks, ranges)
-    y = np.concatenate([r[0] for r in results], axis=1)
-    mean, var = (np.concatenate([r[2][k] for r in results]) for k in (0, 1))
-
-    def backprop(dy):
-        parts: list = [None] * CHANNEL_BLOCKS
-
-        def backward_blocks(b0, b1):
-            for b in range(b0, b1):
-                c0, c1 = channels[b]
-                parts[b] = results[b][1](dy[:, c0:c1])
-
-        conv_blocks.run_ranges(backward_blocks, ranges)
-        grads = {name: np.concatenate([p[1][name] for p in parts]) for name in ("gamma", "beta")}
-        return np.concatenate([p[0] for p in parts], axis=1), grads
-
-    return y, backprop, (mean, var)
 
 
 def infer(x: np.ndarray, mean: np.ndarray, var: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, pool: int, stride: int) -> np.ndarray:
