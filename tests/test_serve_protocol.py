@@ -238,3 +238,28 @@ def test_the_start_line_gives_a_url_that_works_and_warns_when_others_can_reach_i
         assert lines[1].startswith("cnnkit serve: warning: ") and "with no TLS and no authentication: anyone who can reach this port" in lines[1]
     assert start_lines(host, 8000, ["tiny"], 2, "h11")[-1] == \
         "cnnkit serve: httptools is not installed, so uvicorn parses HTTP with h11 (slower): pip install httptools"
+
+
+def test_a_bundle_with_test_time_augmentation_is_served_as_predict_proba_answers(tmp_path):
+    """The server answers with the bundle's own predict.tta applied, as `cnnkit predict` does."""
+    import asyncio
+
+    import httpx
+
+    from cnnkit.serve.app import create_app
+
+    spec = {**TINY_SPEC, "name": "flipped", "predict": {"tta": ["hflip"]}}
+    model = cnnkit.build(spec)
+    bundle = model.save(tmp_path / "flipped.cnnkit")
+    x = np.random.default_rng(0).integers(0, 256, (3, 1, 28, 28), dtype=np.uint8)
+
+    async def ask():
+        transport = httpx.ASGITransport(app=create_app(load_models([str(bundle)])))
+        async with httpx.AsyncClient(transport=transport, base_url="http://cnnkit") as client:
+            return await client.post("/v2/models/flipped/infer", content=request([3, 1, 28, 28], x.ravel().tolist()))
+
+    answer = asyncio.run(ask())
+    assert answer.status_code == 200
+    got = np.array(answer.json()["outputs"][0]["data"], np.float32).reshape(3, -1)
+    np.testing.assert_allclose(got, model.predict_proba(x), rtol=0, atol=1e-6)
+    assert not np.allclose(got, model.predict_proba(x, tta=False), rtol=0, atol=1e-6)  # the views changed the answer
