@@ -51,6 +51,16 @@ def sibling(name: str):
     return sys.modules[name]
 
 
+def network(spec: Path):
+    """The spec's model for timing one pass per image: its ``predict`` section (test-time
+    augmentation, several passes per image) left out, so cnnkit, PyTorch and onnxruntime time the same net."""
+    import cnnkit
+
+    spec = json.loads(Path(spec).read_text())
+    spec.pop("predict", None)
+    return cnnkit.build(spec)
+
+
 def load_images(limit: int | None = None):
     from cnnkit.data import load_fashion_mnist
 
@@ -67,7 +77,7 @@ class CnnkitRunner:
         from cnnkit.runtime.losses import softmax_cross_entropy
         from cnnkit.optim import SGD
 
-        self.model = cnnkit.build(spec)
+        self.model = network(spec)
         self.optimizer = SGD(SGD.Params(lr=lr), self.model.weights)
         self.loss = softmax_cross_entropy
 
@@ -148,7 +158,7 @@ def throughput(quick: bool, rounds: int = 5, archs: list[str] | None = None) -> 
         if ours.model.input_shape != (1, 28, 28):
             raise SystemExit(f"bench: architecture {arch!r} takes input {list(ours.model.input_shape)}, the benchmark feeds Fashion-MNIST (1, 28, 28)")
         try:
-            theirs = TorchRunner(cnnkit.build(spec))
+            theirs = TorchRunner(network(spec))
         except CnnkitError as exc:
             print(f"bench: {arch}: skipped, {exc}", file=sys.stderr)
             continue
@@ -221,7 +231,7 @@ def machine() -> dict:
     picks["spare_cores_now"] = parallel.spare_cores()  # False: load too high, convolutions do not split now
     picks["conv_strategies"] = {}
     for arch, spec in ARCHITECTURES.items():
-        model = cnnkit.build(spec)
+        model = network(spec)
         for r in model.layers:
             if r.entry.type == "conv2d" and r.layer.params.stride == 1:
                 c, f, k = r.input_shape[0], r.layer.params.filters, r.layer.params.kernel_size
@@ -253,7 +263,7 @@ def rss_child(framework: str, steps: int) -> None:
 
         torch.set_num_threads(num_threads())
 
-        runner = TorchRunner(cnnkit.build(SEED_SPEC))
+        runner = TorchRunner(network(SEED_SPEC))
     after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # Loading (decompressing, converting) peaks higher than training does, which would hide training's
     # own peak; Linux resets the peak (VmHWM) on writing 5 to clear_refs, so training's is measured alone.
@@ -347,7 +357,7 @@ def main() -> None:
         if sibling("bench_infer").available():
             import cnnkit
 
-            model = cnnkit.load(args.bundle) if args.bundle else cnnkit.build(ARCHITECTURES["best"])
+            model = cnnkit.load(args.bundle) if args.bundle else network(ARCHITECTURES["best"])
             report["predict_proba"] = sibling("bench_infer").predict(model, str(args.bundle or "best spec, untrained"), load_images(4096)[0], args.rounds)
         report["peak_rss_mib_train_batch64"] = peak_rss(args.quick)
     if args.json:
