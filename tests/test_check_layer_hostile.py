@@ -5,6 +5,7 @@ once), watches the global generators, and runs the per-step guard in float32 and
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -151,7 +152,9 @@ def test_check_layer_command_prints_the_failed_check(plugin_dir):
     result = CliRunner().invoke(app, ["check-layer", "stateful", "--input-shape", "3,4,4"])
     assert result.exit_code == 1
     assert "  FAIL  interleaved calls: forward A, forward B, backprop A, backprop B" in result.output
-    assert "error: stateful: 1 check(s) failed: interleaved calls" in result.output
+    # Interleaved calls catch per-call state every time; two real threads catch it only when their
+    # calls happen to overlap, so that check may fail too.
+    assert re.search(r"^error: stateful: (1 check\(s\) failed: interleaved calls|2 check\(s\) failed: interleaved calls, two threads)$", result.output, re.M)
 
 
 def _source(cls) -> str:
