@@ -67,12 +67,14 @@ def test_a_signal_stops_at_a_step_with_a_loadable_checkpoint_and_resume_finishes
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, (stdout, stderr)
-    match = re.fullmatch(r"error: training stopped at epoch (\d+), step (\d+) of 15; checkpoint (.+); go on with: cnnkit run --resume (.+)\n", stderr)
+    # The signal lands inside an epoch's steps or, epochs being short here, while an epoch is scored.
+    match = re.fullmatch(r"error: training stopped at epoch (\d+)(?:, step (\d+) of 15| after its 15 steps, while scoring it); "
+                         r"checkpoint (.+); go on with: cnnkit run --resume (.+)\n", stderr)
     # the command writes the bundle this run was asked for (without --out it wrote tiny.cnnkit, maybe over another)
     assert match and match[3] == str(last) and match[4] == f"{runs / 'tiny'} --out {out}", stderr
     assert not out.exists()
     model, saved = read_checkpoint(last)
-    assert (saved["epoch"], saved["step"]) == (int(match[1]), int(match[2]))
+    assert saved["epoch"] == int(match[1]) and (match[2] is None or saved["step"] == int(match[2]))
     assert model.predict(np.zeros((1, 28, 28), np.uint8)).shape == (1,)
     assert cli("inspect", last).exit_code == 0
     resumed = cli("run", "--resume", runs / "tiny", "--out", out, "--set", "train.epochs=" + match[1], "-q")

@@ -171,3 +171,27 @@ def test_resume_may_change_the_decay_but_not_whether_there_is_an_average(synthet
             resume_run(tmp_path / verb / "tiny", [change])
     model, state = resume_run(tmp_path / "removed" / "tiny", ["train.ema.decay=0.5"])
     assert state.ema.updates == 5 and state.ema.spec.decay == 0.5 and set(state.ema.weights) == set(model.weights)
+
+
+def test_a_run_whose_average_is_at_chance_says_the_average_may_lag():
+    """Scored with a slow average (about 1,000 steps) after a short run, a model may look untrained
+    because of the average, not because nothing was learned: the chance-level warning says so."""
+    from cnnkit.training.history import EpochRecord, History
+    from cnnkit.training.loop import _health
+
+    history = History([EpochRecord(epoch=1, train_loss=0.5, test_accuracy=0.1, test_macro_f1=0.02, lr=0.01, seconds=1.0)])
+    labels = np.arange(200) % 10
+    plain, = _health(history, 2.3, 10, labels, None)
+    assert plain.endswith("the model learned nothing useful")
+    averaged_run, = _health(history, 2.3, 10, labels, None, EmaSpec(decay=0.999))
+    assert averaged_run == (plain + ", or train.ema's average (decay 0.999: about the last 1,000 steps) still lags the "
+                            "training: for a short run lower the decay or set warmup_power")
+
+
+@pytest.mark.parametrize("value", [0.999, True])
+def test_ema_that_is_not_an_object_is_named_without_pydantic_class_names(value, synthetic_dir):
+    spec = ema_spec(synthetic_dir)
+    spec["train"]["ema"] = value
+    with pytest.raises(SpecError) as info:
+        cnnkit.validate_spec(spec)
+    assert str(info.value) == f"train.ema: input should be an object ({{...}}). Received: {str(value).lower()}"

@@ -54,7 +54,7 @@ BAD = [
     ({"schedule": {"type": "onecycle"}}, "train.schedule.max_lr", "required field is missing"),
     ({"schedule": {"type": "cosin"}}, "train.schedule.type", "expected one of 'constant', 'step', 'cosine', 'onecycle'. Received: \"cosin\""),
     ({"schedule": {"lr": 0.1}}, "train.schedule.type", "Received: null"),
-    ({"schedule": "cosine"}, "train.schedule", "valid dictionary"),
+    ({"schedule": "cosine"}, "train.schedule", "input should be an object ({...}). Received: \"cosine\""),
     ({"schedule": {"type": "cosine", "warmup": 3}}, "train.schedule.warmup", "did you mean 'warmup_steps'?"),
     ({"schedule": {"type": "cosine", "warmup_steps": 20, "total_steps": 20}}, "train.schedule.warmup_steps", "must be less than the total length (20 optimizer steps)"),
     ({"schedule": {"type": "onecycle", "max_lr": 0.1, "total_steps": 2}}, "train.schedule.pct_start", "leaves a phase without steps"),

@@ -125,11 +125,21 @@ def test_validation_scores_are_those_of_the_mean_probabilities(pixels):
     (["shift:0"], "'shift:0'"),
     (["shift:8"], "a shift must be smaller than the image (8x8)"),
     ("hflip", "valid list"),
+    (["hflip", "shift:1", "shift:2"], "list should have at most 2 items, not 3."),  # not pydantic's "after validation"
 ])
 def test_bad_tta_is_a_spec_error_at_its_path(tta, fragment):
     with pytest.raises(SpecError) as info:
         cnnkit.build(dict(SPEC, predict={"tta": tta}))
     assert "predict.tta" in str(info.value) and fragment in str(info.value)
+
+
+@pytest.mark.parametrize("tta", ["hflip", ["hflip"], None, 1])
+def test_tta_is_true_or_false_in_python(pixels, tta):
+    """tta="hflip" must not read as True and apply every view of the bundle."""
+    model = model_with(["hflip"])
+    with pytest.raises(cnnkit.CnnkitError, match=r"^tta must be True \(the bundle's own predict.tta: \['hflip'\]\) or False \(the images alone\). Received: "):
+        model.predict_proba(pixels, tta=tta)
+    model.predict_proba(pixels, tta=np.bool_(False))  # numpy's booleans are booleans
 
 
 def test_tta_needs_images():

@@ -289,6 +289,8 @@ class Model:
         of raw pixels that look scaled to 0..1 already, while the spec divides by 255, give a
         DataWarning (they would be answered at chance level, silently).
         """
+        if not isinstance(tta, (bool, np.bool_)):  # tta="hflip" would read as True and apply every view
+            raise CnnkitError(f"tta must be True (the bundle's own predict.tta: {list(self.spec.predict.tta)}) or False (the images alone). Received: {tta!r}")
         if not preprocessed:
             problem = inputs.prescaled_warning(np.asarray(images), self.spec.input.preprocess.divide)
             if problem:

@@ -65,6 +65,9 @@ def pydantic_problems(exc: ValidationError, model: type[BaseModel], prefix: tupl
             text = err["msg"]
             if text.startswith("Value error, "):
                 text = text[len("Value error, ") :]
+            if kind == "model_type":  # pydantic names the class ("instance of EmaSpec"): a spec writer sees an object
+                text = "input should be an object ({...})"
+            text = text.replace(" after validation", "")  # "at most 2 items after validation, not 3"
             msg = f"{text[0].lower()}{text[1:]}"
             if "received" not in text.lower():  # a layer's own validator may already say what it got
                 msg += f". Received: {received(err['input'])}"

@@ -291,7 +291,7 @@ def finish(model: Model, history: History, monitor: Monitor | None, best_weights
         history.test = _test_scores(model, x_test, test_labels, test_preprocessed)  # once, with the weights the model keeps
         history.validation = {"examples": len(held_out[1]), "monitor": monitor.monitor, "best_epoch": monitor.best_epoch,
                               "weights_from_epoch": kept, "stopped_early": last < model.spec.train.epochs}
-    history.warnings = _health(history, first_loss, model.output_shape[-1], test_labels, held_out)
+    history.warnings = _health(history, first_loss, model.output_shape[-1], test_labels, held_out, model.spec.train.ema)
 
 
 def _eager(model: Model, images: np.ndarray) -> bool:
@@ -331,8 +331,9 @@ def _test_scores(model: Model, x_test: np.ndarray, labels: np.ndarray, preproces
     return evaluate(model, x_test, labels, preprocessed=preprocessed)
 
 
-def _health(history: History, first_loss: float | None, classes: int, test_labels: np.ndarray, held_out: Any) -> list[str]:
-    """The warnings a finished run deserves: a loss that grew, a final accuracy at chance level."""
+def _health(history: History, first_loss: float | None, classes: int, test_labels: np.ndarray, held_out: Any, ema: Any = None) -> list[str]:
+    """The warnings a finished run deserves: a loss that grew, a final accuracy at chance level (with
+    train.ema, the average is what was scored: on a short run it may still be near the first weights)."""
     if not history or first_loss is None:
         return []
     found = [loss_growth_warning(first_loss, history[-1].train_loss, classes)]
@@ -341,4 +342,9 @@ def _health(history: History, first_loss: float | None, classes: int, test_label
         found.append(chance_warning(final, test_labels, "test"))
     elif held_out is not None:
         found.append(chance_warning(history[-1].val_accuracy, held_out[1], "validation"))
-    return [message for message in found if message]
+    return [_ema_hint(message, ema) if ema is not None and "at chance level" in message else message for message in found if message]
+
+
+def _ema_hint(message: str, ema: Any) -> str:
+    return (f"{message}, or train.ema's average (decay {ema.decay:g}: about the last {1 / (1 - ema.decay):,.0f} steps) "
+            f"still lags the training: for a short run lower the decay or set warmup_power")
