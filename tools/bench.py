@@ -73,7 +73,6 @@ def load_images(limit: int | None = None):
 
 class CnnkitRunner:
     def __init__(self, spec: Path = SEED_SPEC, lr: float = 0.005):
-        import cnnkit
         from cnnkit.runtime.losses import softmax_cross_entropy
         from cnnkit.optim import SGD
 
@@ -138,7 +137,6 @@ def _rate(fn, images: int) -> float:
 def throughput(quick: bool, rounds: int = 5, archs: list[str] | None = None) -> list[dict]:
     import torch
 
-    import cnnkit
     from cnnkit.errors import CnnkitError
     from cnnkit.runtime.parallel import num_threads
 
@@ -192,7 +190,6 @@ def machine() -> dict:
     """What the figures depend on: CPU model and caches, numpy and its BLAS, cnnkit's tuner picks."""
     import ctypes
 
-    import cnnkit
     from cnnkit.runtime import allocator, parallel, tuning
     from cnnkit.layers import conv_blocks, conv_gemm
 
@@ -258,7 +255,6 @@ def rss_child(framework: str, steps: int) -> None:
     else:
         import torch
 
-        import cnnkit
         from cnnkit.runtime.parallel import num_threads
 
         torch.set_num_threads(num_threads())

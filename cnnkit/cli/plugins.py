@@ -121,7 +121,7 @@ def _run_kit(command_name: str, what: str, params: str | None, input_shape: str 
     typer.echo(f"ok: {what} passed {sum(r.status == 'pass' for r in results)} checks")
 
 
-ParamsOption = Annotated[Optional[str], typer.Option("--params", help='Params as a JSON object, e.g. \'{"filters": 4, "kernel_size": 3}\'.')]
+ParamsOption = Annotated[Optional[str], typer.Option("--params", help='Params as a JSON object, e.g. \'{"filters": 4, "kernel_size": 3}\' for a layer, \'{"path": "data"}\' for a source.')]
 
 
 @command("check-layer")
@@ -187,4 +187,4 @@ def new_source(
     from ..plugins.scaffold import new_source as write_plugin
 
     root = write_plugin(name, dist, out)
-    _wrote(root, name, "source", f"cnnkit check-source {root.name}:{name} --params '{{\"path\": \"...\"}}'")
+    _wrote(root, name, "source", f"cnnkit check-source {root.name}:{name} --params '{{\"path\": \"...\"}}' --input-shape 1,28,28")

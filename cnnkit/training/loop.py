@@ -22,6 +22,7 @@ from ..errors import CnnkitError, DataError, DataWarning
 from ..metrics import accuracy, macro_f1
 from ..runtime.inputs import training_range_warning
 from ..runtime.model import Model
+from ..spec.training import EmaSpec
 from ..optim import OPTIMIZERS, Optimizer, build_schedule
 from .augment import Augmenter
 from .ema import WeightAverage, averaged, kept_weights
@@ -331,20 +332,18 @@ def _test_scores(model: Model, x_test: np.ndarray, labels: np.ndarray, preproces
     return evaluate(model, x_test, labels, preprocessed=preprocessed)
 
 
-def _health(history: History, first_loss: float | None, classes: int, test_labels: np.ndarray, held_out: Any, ema: Any = None) -> list[str]:
+def _health(history: History, first_loss: float | None, classes: int, test_labels: np.ndarray, held_out: Any, ema: EmaSpec | None = None) -> list[str]:
     """The warnings a finished run deserves: a loss that grew, a final accuracy at chance level (with
     train.ema, the average is what was scored: on a short run it may still be near the first weights)."""
     if not history or first_loss is None:
         return []
-    found = [loss_growth_warning(first_loss, history[-1].train_loss, classes)]
+    chance = None
     if len(test_labels):
         final = history.test["accuracy"] if history.test is not None else history[-1].test_accuracy
-        found.append(chance_warning(final, test_labels, "test"))
+        chance = chance_warning(final, test_labels, "test")
     elif held_out is not None:
-        found.append(chance_warning(history[-1].val_accuracy, held_out[1], "validation"))
-    return [_ema_hint(message, ema) if ema is not None and "at chance level" in message else message for message in found if message]
-
-
-def _ema_hint(message: str, ema: Any) -> str:
-    return (f"{message}, or train.ema's average (decay {ema.decay:g}: about the last {1 / (1 - ema.decay):,.0f} steps) "
-            f"still lags the training: for a short run lower the decay or set warmup_power")
+        chance = chance_warning(history[-1].val_accuracy, held_out[1], "validation")
+    if chance and ema is not None:
+        chance += (f", or train.ema's average (decay {ema.decay:g}: about the last {1 / (1 - ema.decay):,.0f} steps) "
+                   f"still lags the training: for a short run lower the decay or set warmup_power")
+    return [message for message in (loss_growth_warning(first_loss, history[-1].train_loss, classes), chance) if message]
