@@ -136,7 +136,53 @@ BN_SPEC = {
 def test_the_model_runs_the_best_specs_layers_as_fused_steps():
     model = cnnkit.build(BN_SPEC)
     assert [(s.kind, s.indices) for s in model.steps(train=True)][:4] == [("layer", (0,)), ("bn_relu_pool", (1, 2, 3)), ("layer", (4,)), ("bn_relu_pool", (5, 6, 7))]
-    assert [(s.kind, s.indices) for s in model.steps(train=False)][:4] == [("conv_bn", (0, 1)), ("relu_pool", (2, 3)), ("conv_bn", (4, 5)), ("relu_pool", (6, 7))]
+    # Inference: the first convolution (one input channel) folds its batch norm and pools as a step
+    # of its own; the second (16 -> 16 channels, Winograd) pools inside its kernel.
+    assert [(s.kind, s.indices) for s in model.steps(train=False)][:3] == [("conv_bn", (0, 1)), ("relu_pool", (2, 3)), ("conv_bn_relu_pool", (4, 5, 6, 7))]
+
+
+def test_inference_pools_inside_the_winograd_kernel_only_where_its_tiles_are_the_windows():
+    def kinds(layers, shape=(16, 9, 8)):
+        spec = {"input": {"shape": list(shape)}, "layers": [*layers, {"type": "flatten"}, {"type": "dense", "units": 3}]}
+        return [s.kind for s in cnnkit.build(spec).steps(train=False)][:-2]
+
+    conv = {"type": "conv2d", "filters": 16, "kernel_size": 3, "padding": "same"}
+    relu, pool = {"type": "relu"}, {"type": "maxpool2d", "pool_size": 2}
+    assert kinds([conv, relu, pool]) == ["conv_relu_pool"]
+    assert kinds([conv, {"type": "batchnorm2d"}, relu, pool]) == ["conv_bn_relu_pool"]
+    assert kinds([conv, relu, {**pool, "stride": 1}]) == ["layer", "relu_pool"]  # windows overlap tiles
+    assert kinds([conv, relu, {**pool, "pool_size": 3}]) == ["layer", "relu_pool"]
+    assert kinds([{**conv, "stride": 2}, relu, pool]) == ["layer", "relu_pool"]
+    assert kinds([{**conv, "kernel_size": 5}, relu, pool]) == ["layer", "relu_pool"]
+    assert kinds([conv, relu, pool], shape=(3, 9, 8)) == ["layer", "relu_pool"]  # too few channels for Winograd
+
+
+@pytest.mark.parametrize("n, c, h, w, f, padding, bias", [
+    (5, 16, 14, 14, 16, "same", True),  # even: every tile a window
+    (9, 16, 7, 9, 17, "same", False),  # odd: the last tile row and column are dropped; groups of 4, 4, 1
+    (1, 17, 6, 5, 16, "valid", True),  # batch 1, non-square, no padding
+    (2, 16, 4, 4, 16, 2, True),  # padding wider than the kernel
+])
+def test_the_pooled_winograd_kernel_gives_conv_relu_pool_values_bit_for_bit(n, c, h, w, f, padding, bias):
+    from cnnkit.layers.conv import Conv2D
+
+    from test_layers import _input, _weights
+
+    conv = Conv2D(filters=f, kernel_size=3, padding=padding, use_bias=bias)
+    weights, x = _weights(conv, (c, h, w)), _input((n, c, h, w))
+    x[0, :, :2, :2] = 0  # windows of equal outputs (the bias alone, if any)
+    assert conv.fuses_relu_pool((c, h, w))
+    y_conv = conv.forward(weights, x, Context(False))[0]
+    expected = bn_relu_pool.relu_pool(y_conv, 2, 2, train=False)[0]
+    y = conv.forward_relu_pool(weights, x)
+    assert y.shape == expected.shape == (n, f, y_conv.shape[2] // 2, y_conv.shape[3] // 2)
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(y, layers_in_turn_plain(y_conv))
+
+
+def layers_in_turn_plain(y_conv):
+    r = ReLU().forward({}, y_conv, Context(False))[0]
+    return MaxPool2D(pool_size=2).forward({}, r, Context(False))[0]
 
 
 def test_fused_and_plain_models_train_alike_and_predict_within_folding_rounding(monkeypatch):
@@ -262,3 +308,17 @@ def test_inference_with_cached_weights_follows_a_weight_change(monkeypatch):
     monkeypatch.setenv("CNNKIT_FUSE", "0")
     np.testing.assert_allclose(after, model.forward(x)[0], rtol=1e-5, atol=1e-6)
     assert not np.allclose(after, before)
+
+
+def test_a_net_without_batch_norm_predicts_the_same_bits_fused_or_not(monkeypatch):
+    spec = {"input": {"shape": [16, 10, 9]}, "layers": [
+        {"type": "conv2d", "filters": 16, "kernel_size": 3, "padding": "same"}, {"type": "relu"}, {"type": "maxpool2d", "pool_size": 2},
+        {"type": "flatten"}, {"type": "dense", "units": 4}, {"type": "softmax"}]}
+    x = np.random.default_rng(3).normal(size=(11, 16, 10, 9)).astype(np.float32)
+    outputs = {}
+    for fuse in ("0", "1"):
+        monkeypatch.setenv("CNNKIT_FUSE", fuse)
+        model = cnnkit.build(spec)
+        outputs[fuse] = (model.forward(x)[0], [s.kind for s in model.steps(train=False)])
+    assert outputs["1"][1][0] == "conv_relu_pool" and outputs["0"][1][0] == "layer"
+    np.testing.assert_array_equal(outputs["1"][0], outputs["0"][0])

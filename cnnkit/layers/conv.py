@@ -100,6 +100,21 @@ class Conv2D(Layer):
             return self._forward_stride1(weights, x, ctx.input_grad)
         return self._forward_strided(weights, x, ctx.input_grad)
 
+    def fuses_relu_pool(self, input_shape) -> bool:
+        """Whether inference may run this convolution -> relu -> maxpool2d(2, stride 2) as one step
+        (``forward_relu_pool``): the Winograd path's tiles are the pooling windows."""
+        p = self.params
+        return p.stride == 1 and winograd.suits(input_shape[0], p.kernel_size, p.filters)
+
+    def forward_relu_pool(self, weights, x) -> np.ndarray:
+        """Inference of this convolution -> relu -> maxpool2d(2, stride 2), where ``fuses_relu_pool``:
+        the values of the three layers, pooled inside the Winograd kernel (``kernels.winograd``)."""
+        kernel = weights["kernel"]
+        x = x.astype(np.result_type(x.dtype, kernel.dtype), copy=False)
+        pad_h, pad_w, out_h, out_w = self._geometry(x.shape[1:])
+        bias = weights["bias"] if self.params.use_bias else None
+        return winograd.forward(kernel, bias, x, pad_h, pad_w, out_h, out_w, False, False, relu_pool=True)[0]
+
     def _forward_winograd(self, weights, x, ctx):
         """3x3, stride 1, enough channels: Winograd F(2x2, 3x3) (``kernels.winograd``)."""
         kernel = weights["kernel"]

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .window_max import window_max
+
 AXES = (0, 2, 3)
 
 
@@ -156,7 +158,7 @@ def infer(x: np.ndarray, mean: np.ndarray, var: np.ndarray, gamma: np.ndarray, b
     scale = gamma.astype(dtype, copy=False) * (1.0 / np.sqrt(var.astype(dtype, copy=False) + eps)).astype(dtype, copy=False)
     scaled = x - mean.astype(dtype, copy=False)[:, None, None]
     scaled *= scale[:, None, None]
-    y = pool_max(window_views(scaled, pool, stride, out_h, out_w))
+    y = window_max(scaled, pool, stride, out_h, out_w)
     y += beta.astype(dtype, copy=False)[:, None, None]
     return np.maximum(y, dtype.type(0), out=y)
 
@@ -167,7 +169,7 @@ def relu_pool(x: np.ndarray, pool: int, stride: int, train: bool):
     where the maximum is not positive), bit for bit."""
     n, c, h, w = x.shape
     out_h, out_w = (h - pool) // stride + 1, (w - pool) // stride + 1
-    peak = pool_max(window_views(x, pool, stride, out_h, out_w))
+    peak = window_max(x, pool, stride, out_h, out_w)
     y = np.maximum(peak, x.dtype.type(0), out=peak if not train else None)
     if not train:
         return y, None

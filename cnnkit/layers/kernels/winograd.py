@@ -109,28 +109,42 @@ class _Scratch:
         return self.arrays[key]
 
 
-def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, pad_w, out_h: int, out_w: int, train: bool, input_grad: bool):
+def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, pad_w, out_h: int, out_w: int, train: bool, input_grad: bool,
+            relu_pool: bool = False):
     """y, backprop for a 3x3 stride-1 convolution of x (N, C, H, W) with kernel (F, C, 3, 3), padding
-    (before, after) pad_h and pad_w, output (N, F, out_h, out_w)."""
+    (before, after) pad_h and pad_w, output (N, F, out_h, out_w).
+
+    ``relu_pool`` (inference only): y is relu -> maxpool2d(2, stride 2) of the convolution's output,
+    (N, F, out_h // 2, out_w // 2). A tile's 2x2 outputs are exactly one pooling window, so each
+    window's maximum is three elementwise maxima of the output transform's four rows; the bias is
+    added and relu applied on the pooled grid, and only that quarter-size result is moved to NCHW.
+    The values are those of the three steps run one after another (the maximum commutes with adding
+    a bias and with relu, rounding included)."""
+    assert not (relu_pool and train), "relu_pool is an inference path"
     n, c, h, w = x.shape
     f = kernel.shape[0]
     dtype = x.dtype
     th, tw = -(-out_h // 2), -(-out_w // 2)
-    hp, wp = 2 * th + 2, 2 * tw + 2  # the tiles' reach: at least the padded input
     u = _kernels.get(transform_kernel, kernel) if not train else transform_kernel(kernel)  # (16, C, F)
     tile, output = TILE.astype(dtype), OUTPUT.astype(dtype)
     groups = _groups(n)
     kept: list = [None] * len(groups)  # V per group, for backprop
-    y = np.empty((n, f, out_h, out_w), dtype)
+    # The batch padded and channels last, (H, W, N, C), in one transposing copy: a group's tiles are
+    # then a slice of one strided view (numpy calls per group are few: with two threads, each call
+    # may wait for the interpreter lock).
+    x_tiles = _tiles(_padded(x, 2 * th + 2, 2 * tw + 2, pad_h, pad_w), th, tw, 4)
+    ph, pw = out_h // 2, out_w // 2
+    if relu_pool:
+        pooled = np.empty((ph, pw, n, f), dtype)
+    else:
+        y = np.empty((n, f, out_h, out_w), dtype)
     ranges = _group_ranges(len(groups), 16 * th * tw * n * c * f)
 
     def transformed(g, scratch, v=None):
         """V of group g: (16, th*tw*G, C), one (tiles, C) matrix per tile element."""
         first, size = groups[g]
-        xp = scratch("xp", (hp, wp, size, c), zeros=True)
-        xp[pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w] = x[first : first + size].transpose(2, 3, 0, 1)
         d = scratch("d", (4, 4, th, tw, size, c))
-        np.copyto(d, _tiles(xp, th, tw, 4))
+        np.copyto(d, x_tiles[:, :, :, :, first : first + size])
         v = np.empty((16, th * tw * size, c), dtype) if v is None else v
         np.matmul(tile, d.reshape(16, -1), out=v.reshape(16, -1))
         return v
@@ -145,11 +159,22 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
                 kept[g] = v
             m = np.matmul(v, u, out=scratch("m", (16, tiles, f)))  # one product per tile element
             out = np.matmul(output, m.reshape(16, -1), out=scratch("out", (4, tiles * f)))  # outputs (r, s) of each tile
+            if relu_pool:  # the maximum of each tile's four outputs; a partial last tile row or column is no window
+                peak = np.maximum(out[0], out[1], out=scratch("peak", (tiles * f,)))
+                np.maximum(peak, out[2], out=peak)
+                whole = (slice(None, ph), slice(None, pw))
+                np.maximum(peak.reshape(th, tw, size, f)[whole], out[3].reshape(th, tw, size, f)[whole], out=pooled[:, :, first : first + size])
+                continue
             y_last = scratch("y_last", (th, 2, tw, 2, size, f))
             np.copyto(y_last, out.reshape(2, 2, th, tw, size, f).transpose(2, 0, 3, 1, 4, 5))
             y[first : first + size] = y_last.reshape(2 * th, 2 * tw, size, f)[:out_h, :out_w].transpose(2, 3, 0, 1)
 
     blocks.run_ranges(forward_groups, ranges)
+    if relu_pool:
+        if bias is not None:
+            pooled += bias  # along the last axis, channels
+        np.maximum(pooled, dtype.type(0), out=pooled)
+        return np.ascontiguousarray(pooled.transpose(2, 3, 0, 1)), None
     if bias is not None:
         y.reshape(n, f, -1)[...] += bias[:, None]
 
@@ -157,8 +182,11 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
         grads = {}
         if bias is not None:
             grads["bias"] = dy.sum(axis=(0, 2, 3))
-        dx = np.empty((n, c, h, w), dy.dtype) if input_grad else None
         ut = np.ascontiguousarray(u.transpose(0, 2, 1))
+        # dy padded to whole tiles and channels last, (2th, 2tw, N, F); dx's tiles are added into
+        # a padded channels-last (H, W, N, C) array, moved to NCHW once at the end.
+        dy_tiles = _tiles(_padded(dy, 2 * th, 2 * tw, (0, 2 * th - out_h), (0, 2 * tw - out_w)), th, tw, 2)
+        dxp = np.zeros((2 * th + 2, 2 * tw + 2, n, c), dy.dtype) if input_grad else None
 
         def backward_groups(g0, g1):
             scratch = _Scratch(dy.dtype)
@@ -167,20 +195,16 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
                 first, size = groups[g]
                 tiles = th * tw * size
                 v = kept[g] if kept[g] is not None else transformed(g, scratch)  # forward ran in inference mode
-                dyp = scratch("dyp", (2 * th, 2 * tw, size, f), zeros=True)
-                dyp[:out_h, :out_w] = dy[first : first + size].transpose(2, 3, 0, 1)
-                dy_tiles = scratch("dy_tiles", (2, 2, th, tw, size, f))
-                np.copyto(dy_tiles, _tiles(dyp, th, tw, 2))
+                dy_group = scratch("dy_tiles", (2, 2, th, tw, size, f))
+                np.copyto(dy_group, dy_tiles[:, :, :, :, first : first + size])
                 dm = scratch("dm", (16, tiles, f))
-                np.matmul(output.T, dy_tiles.reshape(4, -1), out=dm.reshape(16, -1))
+                np.matmul(output.T, dy_group.reshape(4, -1), out=dm.reshape(16, -1))
                 sums.append(np.matmul(v.transpose(0, 2, 1), dm))  # (16, C, F), summed over the group's tiles
                 if input_grad:
                     dv = np.matmul(dm, ut, out=scratch("dv", (16, tiles, c)))
                     d_tiles = scratch("d_tiles", (16, th, tw, size, c))
                     np.matmul(tile.T, dv.reshape(16, -1), out=d_tiles.reshape(16, -1))
-                    dxp = scratch("dxp", (hp, wp, size, c))
-                    _overlap_add(d_tiles, dxp)
-                    dx[first : first + size] = dxp[pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w].transpose(2, 3, 0, 1)
+                    _overlap_add(d_tiles, dxp[:, :, first : first + size])
             return sums
 
         group_sums = [s for part in blocks.run_ranges(backward_groups, ranges) for s in part]
@@ -188,22 +212,43 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
         for s in group_sums[1:]:  # group by group, in order
             du += s
         grads["kernel"] = kernel_gradient(du)
+        dx = np.ascontiguousarray(dxp[pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w].transpose(2, 3, 0, 1)) if input_grad else None
         return dx, grads
 
     return y, backprop
 
 
+def _padded(a: np.ndarray, hp: int, wp: int, pad_h, pad_w) -> np.ndarray:
+    """a (N, C, H, W) channels last, (hp, wp, N, C), with pad_h[0] zero rows before it and
+    pad_w[0] zero columns (zeros after it to fill hp x wp)."""
+    n, c, h, w = a.shape
+    out = np.empty((hp, wp, n, c), a.dtype)
+    out[: pad_h[0]] = 0
+    out[pad_h[0] + h :] = 0
+    out[pad_h[0] : pad_h[0] + h, : pad_w[0]] = 0
+    out[pad_h[0] : pad_h[0] + h, pad_w[0] + w :] = 0
+    out[pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w] = a.transpose(2, 3, 0, 1)
+    return out
+
+
 def _overlap_add(tiles: np.ndarray, dxp: np.ndarray) -> None:
-    """dxp (2th + 2, 2tw + 2, ...) = the tiles (16, th, tw, ...) added where they overlap, in a fixed
-    order: the elements (i, j) with i, j < 2 cover every position but the last two rows and columns
-    once (written), the others are added."""
+    """dxp (2th + 2, 2tw + 2, ...) = the tiles (16, th, tw, ...) added where they overlap.
+
+    Tile element (2p + r, 2q + s) of tile (a, b) lands on position (2(a + p) + r, 2(b + q) + s):
+    seen as 2x2 blocks, each (p, q) adds one whole block-shifted array. (0, 0) is written, then
+    (0, 1), (1, 0) and (1, 1) are added, so each position sums its terms in that fixed order; the
+    last block row and column, which (0, 0) does not reach, start at zero."""
     th, tw = tiles.shape[1:3]
-    dxp[2 * th :] = 0
-    dxp[:, 2 * tw :] = 0
-    for e in (0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15):
-        i, j = divmod(e, 4)
-        target = dxp[i : i + 2 * th : 2, j : j + 2 * tw : 2]
-        if i < 2 and j < 2:
-            target[...] = tiles[e]
+    rest = tiles.shape[3:]
+    blocks_ = dxp.reshape(th + 1, 2, tw + 1, 2, *rest)
+    assert np.may_share_memory(blocks_, dxp), "a view, not a copy"  # (splitting axes of a slice is always a view)
+    by_pq = tiles.reshape(2, 2, 2, 2, th, tw, *rest)  # (p, r, q, s, a, b, ...)
+    blocks_[th] = 0
+    blocks_[:, :, tw] = 0
+    for p, q in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        source = by_pq[p, :, q].transpose(2, 0, 3, 1, *range(4, 4 + len(rest)))  # (a, r, b, s, ...)
+        target = blocks_[p : p + th, :, q : q + tw]
+        if p == q == 0:
+            target[...] = source
         else:
-            target += tiles[e]
+            target += source
