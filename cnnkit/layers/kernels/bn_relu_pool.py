@@ -131,11 +131,15 @@ def train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, pool: 
             for r, target in zip(routed, window_views(dx, pool, stride, out_h, out_w)):
                 target += per_channel(r, scale)
             return dx, {"gamma": gamma_grad, "beta": beta_grad}
-        d_parts = per_channel(parts, k1, k2)
-        for r, d_part in zip(routed, d_parts):
-            d_part += per_channel(r, scale)
         dx = per_channel(centered, k1, k2) if margins else np.empty_like(x)
-        dx[:, :, : pool * out_h, : pool * out_w].reshape(n, c, out_h, pool, out_w, pool)[...] = d_parts.reshape(pool, pool, n, c, out_h, out_w).transpose(2, 3, 4, 0, 5, 1)
+        # Window element by window element: scale * dbn - the mean terms, into a quarter-size buffer
+        # (it stays in cache), then to its place in dx, one strided copy each (about twice as fast
+        # as one copy through a 6-D transpose, whose innermost run is pool long).
+        d_part = np.empty(parts.shape[1:], x.dtype)
+        for r, part, target in zip(routed, parts, window_views(dx, pool, pool, out_h, out_w)):
+            per_channel(part, k1, k2, out=d_part)
+            d_part += per_channel(r, scale)
+            target[...] = d_part
         return dx, {"gamma": gamma_grad, "beta": beta_grad}
 
     if tiled and not margins:
