@@ -11,7 +11,7 @@ from pydantic import BeforeValidator, NonNegativeInt, PositiveFloat, PositiveInt
 
 from . import conv_blocks as blocks
 from . import conv_gemm
-from .kernels import winograd
+from .kernels import winograd, winograd_pool
 from .base import Layer, LayerParams, Weight, kernel_init
 
 
@@ -108,12 +108,13 @@ class Conv2D(Layer):
 
     def forward_relu_pool(self, weights, x) -> np.ndarray:
         """Inference of this convolution -> relu -> maxpool2d(2, stride 2), where ``fuses_relu_pool``:
-        the values of the three layers, pooled inside the Winograd kernel (``kernels.winograd``)."""
+        the three layers' values up to float32 rounding, pooled inside a Winograd F(4x4, 3x3)
+        kernel (``kernels.winograd_pool``)."""
         kernel = weights["kernel"]
         x = x.astype(np.result_type(x.dtype, kernel.dtype), copy=False)
         pad_h, pad_w, out_h, out_w = self._geometry(x.shape[1:])
         bias = weights["bias"] if self.params.use_bias else None
-        return winograd.forward(kernel, bias, x, pad_h, pad_w, out_h, out_w, False, False, relu_pool=True)[0]
+        return winograd_pool.relu_pool(kernel, bias, x, pad_h, pad_w, out_h, out_w)
 
     def _forward_winograd(self, weights, x, ctx):
         """3x3, stride 1, enough channels: Winograd F(2x2, 3x3) (``kernels.winograd``)."""

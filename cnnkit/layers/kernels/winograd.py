@@ -70,16 +70,16 @@ def kernel_gradient(du: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((KERNEL.T.astype(du.dtype) @ du.reshape(16, c * f)).reshape(3, 3, c, f).transpose(3, 2, 0, 1))
 
 
-def _tiles(padded: np.ndarray, th: int, tw: int, size: int) -> np.ndarray:
-    """The size x size tiles (stride 2) of a group's channels-last array (H, W, G, C), as a
-    (size, size, th, tw, G, C) view: element (i, j) of tile (r, t) is padded[2r + i, 2t + j]."""
+def _tiles(padded: np.ndarray, th: int, tw: int, size: int, step: int = 2) -> np.ndarray:
+    """The size x size tiles (stride ``step``) of a channels-last array (H, W, ...), as a
+    (size, size, th, tw, ...) view: element (i, j) of tile (r, t) is padded[step*r + i, step*t + j]."""
     s = padded.strides
-    return as_strided(padded, (size, size, th, tw, *padded.shape[2:]), (s[0], s[1], 2 * s[0], 2 * s[1], *s[2:]), writeable=False)
+    return as_strided(padded, (size, size, th, tw, *padded.shape[2:]), (s[0], s[1], step * s[0], step * s[1], *s[2:]), writeable=False)
 
 
-def _groups(n: int) -> list[tuple[int, int]]:
-    """(first image, images) of each group: GROUP images, the last group the rest."""
-    return [(g, min(GROUP, n - g)) for g in range(0, n, GROUP)]
+def _groups(n: int, group: int = GROUP) -> list[tuple[int, int]]:
+    """(first image, images) of each group: ``group`` images, the last group the rest."""
+    return [(g, min(group, n - g)) for g in range(0, n, group)]
 
 
 def _group_ranges(groups: int, macs: int) -> list[tuple[int, int]]:
@@ -109,18 +109,9 @@ class _Scratch:
         return self.arrays[key]
 
 
-def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, pad_w, out_h: int, out_w: int, train: bool, input_grad: bool,
-            relu_pool: bool = False):
+def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, pad_w, out_h: int, out_w: int, train: bool, input_grad: bool):
     """y, backprop for a 3x3 stride-1 convolution of x (N, C, H, W) with kernel (F, C, 3, 3), padding
-    (before, after) pad_h and pad_w, output (N, F, out_h, out_w).
-
-    ``relu_pool`` (inference only): y is relu -> maxpool2d(2, stride 2) of the convolution's output,
-    (N, F, out_h // 2, out_w // 2). A tile's 2x2 outputs are exactly one pooling window, so each
-    window's maximum is three elementwise maxima of the output transform's four rows; the bias is
-    added and relu applied on the pooled grid, and only that quarter-size result is moved to NCHW.
-    The values are those of the three steps run one after another (the maximum commutes with adding
-    a bias and with relu, rounding included)."""
-    assert not (relu_pool and train), "relu_pool is an inference path"
+    (before, after) pad_h and pad_w, output (N, F, out_h, out_w)."""
     n, c, h, w = x.shape
     f = kernel.shape[0]
     dtype = x.dtype
@@ -133,11 +124,7 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
     # then a slice of one strided view (numpy calls per group are few: with two threads, each call
     # may wait for the interpreter lock).
     x_tiles = _tiles(_padded(x, 2 * th + 2, 2 * tw + 2, pad_h, pad_w), th, tw, 4)
-    ph, pw = out_h // 2, out_w // 2
-    if relu_pool:
-        pooled = np.empty((ph, pw, n, f), dtype)
-    else:
-        y = np.empty((n, f, out_h, out_w), dtype)
+    y = np.empty((n, f, out_h, out_w), dtype)
     ranges = _group_ranges(len(groups), 16 * th * tw * n * c * f)
 
     def transformed(g, scratch, v=None):
@@ -159,22 +146,11 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
                 kept[g] = v
             m = np.matmul(v, u, out=scratch("m", (16, tiles, f)))  # one product per tile element
             out = np.matmul(output, m.reshape(16, -1), out=scratch("out", (4, tiles * f)))  # outputs (r, s) of each tile
-            if relu_pool:  # the maximum of each tile's four outputs; a partial last tile row or column is no window
-                peak = np.maximum(out[0], out[1], out=scratch("peak", (tiles * f,)))
-                np.maximum(peak, out[2], out=peak)
-                whole = (slice(None, ph), slice(None, pw))
-                np.maximum(peak.reshape(th, tw, size, f)[whole], out[3].reshape(th, tw, size, f)[whole], out=pooled[:, :, first : first + size])
-                continue
             y_last = scratch("y_last", (th, 2, tw, 2, size, f))
             np.copyto(y_last, out.reshape(2, 2, th, tw, size, f).transpose(2, 0, 3, 1, 4, 5))
             y[first : first + size] = y_last.reshape(2 * th, 2 * tw, size, f)[:out_h, :out_w].transpose(2, 3, 0, 1)
 
     blocks.run_ranges(forward_groups, ranges)
-    if relu_pool:
-        if bias is not None:
-            pooled += bias  # along the last axis, channels
-        np.maximum(pooled, dtype.type(0), out=pooled)
-        return np.ascontiguousarray(pooled.transpose(2, 3, 0, 1)), None
     if bias is not None:
         y.reshape(n, f, -1)[...] += bias[:, None]
 
