@@ -124,7 +124,7 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
     # then a slice of one strided view (numpy calls per group are few: with two threads, each call
     # may wait for the interpreter lock).
     x_tiles = _tiles(_padded(x, 2 * th + 2, 2 * tw + 2, pad_h, pad_w), th, tw, 4)
-    y = np.empty((n, f, out_h, out_w), dtype)
+    y_tiles = np.empty((th, 2, tw, 2, n, f), dtype)  # the output by tile, channels last: (tile row, r, tile column, s, N, F)
     ranges = _group_ranges(len(groups), 16 * th * tw * n * c * f)
 
     def transformed(g, scratch, v=None):
@@ -146,11 +146,10 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
                 kept[g] = v
             m = np.matmul(v, u, out=scratch("m", (16, tiles, f)))  # one product per tile element
             out = np.matmul(output, m.reshape(16, -1), out=scratch("out", (4, tiles * f)))  # outputs (r, s) of each tile
-            y_last = scratch("y_last", (th, 2, tw, 2, size, f))
-            np.copyto(y_last, out.reshape(2, 2, th, tw, size, f).transpose(2, 0, 3, 1, 4, 5))
-            y[first : first + size] = y_last.reshape(2 * th, 2 * tw, size, f)[:out_h, :out_w].transpose(2, 3, 0, 1)
+            np.copyto(y_tiles[:, :, :, :, first : first + size], out.reshape(2, 2, th, tw, size, f).transpose(2, 0, 3, 1, 4, 5))
 
     blocks.run_ranges(forward_groups, ranges)
+    y = np.ascontiguousarray(y_tiles.reshape(2 * th, 2 * tw, n, f)[:out_h, :out_w].transpose(2, 3, 0, 1))
     if bias is not None:
         y.reshape(n, f, -1)[...] += bias[:, None]
 
@@ -162,7 +161,7 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
         # dy padded to whole tiles and channels last, (2th, 2tw, N, F); dx's tiles are added into
         # a padded channels-last (H, W, N, C) array, moved to NCHW once at the end.
         dy_tiles = _tiles(_padded(dy, 2 * th, 2 * tw, (0, 2 * th - out_h), (0, 2 * tw - out_w)), th, tw, 2)
-        dxp = np.zeros((2 * th + 2, 2 * tw + 2, n, c), dy.dtype) if input_grad else None
+        dxp = np.zeros((2 * th + 2, 2 * tw + 2, n, c), dy.dtype) if input_grad else None  # each group adds into its own images
 
         def backward_groups(g0, g1):
             scratch = _Scratch(dy.dtype)
@@ -213,14 +212,12 @@ def _overlap_add(tiles: np.ndarray, dxp: np.ndarray) -> None:
     Tile element (2p + r, 2q + s) of tile (a, b) lands on position (2(a + p) + r, 2(b + q) + s):
     seen as 2x2 blocks, each (p, q) adds one whole block-shifted array. (0, 0) is written, then
     (0, 1), (1, 0) and (1, 1) are added, so each position sums its terms in that fixed order; the
-    last block row and column, which (0, 0) does not reach, start at zero."""
+    last block row and column, which (0, 0) does not reach, must hold zeros."""
     th, tw = tiles.shape[1:3]
     rest = tiles.shape[3:]
     blocks_ = dxp.reshape(th + 1, 2, tw + 1, 2, *rest)
     assert np.may_share_memory(blocks_, dxp), "a view, not a copy"  # (splitting axes of a slice is always a view)
     by_pq = tiles.reshape(2, 2, 2, 2, th, tw, *rest)  # (p, r, q, s, a, b, ...)
-    blocks_[th] = 0
-    blocks_[:, :, tw] = 0
     for p, q in ((0, 0), (0, 1), (1, 0), (1, 1)):
         source = by_pq[p, :, q].transpose(2, 0, 3, 1, *range(4, 4 + len(rest)))  # (a, r, b, s, ...)
         target = blocks_[p : p + th, :, q : q + tw]
