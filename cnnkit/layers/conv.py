@@ -94,11 +94,16 @@ class Conv2D(Layer):
 
     def forward(self, weights, x, ctx):
         p = self.params
-        if p.stride == 1 and winograd.suits(x.shape[1], p.kernel_size, p.filters):
+        if p.stride == 1 and winograd.suits(x.shape[1], p.kernel_size, p.filters) and (not ctx.train or self._winograd_pays(x)):
             return self._forward_winograd(weights, x, ctx)
         if p.stride == 1:
             return self._forward_stride1(weights, x, ctx.input_grad)
         return self._forward_strided(weights, x, ctx.input_grad)
+
+    def _winograd_pays(self, x) -> bool:
+        """In training, whether the batch is big enough for Winograd (``winograd.pays_in_training``)."""
+        _, _, out_h, out_w = self._geometry(x.shape[1:])
+        return winograd.pays_in_training(x.shape[0], out_h, out_w)
 
     def fuses_relu_pool(self, input_shape) -> bool:
         """Whether inference may run this convolution -> relu -> maxpool2d(2, stride 2) as one step
