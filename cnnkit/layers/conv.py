@@ -112,9 +112,9 @@ class Conv2D(Layer):
         return p.stride == 1 and winograd.suits(input_shape[0], p.kernel_size, p.filters)
 
     def forward_relu_pool(self, weights, x) -> np.ndarray:
-        """Inference of this convolution -> relu -> maxpool2d(2, stride 2), where ``fuses_relu_pool``:
-        the three layers' values up to float32 rounding, pooled inside a Winograd F(4x4, 3x3)
-        kernel (``kernels.winograd_pool``)."""
+        """Inference of this convolution -> relu -> maxpool2d(2, stride 2), where ``fuses_relu_pool``,
+        pooled inside a Winograd kernel (``kernels.winograd_pool``): F(2x2, 3x3) gives the three
+        layers' values bit for bit, F(4x4, 3x3) (where it needs fewer multiply-adds) to rounding."""
         kernel = weights["kernel"]
         x = x.astype(np.result_type(x.dtype, kernel.dtype), copy=False)
         pad_h, pad_w, out_h, out_w = self._geometry(x.shape[1:])

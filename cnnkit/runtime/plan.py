@@ -11,8 +11,9 @@ A fused step computes what its layers compute, with fewer passes over memory:
   (``cnnkit.layers.kernels.fold``), followed by ``relu_pool`` when relu -> maxpool2d come next.
 - ``conv_bn_relu_pool`` and ``conv_relu_pool`` (inference only): a 3x3 convolution on the Winograd
   path (batch norm folded in, or none), relu and a 2x2 stride-2 max pool in one kernel call, pooled
-  before its output leaves the kernel's tiles (``Conv2D.forward_relu_pool``; the same values as
-  ``conv_bn`` then ``relu_pool``).
+  before its output leaves the kernel's tiles (``Conv2D.forward_relu_pool``, which takes Winograd
+  F(2x2, 3x3) or F(4x4, 3x3) by the layer's shape: with F(2x2) the values of ``conv_bn`` (or the
+  convolution) then ``relu_pool`` bit for bit, with F(4x4) to rounding).
 
 Only the built-in classes themselves fuse (a subclass or a plugin layer runs as itself); any
 pool size and stride maxpool2d accepts fuses. ``CNNKIT_FUSE=0`` runs every layer as itself: the
@@ -45,8 +46,8 @@ StepGrads = list[tuple[int, dict[str, np.ndarray]]]
 
 @dataclass(frozen=True)
 class Step:
-    """Layers ``indices`` (consecutive) run as ``kind``; ``conv`` is the folded convolution of a
-    ``conv_bn`` step (the spec's convolution with a bias)."""
+    """Layers ``indices`` (consecutive) run as ``kind``; ``conv`` is the convolution a ``conv_*``
+    step runs: with batch norm folded in, the spec's convolution with a bias; else the spec's own."""
 
     kind: str
     indices: tuple[int, ...]
@@ -70,18 +71,14 @@ def plan(layers: list, train: bool) -> list[Step]:
     while i < len(layers):
         here = kinds[i : i + 4]
         if fuse and not train and _pooled_conv(layers, i, here):
-            conv = layers[i].layer
             if here[1] is BatchNorm2D:
-                twin = Conv2D(conv.params.model_copy(update={"use_bias": True}))
-                steps.append(Step("conv_bn_relu_pool", (i, i + 1, i + 2, i + 3), twin))
+                steps.append(Step("conv_bn_relu_pool", (i, i + 1, i + 2, i + 3), _with_bias(layers[i].layer)))
                 i += 4
             else:
-                steps.append(Step("conv_relu_pool", (i, i + 1, i + 2), conv))
+                steps.append(Step("conv_relu_pool", (i, i + 1, i + 2), layers[i].layer))
                 i += 3
         elif fuse and not train and here[:2] == [Conv2D, BatchNorm2D]:
-            conv = layers[i].layer
-            twin = Conv2D(conv.params.model_copy(update={"use_bias": True}))
-            steps.append(Step("conv_bn", (i, i + 1), twin))
+            steps.append(Step("conv_bn", (i, i + 1), _with_bias(layers[i].layer)))
             i += 2
         elif fuse and here[:3] == [BatchNorm2D, ReLU, MaxPool2D]:
             steps.append(Step("bn_relu_pool", (i, i + 1, i + 2)))
@@ -93,6 +90,11 @@ def plan(layers: list, train: bool) -> list[Step]:
             steps.append(Step("layer", (i,)))
             i += 1
     return steps
+
+
+def _with_bias(conv: Conv2D) -> Conv2D:
+    """The convolution a batch norm folds into: the same one with a bias."""
+    return Conv2D(conv.params.model_copy(update={"use_bias": True}))
 
 
 def _pooled_conv(layers: list, i: int, kinds: list) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .window_max import window_max
+from .window_max import maximum_of, window_max
 
 AXES = (0, 2, 3)
 
@@ -69,13 +69,6 @@ def windows(a: np.ndarray, k: int, out_h: int, out_w: int) -> np.ndarray:
     return out.reshape(k * k, n, c, out_h, out_w)
 
 
-def pool_max(views) -> np.ndarray:
-    peak = views[0].copy()
-    for view in views[1:]:
-        np.maximum(peak, view, out=peak)
-    return peak
-
-
 def _first_maxima(parts, peak: np.ndarray, through: np.ndarray) -> list[np.ndarray]:
     """For each window element, ``through`` where it is the first (in window order) equal to the
     window's maximum ``peak``, else 0: where maxpool2d's backprop sends the gradient."""
@@ -114,7 +107,7 @@ def train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, pool: 
         bn = np.empty((pool * pool, n, c, out_h, out_w), x.dtype)
         for out, part in zip(bn, parts):
             per_channel(part, scale, beta, out=out)
-    peak = pool_max(bn)
+    peak = maximum_of(bn)  # over the window elements
     y = np.maximum(peak, dtype(0))
     margins = tiled and (h > pool * out_h or w > pool * out_w)  # rows or columns no window reaches
 

@@ -25,6 +25,7 @@ import functools
 
 import numpy as np
 
+from .. import conv_blocks as blocks
 from . import winograd
 from .derived import Derived
 
@@ -36,8 +37,11 @@ _AT4 = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [
 # m -> (tile transform, kernel transform, output transform): V = TILE d, U = KERNEL g, Y = OUTPUT M.
 TRANSFORMS = {2: (winograd.TILE, winograd.KERNEL, winograd.OUTPUT),
               4: (np.kron(_BT4, _BT4), np.kron(_G4, _G4), np.kron(_AT4, _AT4))}
-# Tile elements x tiles per group of images: a group's work arrays stay in a core's L2 cache and
-# its products are tall enough to run well (4 images of 14x14 outputs with F(2x2, 3x3)).
+# Tile elements x tiles per group of images (4 images of 14x14 outputs with F(2x2, 3x3), 22 of 7x7
+# with F(4x4, 3x3)): enough tiles for the products to run well; the work arrays of F(2x2)'s groups
+# stay in a 2 MiB L2 cache, F(4x4)'s wider channels' do not quite. Measured on the best net's two
+# pooled steps (128 images, one thread): 3,200 and 1,600 took the same time in all (1,600 was 7%
+# faster on the first, 7% slower on the second), 800 was 5-15% slower.
 GROUP_ELEMENTS = 3200
 
 _kernels = {m: Derived() for m in TRANSFORMS}  # U of each kernel, while the kernel is unchanged
@@ -54,7 +58,11 @@ def tile_size(c: int, f: int, out_h: int, out_w: int) -> int:
 
 
 def transform_kernel(kernel: np.ndarray, m: int) -> np.ndarray:
-    """(F, C, 3, 3) -> U, ((m + 2)^2, C, F), computed in float64 and rounded once to the kernel's type."""
+    """(F, C, 3, 3) -> U, ((m + 2)^2, C, F). F(2x2, 3x3)'s is the training path's own (so the pooled
+    step gives the layers' values bit for bit); F(4x4, 3x3)'s is computed in float64 and rounded
+    once to the kernel's type (its coefficients 1/6, 1/12, 1/24 are not exact)."""
+    if m == 2:
+        return winograd.transform_kernel(kernel)
     f, c = kernel.shape[:2]
     flat = kernel.transpose(2, 3, 1, 0).reshape(9, c * f).astype(np.float64)
     return (TRANSFORMS[m][1] @ flat).reshape(-1, c, f).astype(kernel.dtype)
@@ -73,13 +81,13 @@ def relu_pool(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h,
     th, tw = -(-out_h // m), -(-out_w // m)
     u = _kernels[m].get(functools.partial(transform_kernel, m=m), kernel)  # (elements, C, F)
     tile, output = (a.astype(dtype) for a in TRANSFORMS[m][::2])  # integers: exact
-    groups = winograd._groups(n, max(1, GROUP_ELEMENTS // (elements * th * tw)))
-    x_tiles = winograd._tiles(winograd._padded(x, m * th + 2, m * tw + 2, pad_h, pad_w), th, tw, size, step=m)
+    groups = winograd.groups_of(n, max(1, GROUP_ELEMENTS // (elements * th * tw)))
+    x_tiles = winograd.tile_view(winograd.padded(x, m * th + 2, m * tw + 2, pad_h, pad_w), th, tw, size, step=m)
     pooled = np.empty((th, half, tw, half, n, f), dtype)  # window rows (tile row, a), columns (tile column, b)
     by_window = pooled.transpose(1, 3, 0, 2, 4, 5)  # (a, b, th, tw, N, F)
 
     def pool_groups(g0, g1):
-        scratch = winograd._Scratch(dtype)
+        scratch = winograd.Scratch(dtype)
         for g in range(g0, g1):
             first, images = groups[g]
             tiles = th * tw * images
@@ -93,7 +101,7 @@ def relu_pool(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h,
             over_i = np.maximum(by_ij[:, 0], by_ij[:, 1], out=scratch("over_i", (half, half, 2, th, tw, images, f)))
             np.maximum(over_i[:, :, 0], over_i[:, :, 1], out=by_window[:, :, :, :, first : first + images])
 
-    winograd.blocks.run_ranges(pool_groups, winograd._group_ranges(len(groups), elements * th * tw * n * c * f))
+    blocks.run_ranges(pool_groups, winograd.group_ranges(len(groups), elements * th * tw * n * c * f))
     y = pooled.reshape(half * th, half * tw, n, f)[: out_h // 2, : out_w // 2]
     if bias is not None:
         y += bias  # along the last axis, channels
