@@ -136,7 +136,135 @@ BN_SPEC = {
 def test_the_model_runs_the_best_specs_layers_as_fused_steps():
     model = cnnkit.build(BN_SPEC)
     assert [(s.kind, s.indices) for s in model.steps(train=True)][:4] == [("layer", (0,)), ("bn_relu_pool", (1, 2, 3)), ("layer", (4,)), ("bn_relu_pool", (5, 6, 7))]
-    assert [(s.kind, s.indices) for s in model.steps(train=False)][:4] == [("conv_bn", (0, 1)), ("relu_pool", (2, 3)), ("conv_bn", (4, 5)), ("relu_pool", (6, 7))]
+    # Inference: the first convolution (one input channel) folds its batch norm and pools as a step
+    # of its own; the second (16 -> 16 channels, Winograd) pools inside its kernel.
+    assert [(s.kind, s.indices) for s in model.steps(train=False)][:3] == [("conv_bn", (0, 1)), ("relu_pool", (2, 3)), ("conv_bn_relu_pool", (4, 5, 6, 7))]
+
+
+def test_inference_pools_inside_the_winograd_kernel_only_where_its_tiles_are_the_windows():
+    def kinds(layers, shape=(16, 9, 8)):
+        spec = {"input": {"shape": list(shape)}, "layers": [*layers, {"type": "flatten"}, {"type": "dense", "units": 3}]}
+        return [s.kind for s in cnnkit.build(spec).steps(train=False)][:-2]
+
+    conv = {"type": "conv2d", "filters": 16, "kernel_size": 3, "padding": "same"}
+    relu, pool = {"type": "relu"}, {"type": "maxpool2d", "pool_size": 2}
+    assert kinds([conv, relu, pool]) == ["conv_relu_pool"]
+    assert kinds([conv, {"type": "batchnorm2d"}, relu, pool]) == ["conv_bn_relu_pool"]
+    assert kinds([conv, relu, {**pool, "stride": 1}]) == ["layer", "relu_pool"]  # windows overlap tiles
+    assert kinds([conv, relu, {**pool, "pool_size": 3}]) == ["layer", "relu_pool"]
+    assert kinds([{**conv, "stride": 2}, relu, pool]) == ["layer", "relu_pool"]
+    assert kinds([{**conv, "kernel_size": 5}, relu, pool]) == ["layer", "relu_pool"]
+    assert kinds([conv, relu, pool], shape=(3, 9, 8)) == ["layer", "relu_pool"]  # too few channels for Winograd
+
+
+# (N, C, H, W, F, padding, bias). F(2x2, 3x3) (tile_size 2) first: whole tiles, odd sizes whose last
+# window row and column are dropped, batch 1, non-square, no padding, padding wider than the kernel,
+# several groups of images (12 a group at 8x8) with a partial last one.
+POOLED_CASES = [
+    (5, 16, 14, 14, 16, "same", True),
+    (9, 16, 7, 9, 17, "same", False),
+    (1, 17, 6, 5, 16, "valid", True),
+    (2, 16, 4, 4, 16, 2, True),
+    (33, 16, 8, 8, 16, "same", True),
+    # F(4x4, 3x3) (tile_size 4): the best net's third block (odd: half a tile wasted at each edge);
+    # non-square, three groups of 9 images, the last partial; no padding.
+    (3, 64, 7, 7, 128, "same", True),
+    (20, 48, 9, 11, 64, "same", False),
+    (9, 64, 6, 6, 128, "valid", True),
+]
+
+
+def test_each_layer_takes_the_winograd_tile_with_fewer_multiply_adds():
+    from cnnkit.layers.kernels.winograd_pool import tile_size
+
+    assert tile_size(32, 64, 14, 14) == 2  # the best net's second block: F(4x4) would waste a third of its tiles
+    assert tile_size(64, 128, 7, 7) == 4  # its third block
+    from cnnkit.layers.conv import Conv2D
+
+    outputs = [(c, Conv2D(filters=f, kernel_size=3, padding=p).output_shape((c, h, w))) for _, c, h, w, f, p, _ in POOLED_CASES]
+    sizes = {tile_size(c, f, out_h, out_w) for c, (f, out_h, out_w) in outputs}
+    assert sizes == {2, 4}  # the cases below run both
+
+
+@pytest.mark.parametrize("n, c, h, w, f, padding, bias", POOLED_CASES)
+def test_the_pooled_winograd_kernel_matches_the_reference_in_float64(n, c, h, w, f, padding, bias):
+    from cnnkit.layers.conv import Conv2D
+
+    from test_layers import _input, _weights, reference_conv2d
+
+    conv = Conv2D(filters=f, kernel_size=3, padding=padding, use_bias=bias)
+    weights = {k: v.astype(np.float64) for k, v in _weights(conv, (c, h, w)).items()}
+    x = _input((n, c, h, w), dtype=np.float64)
+    assert conv.fuses_relu_pool((c, h, w))
+    expected = layers_in_turn_plain(reference_conv2d(x, weights["kernel"], weights.get("bias"), 1, padding))
+    y = conv.forward_relu_pool(weights, x)
+    assert y.dtype == np.float64 and y.flags.c_contiguous
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n, c, h, w, f, padding, bias", POOLED_CASES)
+def test_the_pooled_winograd_kernel_is_the_layers_bit_for_bit_with_f2_and_to_rounding_with_f4(n, c, h, w, f, padding, bias):
+    from cnnkit.layers.conv import Conv2D
+    from cnnkit.layers.kernels.winograd_pool import tile_size
+
+    from test_layers import _input, _weights
+
+    conv = Conv2D(filters=f, kernel_size=3, padding=padding, use_bias=bias)
+    weights, x = _weights(conv, (c, h, w)), _input((n, c, h, w))
+    x[0, :, :2, :2] = 0  # windows of equal outputs (the bias alone, if any)
+    expected = layers_in_turn_plain(conv.forward(weights, x, Context(False))[0])
+    y = conv.forward_relu_pool(weights, x)
+    assert y.shape == expected.shape and y.dtype == np.float32
+    _, out_h, out_w = conv.output_shape((c, h, w))
+    if tile_size(c, f, out_h, out_w) == 2:  # the layers' own Winograd transform: pooling first changes no bit
+        np.testing.assert_array_equal(y, expected)
+    else:  # F(4x4, 3x3) rounds differently
+        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
+
+
+@pytest.mark.torch
+def test_the_pooled_winograd_kernel_matches_pytorch_in_float32():
+    torch = pytest.importorskip("torch")
+    from cnnkit.layers.conv import Conv2D
+
+    from test_layers import _input, _weights
+
+    conv = Conv2D(filters=32, kernel_size=3, padding="same")
+    weights, x = _weights(conv, (64, 13, 10)), _input((6, 64, 13, 10))
+    net = torch.nn.Sequential(torch.nn.Conv2d(64, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.from_numpy(weights["kernel"]))
+        net[0].bias.copy_(torch.from_numpy(weights["bias"]))
+        expected = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(conv.forward_relu_pool(weights, x), expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
+
+
+@pytest.mark.parametrize("n, c, h, f", [(37, 16, 8, 16), (20, 48, 9, 64)])  # F(2x2): groups of 12 (12, 12, 12, 1); F(4x4): of 9 (9, 9, 2)
+def test_the_pooled_winograd_kernel_gives_the_same_bits_for_any_thread_split(monkeypatch, n, c, h, f):
+    from cnnkit.layers import conv_blocks
+    from cnnkit.layers.conv import Conv2D
+    from cnnkit.runtime import parallel
+
+    from test_layers import _input, _weights
+
+    monkeypatch.setattr(parallel, "spare_cores", lambda: True)
+    monkeypatch.setattr(conv_blocks, "SPLIT_MIN_MACS", 1)
+    calls: list[int] = []
+    real = parallel.run_all
+    monkeypatch.setattr(parallel, "run_all", lambda tasks: calls.append(len(tasks)) or real(tasks))
+    conv = Conv2D(filters=f, kernel_size=3, padding="same")
+    weights, x = _weights(conv, (c, h, h)), _input((n, c, h, h))
+    monkeypatch.setenv("CNNKIT_NUM_THREADS", "1")
+    reference = conv.forward_relu_pool(weights, x)
+    for threads in (2, 3):
+        monkeypatch.setenv("CNNKIT_NUM_THREADS", str(threads))
+        np.testing.assert_array_equal(conv.forward_relu_pool(weights, x), reference)
+    assert calls == [2, 3]  # the groups really were split
+
+
+def layers_in_turn_plain(y_conv):
+    r = ReLU().forward({}, y_conv, Context(False))[0]
+    return MaxPool2D(pool_size=2).forward({}, r, Context(False))[0]
 
 
 def test_fused_and_plain_models_train_alike_and_predict_within_folding_rounding(monkeypatch):
@@ -262,3 +390,35 @@ def test_inference_with_cached_weights_follows_a_weight_change(monkeypatch):
     monkeypatch.setenv("CNNKIT_FUSE", "0")
     np.testing.assert_allclose(after, model.forward(x)[0], rtol=1e-5, atol=1e-6)
     assert not np.allclose(after, before)
+
+
+def test_a_net_without_batch_norm_predicts_the_same_bits_fused_or_not(monkeypatch):
+    spec = {"input": {"shape": [16, 10, 9]}, "layers": [
+        {"type": "conv2d", "filters": 16, "kernel_size": 3, "padding": "same"}, {"type": "relu"}, {"type": "maxpool2d", "pool_size": 2},
+        {"type": "flatten"}, {"type": "dense", "units": 4}, {"type": "softmax"}]}
+    x = np.random.default_rng(3).normal(size=(11, 16, 10, 9)).astype(np.float32)
+    outputs = {}
+    for fuse in ("0", "1"):
+        monkeypatch.setenv("CNNKIT_FUSE", fuse)
+        model = cnnkit.build(spec)
+        outputs[fuse] = (model.forward(x)[0], [s.kind for s in model.steps(train=False)])
+    assert outputs["1"][1][0] == "conv_relu_pool" and outputs["0"][1][0] == "layer"
+    np.testing.assert_array_equal(outputs["1"][0], outputs["0"][0])  # F(2x2, 3x3) here: the layers' bits
+
+
+@pytest.mark.parametrize("position", [0, 1, 2, 3])
+def test_a_subclass_anywhere_in_conv_bn_relu_pool_keeps_the_pooled_step_from_fusing(position):
+    import dataclasses
+
+    from cnnkit.layers.conv import Conv2D
+    from cnnkit.runtime import plan
+
+    subclass = type("Mine", ((Conv2D, BatchNorm2D, ReLU, MaxPool2D)[position],), {})
+    model = cnnkit.build({"input": {"shape": [16, 8, 8]}, "layers": [
+        {"type": "conv2d", "filters": 16, "kernel_size": 3, "padding": "same"}, {"type": "batchnorm2d"},
+        {"type": "relu"}, {"type": "maxpool2d", "pool_size": 2}, {"type": "flatten"}, {"type": "dense", "units": 3}]})
+    layers = list(model.layers)
+    layers[position] = dataclasses.replace(layers[position], layer=subclass(layers[position].layer.params))
+    kinds = [s.kind for s in plan.plan(layers, train=False)]
+    assert "conv_bn_relu_pool" not in kinds and "conv_relu_pool" not in kinds
+    assert kinds[0] == ("conv_bn" if position >= 2 else "layer")

@@ -31,8 +31,9 @@ CASES = [
 
 @pytest.fixture
 def every_conv_is_winograd(monkeypatch):
-    """Route every 3x3 stride-1 convolution through the kernel, whatever its channel count."""
+    """Route every 3x3 stride-1 convolution through the kernel, whatever its channel count and batch."""
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(winograd, "MIN_SAVED_IN_TRAINING", -(10**9))
 
 
 def run(layer, weights, x, dy, input_grad=True):
@@ -45,6 +46,18 @@ def test_the_best_specs_wide_convolutions_take_winograd_and_its_first_does_not()
     # conv 1 (1 -> 32 channels): too thin for 16 products; conv 2 and 3: 32 -> 64 -> 128 channels.
     assert [winograd.suits(c, 3, f) for c, f in [(1, 32), (32, 64), (64, 128)]] == [False, True, True]
     assert not winograd.suits(32, 5, 64)  # the seed net's 5x5 kernels keep the direct path
+
+
+def test_training_takes_winograd_only_for_batches_that_save_enough_to_pay_for_the_kernel_transforms(monkeypatch):
+    calls = []
+    real = winograd.forward
+    monkeypatch.setattr(winograd, "forward", lambda *a, **k: calls.append(a[2].shape[0]) or real(*a, **k))
+    layer = Conv2D(filters=128, kernel_size=3, padding="same")  # the best net's third block: saves 185 an image
+    weights = _weights(layer, (64, 7, 7))
+    for n, train in [(1, True), (2, True), (3, True), (1, False)]:
+        layer.forward(weights, _input((n, 64, 7, 7)), Context(train))
+    assert calls == [3, 1]  # batches 1 and 2 train on the direct path; inference always takes Winograd
+    assert winograd.pays_in_training(1, 14, 14)  # its second block saves 980 an image
 
 
 @pytest.mark.parametrize("n, c, h, w, f, padding, bias", CASES)

@@ -197,6 +197,10 @@ def machine() -> dict:
         from cnnkit.layers.kernels import winograd
     except ImportError:  # a cnnkit from before the Winograd path (the bench also measures older trees)
         winograd = None
+    try:
+        from cnnkit.layers.kernels import winograd_pool
+    except ImportError:  # before the pooled inference step
+        winograd_pool = None
 
     info: dict = {"cpu_model": tuning.cpu_model(), "caches": tuning.cache_sizes(), "cores": os.cpu_count(),
                   "threads": parallel.num_threads(), "numpy": np.__version__}
@@ -233,8 +237,15 @@ def machine() -> dict:
             if r.entry.type == "conv2d" and r.layer.params.stride == 1:
                 c, f, k = r.input_shape[0], r.layer.params.filters, r.layer.params.kernel_size
                 _, pad_w, out_h, _ = r.layer._geometry(r.input_shape)
-                if winograd is not None and winograd.suits(c, k, f):
+                if winograd is not None and winograd.suits(c, k, f) and winograd_pool is None:
                     picks["conv_strategies"][f"{arch}.{r.index}"] = "Winograd F(2x2,3x3) (kernels/winograd); groups of 4 images split over threads"
+                    continue
+                if winograd is not None and winograd.suits(c, k, f):
+                    first = next(b for b in range(1, 64) if winograd.pays_in_training(b, out_h, r.output_shape[2]))
+                    pooled = winograd_pool.tile_size(c, f, out_h, r.output_shape[2])
+                    picks["conv_strategies"][f"{arch}.{r.index}"] = (
+                        f"training: Winograd F(2x2,3x3) (kernels/winograd) from batch {first}, direct below; groups of "
+                        f"{winograd.GROUP} images; inference before relu + 2x2 pool: pooled F({pooled}x{pooled},3x3) (kernels/winograd_pool)")
                     continue
                 if conv_gemm.uses_batched(c, k, f, out_h * (r.input_shape[2] + sum(pad_w))):
                     strategy = "images side by side (conv_gemm)"

@@ -101,12 +101,13 @@ def _graph(model, input_dtype: str, tta: bool = True):
     for step in model.steps(count, train=False):
         # A convolution with the batch norm folded in runs as one convolution in predict_proba;
         # the graph holds the same folded weights, so the two compute the same thing.
-        folded = step.kind == "conv_bn"
-        for i in step.indices[:1] if folded else step.indices:
+        folded = step.kind in ("conv_bn", "conv_bn_relu_pool")
+        for i in step.indices[:1] + step.indices[2:] if folded else step.indices:
             r = model.layers[i]
             g.prefix = f"{r.index}."
             weights = layer_weights(model, r)
-            if folded:
+            fold_here = folded and i == step.indices[0]
+            if fold_here:
                 bn = model.layers[i + 1]
                 kernel, bias = fold_batchnorm(weights["kernel"], weights.get("bias"), layer_weights(model, bn), bn.layer.params.eps)
                 x = step.conv.to_onnx(g, x, {"kernel": kernel, "bias": bias}, r.input_shape)
@@ -114,7 +115,7 @@ def _graph(model, input_dtype: str, tta: bool = True):
                 x = call_hook(r, "to_onnx", PURPOSE, g, x, weights, r.input_shape)
             if not isinstance(x, str):
                 raise CnnkitError(f"cannot {PURPOSE}: the to_onnx hook of layer {r.index} ({r.type!r}, from {r.entry.provider}) returned {type(x).__name__}, not a tensor name")
-            if folded:  # the graph has no tensor for the convolution alone: its batch norm's output is compared
+            if fold_here:  # the graph has no tensor for the convolution alone: its batch norm's output is compared
                 outputs += [(r, None), (model.layers[i + 1], x)]
             else:
                 outputs.append((r, x))

@@ -11,7 +11,7 @@ from pydantic import BeforeValidator, NonNegativeInt, PositiveFloat, PositiveInt
 
 from . import conv_blocks as blocks
 from . import conv_gemm
-from .kernels import winograd
+from .kernels import winograd, winograd_pool
 from .base import Layer, LayerParams, Weight, kernel_init
 
 
@@ -94,11 +94,32 @@ class Conv2D(Layer):
 
     def forward(self, weights, x, ctx):
         p = self.params
-        if p.stride == 1 and winograd.suits(x.shape[1], p.kernel_size, p.filters):
+        if p.stride == 1 and winograd.suits(x.shape[1], p.kernel_size, p.filters) and (not ctx.train or self._winograd_pays(x)):
             return self._forward_winograd(weights, x, ctx)
         if p.stride == 1:
             return self._forward_stride1(weights, x, ctx.input_grad)
         return self._forward_strided(weights, x, ctx.input_grad)
+
+    def _winograd_pays(self, x) -> bool:
+        """In training, whether the batch is big enough for Winograd (``winograd.pays_in_training``)."""
+        _, _, out_h, out_w = self._geometry(x.shape[1:])
+        return winograd.pays_in_training(x.shape[0], out_h, out_w)
+
+    def fuses_relu_pool(self, input_shape) -> bool:
+        """Whether inference may run this convolution -> relu -> maxpool2d(2, stride 2) as one step
+        (``forward_relu_pool``): the Winograd path's tiles are the pooling windows."""
+        p = self.params
+        return p.stride == 1 and winograd.suits(input_shape[0], p.kernel_size, p.filters)
+
+    def forward_relu_pool(self, weights, x) -> np.ndarray:
+        """Inference of this convolution -> relu -> maxpool2d(2, stride 2), where ``fuses_relu_pool``,
+        pooled inside a Winograd kernel (``kernels.winograd_pool``): F(2x2, 3x3) gives the three
+        layers' values bit for bit, F(4x4, 3x3) (where it needs fewer multiply-adds) to rounding."""
+        kernel = weights["kernel"]
+        x = x.astype(np.result_type(x.dtype, kernel.dtype), copy=False)
+        pad_h, pad_w, out_h, out_w = self._geometry(x.shape[1:])
+        bias = weights["bias"] if self.params.use_bias else None
+        return winograd_pool.relu_pool(kernel, bias, x, pad_h, pad_w, out_h, out_w)
 
     def _forward_winograd(self, weights, x, ctx):
         """3x3, stride 1, enough channels: Winograd F(2x2, 3x3) (``kernels.winograd``)."""

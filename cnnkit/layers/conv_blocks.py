@@ -147,9 +147,14 @@ CHUNK = 4
 # for a core while the first waits for it (measured at load 6-8 on 2 cores: batch 16 trained 21%
 # slower split than whole). That check may change its answer at any time, which is safe only
 # because splitting cannot change results.
-# Fewest multiply-adds per range worth a thread: below it the hand-over costs more than it saves.
-# (Measured on the seed net, see README "Speed": conv1 at batch 8 is about 1 M per half.)
-SPLIT_MIN_MACS = 500_000
+# Fewest multiply-adds per range worth a thread: below it the hand-over (waking a thread, and two
+# threads taking turns at the interpreter lock between NumPy calls) costs more than it saves. It was
+# 500,000 (measured on an AMD EPYC Zen 4: the seed net's conv1 at batch 8, about 1 M per half,
+# gained). On an Intel Xeon (family 6 model 167, 2 threads) that split made training slower at every
+# small batch: seed net batch 8 / 16 2,670-2,990 / 3,990-4,250 images/s split against 4,380-4,590 /
+# 5,030-5,040 whole; best net batch 8 751-776 against 853-869, batch 16 836-908 against 879-890.
+# At 50 M a range holds several milliseconds of one core's work: a batch of 16 of either net stays whole.
+SPLIT_MIN_MACS = 50_000_000
 
 
 def image_ranges(n: int, macs_per_image: int) -> list[tuple[int, int]]:

@@ -6,6 +6,7 @@ import numpy as np
 from pydantic import Field, PositiveInt, model_validator
 
 from .base import Layer, LayerParams
+from .kernels.window_max import window_max
 
 
 class PoolParams(LayerParams):
@@ -48,12 +49,8 @@ class MaxPool2D(Layer):
         def at(a, i, j):  # the (i, j) element of every window, as one strided (N, C, Ho, Wo) view
             return a[:, :, i : i + s * (out_h - 1) + 1 : s, j : j + s * (out_w - 1) + 1 : s]
 
-        # One vectorised pass per window offset (k*k of them, 4 for the usual 2x2) instead of
-        # materialising the (..., k*k) windows: each pass streams over the input once.
+        y = window_max(x, k, s, out_h, out_w)  # rows' maxima, then columns' (kernels/window_max)
         offsets = [(i, j) for i in range(k) for j in range(k)]
-        y = at(x, 0, 0).copy()
-        for i, j in offsets[1:]:
-            np.maximum(y, at(x, i, j), out=y)
 
         def backprop(dy):
             # Route each output gradient to the first input position (in window order) equal to the

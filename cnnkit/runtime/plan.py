@@ -9,6 +9,11 @@ A fused step computes what its layers compute, with fewer passes over memory:
   rounding). See ``cnnkit.layers.kernels.bn_relu_pool``.
 - ``conv_bn`` (inference only): conv2d -> batchnorm2d folded into one convolution
   (``cnnkit.layers.kernels.fold``), followed by ``relu_pool`` when relu -> maxpool2d come next.
+- ``conv_bn_relu_pool`` and ``conv_relu_pool`` (inference only): a 3x3 convolution on the Winograd
+  path (batch norm folded in, or none), relu and a 2x2 stride-2 max pool in one kernel call, pooled
+  before its output leaves the kernel's tiles (``Conv2D.forward_relu_pool``, which takes Winograd
+  F(2x2, 3x3) or F(4x4, 3x3) by the layer's shape: with F(2x2) the values of ``conv_bn`` (or the
+  convolution) then ``relu_pool`` bit for bit, with F(4x4) to rounding).
 
 Only the built-in classes themselves fuse (a subclass or a plugin layer runs as itself); any
 pool size and stride maxpool2d accepts fuses. ``CNNKIT_FUSE=0`` runs every layer as itself: the
@@ -41,8 +46,8 @@ StepGrads = list[tuple[int, dict[str, np.ndarray]]]
 
 @dataclass(frozen=True)
 class Step:
-    """Layers ``indices`` (consecutive) run as ``kind``; ``conv`` is the folded convolution of a
-    ``conv_bn`` step (the spec's convolution with a bias)."""
+    """Layers ``indices`` (consecutive) run as ``kind``; ``conv`` is the convolution a ``conv_*``
+    step runs: with batch norm folded in, the spec's convolution with a bias; else the spec's own."""
 
     kind: str
     indices: tuple[int, ...]
@@ -65,10 +70,15 @@ def plan(layers: list, train: bool) -> list[Step]:
     i = 0
     while i < len(layers):
         here = kinds[i : i + 4]
-        if fuse and not train and here[:2] == [Conv2D, BatchNorm2D]:
-            conv = layers[i].layer
-            twin = Conv2D(conv.params.model_copy(update={"use_bias": True}))
-            steps.append(Step("conv_bn", (i, i + 1), twin))
+        if fuse and not train and _pooled_conv(layers, i, here):
+            if here[1] is BatchNorm2D:
+                steps.append(Step("conv_bn_relu_pool", (i, i + 1, i + 2, i + 3), _with_bias(layers[i].layer)))
+                i += 4
+            else:
+                steps.append(Step("conv_relu_pool", (i, i + 1, i + 2), layers[i].layer))
+                i += 3
+        elif fuse and not train and here[:2] == [Conv2D, BatchNorm2D]:
+            steps.append(Step("conv_bn", (i, i + 1), _with_bias(layers[i].layer)))
             i += 2
         elif fuse and here[:3] == [BatchNorm2D, ReLU, MaxPool2D]:
             steps.append(Step("bn_relu_pool", (i, i + 1, i + 2)))
@@ -80,6 +90,30 @@ def plan(layers: list, train: bool) -> list[Step]:
             steps.append(Step("layer", (i,)))
             i += 1
     return steps
+
+
+def _with_bias(conv: Conv2D) -> Conv2D:
+    """The convolution a batch norm folds into: the same one with a bias."""
+    return Conv2D(conv.params.model_copy(update={"use_bias": True}))
+
+
+def _pooled_conv(layers: list, i: int, kinds: list) -> bool:
+    """Whether layers i... are conv2d [-> batchnorm2d] -> relu -> maxpool2d(2, stride 2) with a
+    convolution ``Conv2D.fuses_relu_pool`` takes."""
+    tail = kinds[1:4] if kinds[1:2] == [BatchNorm2D] else kinds[1:3]
+    if kinds[:1] != [Conv2D] or tail[-2:] != [ReLU, MaxPool2D]:
+        return False
+    pool = layers[i + len(tail)].layer.params
+    return pool.pool_size == 2 and pool.stride == 2 and layers[i].layer.fuses_relu_pool(layers[i].input_shape)
+
+
+def _folded_conv(layers: list, weights: list[dict], first: int) -> dict[str, np.ndarray]:
+    """The kernel and bias of convolution ``first`` with the batch norm after it folded in (kept
+    while their sources are unchanged)."""
+    conv_w, bn_w, eps = weights[first], weights[first + 1], layers[first + 1].layer.params.eps
+    kernel, bias = _folded.get(lambda k, b, *stats: fold.fold_batchnorm(k, b, dict(zip(BN_NAMES, stats)), eps),
+                               conv_w["kernel"], conv_w.get("bias"), *(bn_w[name] for name in BN_NAMES))
+    return {"kernel": kernel, "bias": bias}
 
 
 def run(layers: list, weights: list[dict], step: Step, x: np.ndarray, ctx_for: Callable[[int], Context] | None, forwards: list[Callable]):
@@ -96,10 +130,11 @@ def run(layers: list, weights: list[dict], step: Step, x: np.ndarray, ctx_for: C
         # its layers as themselves (measured: the fused step's fixed costs outweighed its savings there).
         return _run_layers(forwards, weights, step.indices, x, ctx_for)
     if step.kind == "conv_bn":
-        conv_w, bn_w, eps = weights[first], weights[first + 1], layers[first + 1].layer.params.eps
-        kernel, bias = _folded.get(lambda k, b, *stats: fold.fold_batchnorm(k, b, dict(zip(BN_NAMES, stats)), eps),
-                                   conv_w["kernel"], conv_w.get("bias"), *(bn_w[name] for name in BN_NAMES))
-        return step.conv.forward({"kernel": kernel, "bias": bias}, x, INFERENCE)[0], None, {}
+        return step.conv.forward(_folded_conv(layers, weights, first), x, INFERENCE)[0], None, {}
+    if step.kind == "conv_bn_relu_pool":
+        return step.conv.forward_relu_pool(_folded_conv(layers, weights, first), x), None, {}
+    if step.kind == "conv_relu_pool":
+        return step.conv.forward_relu_pool(weights[first], x), None, {}
     pool = layers[step.indices[-1]].layer.params
     if step.kind == "relu_pool":
         y, backprop = bn_relu_pool.relu_pool(x, pool.pool_size, pool.stride, train)

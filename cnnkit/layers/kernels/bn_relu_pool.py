@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .window_max import maximum_of, window_max
+
 AXES = (0, 2, 3)
 
 
@@ -67,13 +69,6 @@ def windows(a: np.ndarray, k: int, out_h: int, out_w: int) -> np.ndarray:
     return out.reshape(k * k, n, c, out_h, out_w)
 
 
-def pool_max(views) -> np.ndarray:
-    peak = views[0].copy()
-    for view in views[1:]:
-        np.maximum(peak, view, out=peak)
-    return peak
-
-
 def _first_maxima(parts, peak: np.ndarray, through: np.ndarray) -> list[np.ndarray]:
     """For each window element, ``through`` where it is the first (in window order) equal to the
     window's maximum ``peak``, else 0: where maxpool2d's backprop sends the gradient."""
@@ -112,7 +107,7 @@ def train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, pool: 
         bn = np.empty((pool * pool, n, c, out_h, out_w), x.dtype)
         for out, part in zip(bn, parts):
             per_channel(part, scale, beta, out=out)
-    peak = pool_max(bn)
+    peak = maximum_of(bn)  # over the window elements
     y = np.maximum(peak, dtype(0))
     margins = tiled and (h > pool * out_h or w > pool * out_w)  # rows or columns no window reaches
 
@@ -129,11 +124,15 @@ def train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, pool: 
             for r, target in zip(routed, window_views(dx, pool, stride, out_h, out_w)):
                 target += per_channel(r, scale)
             return dx, {"gamma": gamma_grad, "beta": beta_grad}
-        d_parts = per_channel(parts, k1, k2)
-        for r, d_part in zip(routed, d_parts):
-            d_part += per_channel(r, scale)
         dx = per_channel(centered, k1, k2) if margins else np.empty_like(x)
-        dx[:, :, : pool * out_h, : pool * out_w].reshape(n, c, out_h, pool, out_w, pool)[...] = d_parts.reshape(pool, pool, n, c, out_h, out_w).transpose(2, 3, 4, 0, 5, 1)
+        # Window element by window element: scale * dbn - the mean terms, into a quarter-size buffer
+        # (it stays in cache), then to its place in dx, one strided copy each (about twice as fast
+        # as one copy through a 6-D transpose, whose innermost run is pool long).
+        d_part = np.empty(parts.shape[1:], x.dtype)
+        for r, part, target in zip(routed, parts, window_views(dx, pool, pool, out_h, out_w)):
+            per_channel(part, k1, k2, out=d_part)
+            d_part += per_channel(r, scale)
+            target[...] = d_part
         return dx, {"gamma": gamma_grad, "beta": beta_grad}
 
     if tiled and not margins:
@@ -156,7 +155,7 @@ def infer(x: np.ndarray, mean: np.ndarray, var: np.ndarray, gamma: np.ndarray, b
     scale = gamma.astype(dtype, copy=False) * (1.0 / np.sqrt(var.astype(dtype, copy=False) + eps)).astype(dtype, copy=False)
     scaled = x - mean.astype(dtype, copy=False)[:, None, None]
     scaled *= scale[:, None, None]
-    y = pool_max(window_views(scaled, pool, stride, out_h, out_w))
+    y = window_max(scaled, pool, stride, out_h, out_w)
     y += beta.astype(dtype, copy=False)[:, None, None]
     return np.maximum(y, dtype.type(0), out=y)
 
@@ -167,7 +166,7 @@ def relu_pool(x: np.ndarray, pool: int, stride: int, train: bool):
     where the maximum is not positive), bit for bit."""
     n, c, h, w = x.shape
     out_h, out_w = (h - pool) // stride + 1, (w - pool) // stride + 1
-    peak = pool_max(window_views(x, pool, stride, out_h, out_w))
+    peak = window_max(x, pool, stride, out_h, out_w)
     y = np.maximum(peak, x.dtype.type(0), out=peak if not train else None)
     if not train:
         return y, None

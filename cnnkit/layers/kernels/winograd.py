@@ -11,9 +11,14 @@ Each transform is one small matrix product too, with the Kronecker product of th
 dozen elementwise passes. Their coefficients are 0, +-1, +-1/2 and 1/4, so every product in them
 is exact.
 
-The unit of work is a group of GROUP images, channels last inside, (rows, columns, images, C): the
-tiles of a group are one strided view of its padded input, its 16 products are (tiles, C) @ (C, F)
-with every tile of the group, and its work arrays (reused group after group) stay in L2.
+The batch is padded and moved channels last, (rows, columns, images, C), once per call. The unit of
+work is a group of GROUP images: its tiles are a slice of one strided view of that array, its 16
+products are (tiles, C) @ (C, F) with every tile of the group, and its work arrays (reused group
+after group) stay in L2.
+
+In training, a batch too small to pay for transforming the kernel and its gradient takes the direct
+path instead (``pays_in_training``). Inference's convolution -> relu -> 2x2 max pool step pools
+inside a Winograd kernel of its own (``winograd_pool``).
 
 Backward is the exact adjoint of forward, in the transformed domain: dM = (AT' dY AT) per tile,
 dU = sum over tiles of V' dM (then dg = G' dU G), dV = dM U' (then each tile's BT' dV BT is added
@@ -54,6 +59,24 @@ def suits(c: int, k: int, f: int) -> bool:
     return k == 3 and c >= MIN_CHANNELS and f >= MIN_CHANNELS
 
 
+# A training call transforms the kernel forward and its gradient back (work in proportion to
+# C * F, whatever the batch), so Winograd pays only when the batch saves enough: in multiply-adds
+# per (input, output) channel pair, 9 per output of a direct convolution against 16 per 2x2 tile.
+# Measured, forward + backward, one thread (Intel Xeon, family 6 model 167): 64 -> 128 channels at
+# 7x7 saves 185 an image (batch 1: direct 0.49-0.53 ms, Winograd 1.22-1.31; batch 4, saving 740:
+# 1.26-1.32 against 1.19-1.20, about even); 32 -> 64 at 14x14 saves 980 (batch 1: Winograd
+# 0.29-0.31 ms, direct 0.36-0.38). A function of the batch's shape, never of the machine. (In a
+# model the batch here is a part's: for outputs of 3x3 or less the thread count can tip it, and
+# the thread count already sets the parts of a batch of 32 or more.)
+MIN_SAVED_IN_TRAINING = 512
+
+
+def pays_in_training(n: int, out_h: int, out_w: int) -> bool:
+    """Whether a training call on n images with an out_h x out_w output saves enough multiply-adds
+    to pay for transforming the kernel and its gradient (MIN_SAVED_IN_TRAINING)."""
+    return n * (9 * out_h * out_w - 16 * -(-out_h // 2) * -(-out_w // 2)) >= MIN_SAVED_IN_TRAINING
+
+
 _kernels = Derived()  # inference: U of each kernel, while the kernel is unchanged
 
 
@@ -70,19 +93,19 @@ def kernel_gradient(du: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((KERNEL.T.astype(du.dtype) @ du.reshape(16, c * f)).reshape(3, 3, c, f).transpose(3, 2, 0, 1))
 
 
-def _tiles(padded: np.ndarray, th: int, tw: int, size: int) -> np.ndarray:
-    """The size x size tiles (stride 2) of a group's channels-last array (H, W, G, C), as a
-    (size, size, th, tw, G, C) view: element (i, j) of tile (r, t) is padded[2r + i, 2t + j]."""
-    s = padded.strides
-    return as_strided(padded, (size, size, th, tw, *padded.shape[2:]), (s[0], s[1], 2 * s[0], 2 * s[1], *s[2:]), writeable=False)
+def tile_view(padded_: np.ndarray, th: int, tw: int, size: int, step: int = 2) -> np.ndarray:
+    """The size x size tiles (stride ``step``) of a channels-last array (H, W, ...), as a
+    (size, size, th, tw, ...) view: element (i, j) of tile (r, t) is padded[step*r + i, step*t + j]."""
+    s = padded_.strides
+    return as_strided(padded_, (size, size, th, tw, *padded_.shape[2:]), (s[0], s[1], step * s[0], step * s[1], *s[2:]), writeable=False)
 
 
-def _groups(n: int) -> list[tuple[int, int]]:
-    """(first image, images) of each group: GROUP images, the last group the rest."""
-    return [(g, min(GROUP, n - g)) for g in range(0, n, GROUP)]
+def groups_of(n: int, group: int = GROUP) -> list[tuple[int, int]]:
+    """(first image, images) of each group: ``group`` images, the last group the rest."""
+    return [(g, min(group, n - g)) for g in range(0, n, group)]
 
 
-def _group_ranges(groups: int, macs: int) -> list[tuple[int, int]]:
+def group_ranges(groups: int, macs: int) -> list[tuple[int, int]]:
     """Groups per thread, for a batch the model does not split (as ``conv_blocks.image_ranges``)."""
     from ...runtime import parallel
 
@@ -95,17 +118,16 @@ def _group_ranges(groups: int, macs: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-class _Scratch:
-    """One thread's work arrays, by name and shape, reused group after group so they stay in cache.
-    ``zeros`` arrays start zeroed: callers overwrite the same region each time, the rest stays 0."""
+class Scratch:
+    """One thread's work arrays, by name and shape, reused group after group so they stay in cache."""
 
     def __init__(self, dtype):
         self.dtype, self.arrays = dtype, {}
 
-    def __call__(self, name: str, shape: tuple, zeros: bool = False) -> np.ndarray:
+    def __call__(self, name: str, shape: tuple) -> np.ndarray:
         key = (name, shape)
         if key not in self.arrays:
-            self.arrays[key] = (np.zeros if zeros else np.empty)(shape, self.dtype)
+            self.arrays[key] = np.empty(shape, self.dtype)
         return self.arrays[key]
 
 
@@ -116,27 +138,28 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
     f = kernel.shape[0]
     dtype = x.dtype
     th, tw = -(-out_h // 2), -(-out_w // 2)
-    hp, wp = 2 * th + 2, 2 * tw + 2  # the tiles' reach: at least the padded input
     u = _kernels.get(transform_kernel, kernel) if not train else transform_kernel(kernel)  # (16, C, F)
     tile, output = TILE.astype(dtype), OUTPUT.astype(dtype)
-    groups = _groups(n)
+    groups = groups_of(n)
     kept: list = [None] * len(groups)  # V per group, for backprop
-    y = np.empty((n, f, out_h, out_w), dtype)
-    ranges = _group_ranges(len(groups), 16 * th * tw * n * c * f)
+    # The batch padded and channels last, (H, W, N, C), in one transposing copy: a group's tiles are
+    # then a slice of one strided view (numpy calls per group are few: with two threads, each call
+    # may wait for the interpreter lock).
+    x_tiles = tile_view(padded(x, 2 * th + 2, 2 * tw + 2, pad_h, pad_w), th, tw, 4)
+    y_tiles = np.empty((th, 2, tw, 2, n, f), dtype)  # the output by tile, channels last: (tile row, r, tile column, s, N, F)
+    ranges = group_ranges(len(groups), 16 * th * tw * n * c * f)
 
     def transformed(g, scratch, v=None):
         """V of group g: (16, th*tw*G, C), one (tiles, C) matrix per tile element."""
         first, size = groups[g]
-        xp = scratch("xp", (hp, wp, size, c), zeros=True)
-        xp[pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w] = x[first : first + size].transpose(2, 3, 0, 1)
         d = scratch("d", (4, 4, th, tw, size, c))
-        np.copyto(d, _tiles(xp, th, tw, 4))
+        np.copyto(d, x_tiles[:, :, :, :, first : first + size])
         v = np.empty((16, th * tw * size, c), dtype) if v is None else v
         np.matmul(tile, d.reshape(16, -1), out=v.reshape(16, -1))
         return v
 
     def forward_groups(g0, g1):
-        scratch = _Scratch(dtype)
+        scratch = Scratch(dtype)
         for g in range(g0, g1):
             first, size = groups[g]
             tiles = th * tw * size
@@ -145,11 +168,12 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
                 kept[g] = v
             m = np.matmul(v, u, out=scratch("m", (16, tiles, f)))  # one product per tile element
             out = np.matmul(output, m.reshape(16, -1), out=scratch("out", (4, tiles * f)))  # outputs (r, s) of each tile
-            y_last = scratch("y_last", (th, 2, tw, 2, size, f))
-            np.copyto(y_last, out.reshape(2, 2, th, tw, size, f).transpose(2, 0, 3, 1, 4, 5))
-            y[first : first + size] = y_last.reshape(2 * th, 2 * tw, size, f)[:out_h, :out_w].transpose(2, 3, 0, 1)
+            np.copyto(y_tiles[:, :, :, :, first : first + size], out.reshape(2, 2, th, tw, size, f).transpose(2, 0, 3, 1, 4, 5))
 
     blocks.run_ranges(forward_groups, ranges)
+    if train:
+        x_tiles = None  # backprop has V of every group: the padded batch can go
+    y = np.ascontiguousarray(y_tiles.reshape(2 * th, 2 * tw, n, f)[:out_h, :out_w].transpose(2, 3, 0, 1))
     if bias is not None:
         y.reshape(n, f, -1)[...] += bias[:, None]
 
@@ -157,30 +181,29 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
         grads = {}
         if bias is not None:
             grads["bias"] = dy.sum(axis=(0, 2, 3))
-        dx = np.empty((n, c, h, w), dy.dtype) if input_grad else None
         ut = np.ascontiguousarray(u.transpose(0, 2, 1))
+        # dy padded to whole tiles and channels last, (2th, 2tw, N, F); dx's tiles are added into
+        # a padded channels-last (H, W, N, C) array, moved to NCHW once at the end.
+        dy_tiles = tile_view(padded(dy, 2 * th, 2 * tw, (0, 2 * th - out_h), (0, 2 * tw - out_w)), th, tw, 2)
+        dxp = np.zeros((2 * th + 2, 2 * tw + 2, n, c), dy.dtype) if input_grad else None  # each group adds into its own images
 
         def backward_groups(g0, g1):
-            scratch = _Scratch(dy.dtype)
+            scratch = Scratch(dy.dtype)
             sums = []  # per group, in order: (16, C, F)
             for g in range(g0, g1):
                 first, size = groups[g]
                 tiles = th * tw * size
                 v = kept[g] if kept[g] is not None else transformed(g, scratch)  # forward ran in inference mode
-                dyp = scratch("dyp", (2 * th, 2 * tw, size, f), zeros=True)
-                dyp[:out_h, :out_w] = dy[first : first + size].transpose(2, 3, 0, 1)
-                dy_tiles = scratch("dy_tiles", (2, 2, th, tw, size, f))
-                np.copyto(dy_tiles, _tiles(dyp, th, tw, 2))
+                dy_group = scratch("dy_tiles", (2, 2, th, tw, size, f))
+                np.copyto(dy_group, dy_tiles[:, :, :, :, first : first + size])
                 dm = scratch("dm", (16, tiles, f))
-                np.matmul(output.T, dy_tiles.reshape(4, -1), out=dm.reshape(16, -1))
+                np.matmul(output.T, dy_group.reshape(4, -1), out=dm.reshape(16, -1))
                 sums.append(np.matmul(v.transpose(0, 2, 1), dm))  # (16, C, F), summed over the group's tiles
                 if input_grad:
                     dv = np.matmul(dm, ut, out=scratch("dv", (16, tiles, c)))
                     d_tiles = scratch("d_tiles", (16, th, tw, size, c))
                     np.matmul(tile.T, dv.reshape(16, -1), out=d_tiles.reshape(16, -1))
-                    dxp = scratch("dxp", (hp, wp, size, c))
-                    _overlap_add(d_tiles, dxp)
-                    dx[first : first + size] = dxp[pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w].transpose(2, 3, 0, 1)
+                    _overlap_add(d_tiles, dxp[:, :, first : first + size])
             return sums
 
         group_sums = [s for part in blocks.run_ranges(backward_groups, ranges) for s in part]
@@ -188,22 +211,40 @@ def forward(kernel: np.ndarray, bias: np.ndarray | None, x: np.ndarray, pad_h, p
         for s in group_sums[1:]:  # group by group, in order
             du += s
         grads["kernel"] = kernel_gradient(du)
+        dx = np.ascontiguousarray(dxp[pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w].transpose(2, 3, 0, 1)) if input_grad else None
         return dx, grads
 
     return y, backprop
 
 
+def padded(a: np.ndarray, hp: int, wp: int, pad_h, pad_w) -> np.ndarray:
+    """a (N, C, H, W) channels last, (hp, wp, N, C), with pad_h[0] zero rows before it and
+    pad_w[0] zero columns (zeros after it to fill hp x wp)."""
+    n, c, h, w = a.shape
+    out = np.empty((hp, wp, n, c), a.dtype)
+    out[: pad_h[0]] = 0
+    out[pad_h[0] + h :] = 0
+    out[pad_h[0] : pad_h[0] + h, : pad_w[0]] = 0
+    out[pad_h[0] : pad_h[0] + h, pad_w[0] + w :] = 0
+    out[pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w] = a.transpose(2, 3, 0, 1)
+    return out
+
+
 def _overlap_add(tiles: np.ndarray, dxp: np.ndarray) -> None:
-    """dxp (2th + 2, 2tw + 2, ...) = the tiles (16, th, tw, ...) added where they overlap, in a fixed
-    order: the elements (i, j) with i, j < 2 cover every position but the last two rows and columns
-    once (written), the others are added."""
+    """dxp (2th + 2, 2tw + 2, ...) = the tiles (16, th, tw, ...) added where they overlap.
+
+    Tile element (2p + r, 2q + s) of tile (a, b) lands on position (2(a + p) + r, 2(b + q) + s):
+    seen as 2x2 blocks, each (p, q) adds one whole block-shifted array. (0, 0) is written, then
+    (0, 1), (1, 0) and (1, 1) are added, so each position sums its terms in that fixed order; the
+    last block row and column, which (0, 0) does not reach, must hold zeros."""
     th, tw = tiles.shape[1:3]
-    dxp[2 * th :] = 0
-    dxp[:, 2 * tw :] = 0
-    for e in (0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15):
-        i, j = divmod(e, 4)
-        target = dxp[i : i + 2 * th : 2, j : j + 2 * tw : 2]
-        if i < 2 and j < 2:
-            target[...] = tiles[e]
+    rest = tiles.shape[3:]
+    by_block = dxp.reshape(th + 1, 2, tw + 1, 2, *rest)
+    by_pq = tiles.reshape(2, 2, 2, 2, th, tw, *rest)  # (p, r, q, s, a, b, ...)
+    for p, q in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        source = by_pq[p, :, q].transpose(2, 0, 3, 1, *range(4, 4 + len(rest)))  # (a, r, b, s, ...)
+        target = by_block[p : p + th, :, q : q + tw]
+        if p == q == 0:
+            target[...] = source
         else:
-            target += tiles[e]
+            target += source
