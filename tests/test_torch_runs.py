@@ -137,10 +137,13 @@ def test_cli_torch_run_folder_ctrl_c_and_resume(spec_file, tmp_path):
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, (stdout, stderr)
     assert stdout.startswith(f"training tiny with PyTorch on cpu on 240 images from ") and f"run folder {runs / 'tiny'}" in stdout.splitlines()[0]
-    match = re.fullmatch(r"error: training stopped at epoch (\d+), step (\d+) of 15; checkpoint (.+); go on with: cnnkit run --resume (.+)\n", stderr)
+    # The signal lands inside an epoch's steps or, epochs being short here, while an epoch is scored.
+    match = re.fullmatch(r"error: training stopped at epoch (\d+)(?:, step (\d+) of 15| after its 15 steps, while scoring it); "
+                         r"checkpoint (.+); go on with: cnnkit run --resume (.+)\n", stderr)
     assert match and match[3] == str(last) and match[4] == f"{runs / 'tiny'} --out {out}", stderr
     model, saved = read_checkpoint(last)
-    assert (saved["epoch"], saved["step"]) == (int(match[1]), int(match[2])) and model.metadata["backend"]["name"] == "torch"
+    assert saved["epoch"] == int(match[1]) and (match[2] is None or saved["step"] == int(match[2]))
+    assert model.metadata["backend"]["name"] == "torch"
     epochs = int(match[1])
     resumed = subprocess.run([*CNNKIT, "run", "--resume", str(runs / "tiny"), "--backend", "torch", "--out", str(out),
                               "--set", f"train.epochs={epochs}", "-q"], env=env, capture_output=True, text=True, timeout=300)
