@@ -78,8 +78,21 @@ def format_report(report: dict[str, Any]) -> str:
 def evaluate_model(model, images: np.ndarray, labels: np.ndarray, batch_size: int = 256, tta: bool = True) -> dict[str, Any]:
     """``classification_report`` of ``model`` on raw labelled images, with ``macro_f1`` (the macro F1) at the top.
 
-    ``tta``: with the spec's test-time augmentation (``predict.tta``), as the model predicts.
+    ``tta``: with the spec's test-time augmentation (``predict.tta``), as the model predicts. The
+    report says which transforms were used (``tta``, [] for none) and how many views of each image
+    were classified (``views``).
     """
     predicted = model.predict(images, batch_size=batch_size, tta=tta)
     report = classification_report(np.asarray(labels, dtype=np.int64), predicted, list(model.classes))
-    return {"examples": report.pop("examples"), "accuracy": report.pop("accuracy"), "macro_f1": report["macro"]["f1"], **report}
+    augment = model.spec.predict if tta else None
+    used = list(augment.tta) if augment is not None else []
+    return {"examples": report.pop("examples"), "accuracy": report.pop("accuracy"), "macro_f1": report["macro"]["f1"],
+            "tta": used, "views": augment.views if augment is not None else 1, **report}
+
+
+def tta_phrase(report: dict[str, Any]) -> str:
+    """How the images of a report were classified, for a line of text: ' with test-time augmentation
+    (hflip: 2 views an image)' or ''."""
+    if not report.get("tta"):
+        return ""
+    return f" with test-time augmentation ({', '.join(report['tta'])}: {report['views']} views an image)"

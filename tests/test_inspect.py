@@ -20,7 +20,8 @@ def test_inspect_shows_every_part_of_a_bundle(tmp_path):
     path = tiny_model().save(tmp_path / "small.cnnkit")
     result = runner.invoke(app, ["inspect", str(path)])
     assert result.exit_code == 0, result.output
-    for expected in ("format 1.1", "'small'", "cat, dog, owl", "x / 255.0 - 0.5", "conv2d", "cnnkit 0.1.0", "0.kernel", "[2, 1, 3, 3]", "float32", "train_loss"):
+    for expected in ("format 1.1", "'small'", "cat, dog, owl", "x / 255.0 - 0.5", "conv2d", "cnnkit 0.1.0", "0.kernel", "[2, 1, 3, 3]", "float32", "train_loss",
+                     "predict: one view of each image (no test-time augmentation)"):
         assert expected in result.output, expected
 
 

@@ -182,6 +182,16 @@ def test_cli_predict_evaluate_and_report_use_tta_unless_told_not_to(tmp_path, sy
     assert model.metadata["metrics"]["test_accuracy"] == pytest.approx(accuracy())  # training scored with TTA too
     assert accuracy() != accuracy("--no-tta")  # the squares' places tell the classes apart: mirrored views mislead
 
+    # What was used is said: in evaluate's JSON and its first line, and by inspect.
+    for flags, tta, views, said in (((), ["hflip"], 2, " with test-time augmentation (hflip: 2 views an image)"), (("--no-tta",), [], 1, "")):
+        report = json.loads(runner.invoke(app, ["evaluate", str(bundle), "--json", *flags]).stdout)
+        assert (report["tta"], report["views"]) == (tta, views)
+        first = runner.invoke(app, ["evaluate", str(bundle), *flags]).stdout.splitlines()[0]
+        assert first.endswith(f"on {report['examples']:,} test images{said}")
+    shown = runner.invoke(app, ["inspect", str(bundle)], env={"COLUMNS": "200"}).stdout
+    assert "predict: test-time augmentation hflip (predict, evaluate and export: --no-tta turns it off)" in shown
+    assert json.loads(runner.invoke(app, ["inspect", str(bundle), "--json"]).stdout)["predict"] == {"tta": ["hflip"]}
+
     for flags, expected in (((), accuracy()), (("--no-tta",), accuracy("--no-tta"))):
         out = tmp_path / f"report{len(flags)}"
         result = runner.invoke(app, ["report", str(bundle), "--out", str(out), *flags])

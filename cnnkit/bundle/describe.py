@@ -51,6 +51,7 @@ def describe(bundle: Bundle, source: str = "bundle") -> dict[str, Any]:
         "layers": layers,
         "total_params": sum(w["size"] for w in weights),
         "providers": bundle.providers,
+        "predict": spec.get("predict"),
         "train": spec.get("train"),
         "training": bundle.training,
         "weights": weights,

@@ -65,7 +65,7 @@ def evaluate(
 ):
     """Per-class precision, recall, F1 and support, their averages and the confusion matrix of a bundle on the test set."""
     from ..data import load_test_set
-    from ..evaluation import evaluate_model, format_report
+    from ..evaluation import evaluate_model, format_report, tta_phrase
     from ..runtime.model import load
 
     model = load(bundle, allow_provider_mismatch=allow_provider_mismatch)
@@ -75,7 +75,7 @@ def evaluate(
     if json_:
         typer.echo(json.dumps(report, indent=2))
         return
-    typer.echo(f"{bundle}: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f} on {report['examples']:,} test images\n")
+    typer.echo(f"{bundle}: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f} on {report['examples']:,} test images{tta_phrase(report)}\n")
     typer.echo(format_report(report))
 
 
@@ -117,6 +117,9 @@ def inspect(bundle: Path, json_: JsonOption = False):
     show(f"model {info['name']!r}: input {info['input_shape']}, {info['total_params']:,} parameters,",
          f"preprocess x / {pre.get('divide')} - {pre.get('subtract')}" if isinstance(pre, dict) else f"preprocess {pre}")
     show(f"classes ({len(info['classes'])}):", ", ".join(info["classes"]))
+    tta = (info.get("predict") or {}).get("tta") or []
+    show("predict: test-time augmentation " + ", ".join(tta) + " (predict, evaluate and export: --no-tta turns it off)"
+         if isinstance(tta, list) and tta else "predict: one view of each image (no test-time augmentation)")
     layers = Table(title="layers")
     for col, justify in (("#", "right"), ("layer", "left"), ("config", "left"), ("params", "right"), ("recorded provider", "left"), ("installed", "left")):
         layers.add_column(col, justify=justify, overflow="fold")  # a qualified type or provider is never cut to "…"
