@@ -196,7 +196,9 @@ def test_cli_predict_evaluate_and_report_use_tta_unless_told_not_to(tmp_path, sy
         out = tmp_path / f"report{len(flags)}"
         result = runner.invoke(app, ["report", str(bundle), "--out", str(out), *flags])
         assert result.exit_code == 0, result.output
-        assert f"accuracy <b>{expected:.4f}</b>" in (out / "index.html").read_text()
+        page = (out / "index.html").read_text()
+        assert f"accuracy <b>{expected:.4f}</b>" in page
+        assert ("with test-time augmentation (hflip: 2 views an image)" in page) == (not flags)
 
 
 onnx_tests = pytest.mark.onnx

@@ -89,6 +89,8 @@ def write_report(model, images: np.ndarray, labels: np.ndarray, out: str | Path,
     names = list(model.classes)
     report = classification_report(labels, predicted, names)
     report["macro_f1"] = report["macro"]["f1"]
+    report["tta"] = list(model.spec.predict.tta) if tta else []
+    report["views"] = model.spec.predict.views if tta else 1
     title = str(model.spec.name)
     written: dict[str, Path] = {}
     pictures: dict[str, str] = {}

@@ -10,6 +10,8 @@ import json
 from html import escape
 from typing import Any
 
+from ..evaluation import tta_phrase
+
 STYLE = """body{font-family:sans-serif;max-width:1050px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}img{max-width:100%;border:1px solid #eee;margin:.5em 0}"""
@@ -41,7 +43,7 @@ def render(spec: dict[str, Any], training: dict[str, Any], report: dict[str, Any
 <html lang="en"><head><meta charset="utf-8"><title>cnnkit report: {name}</title><style>{STYLE}</style></head>
 <body>
 <h1>{name}</h1>
-<p>From {escape(source)}. Test set: {report['examples']:,} images; accuracy <b>{report['accuracy']:.4f}</b>,
+<p>From {escape(source)}. Test set: {report['examples']:,} images{escape(tta_phrase(report))}; accuracy <b>{report['accuracy']:.4f}</b>,
 macro-F1 <b>{report['macro_f1']:.4f}</b>. Trained for {len(training.get('history', []))} epochs
 (seed {escape(str(training.get('seed', train.get('seed'))))}, {escape(str(training.get('train_examples', '?')))} training examples).</p>
 <h2>Model</h2>
