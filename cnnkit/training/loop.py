@@ -179,6 +179,7 @@ def fit(
         state.examples = min(state.step * batch, n)
     sample = held_out[0] if held_out is not None else x_test if test_eager else model.preprocess(data.test_images[:1024])
     stepper.start(model, state, sample[:1024])
+    finished = False
     try:
         while state.epoch <= settings.epochs and not state.stopped:
             epoch = state.epoch
@@ -235,8 +236,9 @@ def fit(
                 if on_epoch is not None:
                     on_epoch(record)
                 hooks.after_epoch(state, record)
+        finished = True
     finally:
-        stepper.close()
+        stepper.close(finished)
     if not stepper.is_main:
         return history
     if state.ema is not None:

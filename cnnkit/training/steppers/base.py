@@ -47,8 +47,8 @@ class Stepper:
         """Rank 0's ``value``, in every process."""
         return value
 
-    def close(self) -> None:
-        pass
+    def close(self, finished: bool = False) -> None:
+        """Training is over (``finished``: every epoch ran in every process; else it stopped or failed)."""
 
     def describe(self) -> dict[str, Any] | None:
         """What a bundle records about the engine, when it is not cnnkit's own runtime."""

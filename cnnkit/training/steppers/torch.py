@@ -172,8 +172,10 @@ class TorchStepper(Stepper):
         self.torch.distributed.broadcast(tensor, 0)
         return int(tensor.item())
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
         if self.distributed and self.torch.distributed.is_initialized():
+            if finished:  # every process is here: let the last collective settle before any tears down
+                self.torch.distributed.barrier()
             self.torch.distributed.destroy_process_group()
 
     def describe(self) -> dict[str, Any]:
