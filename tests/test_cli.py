@@ -142,6 +142,11 @@ def test_evaluate_with_data_dir_and_limit(bundle, synthetic_dir):
     assert "on 50 test images" in result.stdout and "accuracy" in result.stdout and "macro-F1" in result.stdout
     scores = json.loads(cli("evaluate", path, "--data-dir", synthetic_dir, "--json").stdout)
     assert scores["examples"] == 100 and scores["accuracy"] > 0.9
+    # --set data.test_limit limits it too (it was silently ignored); with --limit the smaller holds
+    for extra, expected in ((["--set", "data.test_limit=30"], 30), (["--set", "data.test_limit=30", "--limit", "20"], 20),
+                            (["--set", "data.test_limit=30", "--limit", "40"], 30)):
+        scores = json.loads(cli("evaluate", path, "--data-dir", synthetic_dir, "--json", *extra).stdout)
+        assert scores["examples"] == expected, extra
 
 
 # -- bad input: one line, exit 1, nothing left behind -----------------------------------------------

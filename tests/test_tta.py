@@ -189,7 +189,7 @@ def test_cli_predict_evaluate_and_report_use_tta_unless_told_not_to(tmp_path, sy
         first = runner.invoke(app, ["evaluate", str(bundle), *flags]).stdout.splitlines()[0]
         assert first.endswith(f"on {report['examples']:,} test images{said}")
     shown = runner.invoke(app, ["inspect", str(bundle)], env={"COLUMNS": "200"}).stdout
-    assert "predict: test-time augmentation hflip (predict, evaluate and export: --no-tta turns it off)" in shown
+    assert "predict: test-time augmentation hflip (predict, evaluate, report and export: --no-tta turns it off)" in shown
     assert json.loads(runner.invoke(app, ["inspect", str(bundle), "--json"]).stdout)["predict"] == {"tta": ["hflip"]}
 
     for flags, expected in (((), accuracy()), (("--no-tta",), accuracy("--no-tta"))):

@@ -1,4 +1,4 @@
-"""Benchmark cnnkit against PyTorch on CPU: the seed architecture, same data, batch, threads and float32.
+"""Benchmark cnnkit against PyTorch on CPU: the seed and the best spec's architectures, same data, batch, threads and float32.
 
     python tools/bench.py                      # training img/s at batch 1, 16, 32, 64; inference at 256; peak RSS
     python tools/bench.py --quick --json       # short smoke run, machine-readable
@@ -243,9 +243,10 @@ def machine() -> dict:
                 if winograd is not None and winograd.suits(c, k, f):
                     first = next(b for b in range(1, 64) if winograd.pays_in_training(b, out_h, r.output_shape[2]))
                     pooled = winograd_pool.tile_size(c, f, out_h, r.output_shape[2])
+                    when = "at every batch" if first == 1 else f"from batch {first} (the direct path below)"
                     picks["conv_strategies"][f"{arch}.{r.index}"] = (
-                        f"training: Winograd F(2x2,3x3) (kernels/winograd) from batch {first}, direct below; groups of "
-                        f"{winograd.GROUP} images; inference before relu + 2x2 pool: pooled F({pooled}x{pooled},3x3) (kernels/winograd_pool)")
+                        f"training: Winograd F(2x2,3x3) (kernels/winograd) {when}, groups of {winograd.GROUP} images; "
+                        f"inference before relu + 2x2 pool: pooled F({pooled}x{pooled},3x3) (kernels/winograd_pool)")
                     continue
                 if conv_gemm.uses_batched(c, k, f, out_h * (r.input_shape[2] + sum(pad_w))):
                     strategy = "images side by side (conv_gemm)"
@@ -379,7 +380,7 @@ def main() -> None:
         print(f"{row['architecture']:>6} {row['mode']:5} batch {row['batch']:3}: cnnkit {row['cnnkit_images_per_s']:9,.0f} img/s   "
               f"pytorch {row['pytorch_images_per_s']:9,.0f} img/s   ratio {row['ratio']:.2f}"
               + (f"   onnxruntime {row['onnxruntime_images_per_s']:9,.0f} img/s   ratio {row['ratio_onnxruntime']:.2f}" if "onnxruntime_images_per_s" in row else "")
-              + f"   ({row['threads']} threads, load {row['load_average'][0]:.2f})")
+              + f"   ({row['threads']} thread{'s' if row['threads'] != 1 else ''}, load {row['load_average'][0]:.2f})")
     if "predict_proba" in report:
         p = report["predict_proba"]
         print(f"predict_proba vs onnxruntime on the same exported model ({p['model']}, {p['threads']} threads):")
@@ -404,4 +405,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from cnnkit.errors import CnnkitError
+
+    try:
+        main()
+    except CnnkitError as error:  # a bad setting (CNNKIT_NUM_THREADS=abc, ...): one line, as the cnnkit command says it
+        sys.exit(f"error: {error}")

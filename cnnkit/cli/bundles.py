@@ -118,7 +118,7 @@ def inspect(bundle: Path, json_: JsonOption = False):
          f"preprocess x / {pre.get('divide')} - {pre.get('subtract')}" if isinstance(pre, dict) else f"preprocess {pre}")
     show(f"classes ({len(info['classes'])}):", ", ".join(info["classes"]))
     tta = (info.get("predict") or {}).get("tta") or []
-    show("predict: test-time augmentation " + ", ".join(tta) + " (predict, evaluate and export: --no-tta turns it off)"
+    show("predict: test-time augmentation " + ", ".join(tta) + " (predict, evaluate, report and export: --no-tta turns it off)"
          if isinstance(tta, list) and tta else "predict: one view of each image (no test-time augmentation)")
     layers = Table(title="layers")
     for col, justify in (("#", "right"), ("layer", "left"), ("config", "left"), ("params", "right"), ("recorded provider", "left"), ("installed", "left")):

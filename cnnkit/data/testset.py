@@ -59,6 +59,10 @@ def load_test_set(
     for key in source.test_files():
         _check_exists(data.dataset, key, getattr(source.params, key), origin.get(key, "the bundle's spec"), hint)
     loaded = checked_test(source.load_test(tuple(input_shape), None if classes is None else list(classes)), tuple(input_shape), data.dataset, classes)
+    # The whole test set: a spec's data.test_limit (which limits training's per-epoch scoring) is not
+    # applied, unless given here (--set data.test_limit=N); with --limit too, the smaller one holds.
+    if "test_limit" in origin and data.test_limit is not None:
+        limit = data.test_limit if limit is None else min(limit, data.test_limit)
     return first(loaded, None, limit)
 
 
