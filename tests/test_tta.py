@@ -155,7 +155,9 @@ def test_cli_predict_evaluate_and_report_use_tta_unless_told_not_to(tmp_path, sy
     spec = dict(TINY_SPEC, data={"dataset": "fashion-mnist", "dir": str(synthetic_dir)}, predict={"tta": ["hflip"]})
     (tmp_path / "t.json").write_text(json.dumps(spec))
     bundle = tmp_path / "t.cnnkit"
-    assert runner.invoke(app, ["run", str(tmp_path / "t.json"), "--out", str(bundle), "--quiet"]).exit_code == 0
+    ran = runner.invoke(app, ["run", str(tmp_path / "t.json"), "--out", str(bundle)])
+    assert ran.exit_code == 0, ran.output
+    assert "(3 epochs, batch 16, scored with test-time augmentation hflip); run folder" in ran.stdout.splitlines()[0]
     images, _ = synthetic_images(5, 4)
     np.save(tmp_path / "five.npy", images)
     model = cnnkit.load(bundle)

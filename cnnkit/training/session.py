@@ -152,7 +152,8 @@ def train_session(
     else:
         where = f"resuming {folder} at epoch {state.epoch}, step {state.step}"
     say(f"training {model_spec.name}{stepper.banner()} on {len(data.train_labels):,} images from {data.source}{'' if held is None else f' ({held} held out for validation)'} "
-        f"({model_spec.train.epochs} epoch{'s' if model_spec.train.epochs != 1 else ''}, batch {model_spec.train.batch_size}); {where}")
+        f"({model_spec.train.epochs} epoch{'s' if model_spec.train.epochs != 1 else ''}, batch {model_spec.train.batch_size}"
+        f"{', scored with test-time augmentation ' + ', '.join(model_spec.predict.tta) if model_spec.predict.tta else ''}); {where}")
     started = time.perf_counter()
     progress = Progress(say, bar, model_spec.train.epochs, model_spec.train.batch_size)
     # A diverging run overflows float32 on the way to its one-line "diverged" error; numpy's
