@@ -134,7 +134,13 @@ def command(*args, **kwargs):
                     raise
                 if os.environ.get("LOCAL_RANK", "0") != "0":
                     # Under torchrun every process reads the same input and fails the same way: the
-                    # first process on each machine says it, the others exit quietly.
+                    # first process on each machine says it, the others exit quietly. They wait a
+                    # moment first: torchrun stops every process once one has exited, so one that
+                    # exits at once can have the first one stopped before it has said why.
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # being stopped while waiting is the quiet exit
+                    import time
+
+                    time.sleep(QUIET_RANK_WAIT)
                     raise typer.Exit(1) from None
                 _fail(str(exc))
             except Exception as exc:
@@ -149,6 +155,10 @@ def command(*args, **kwargs):
 
     return decorate
 
+
+# Seconds a torchrun process other than the first on its machine waits before it exits quietly on
+# an error every process meets (above); the launcher usually stops it sooner.
+QUIET_RANK_WAIT = 5.0
 
 _default_showwarning = warnings.showwarning
 
