@@ -84,10 +84,14 @@ def evaluate_model(model, images: np.ndarray, labels: np.ndarray, batch_size: in
     """
     predicted = model.predict(images, batch_size=batch_size, tta=tta)
     report = classification_report(np.asarray(labels, dtype=np.int64), predicted, list(model.classes))
-    augment = model.spec.predict if tta else None
-    used = list(augment.tta) if augment is not None else []
     return {"examples": report.pop("examples"), "accuracy": report.pop("accuracy"), "macro_f1": report["macro"]["f1"],
-            "tta": used, "views": augment.views if augment is not None else 1, **report}
+            **tta_used(model, tta), **report}
+
+
+def tta_used(model, tta: bool) -> dict[str, Any]:
+    """What a report says of its test-time augmentation: ``tta``, the transforms used ([] for none),
+    and ``views``, how many views of each image were classified."""
+    return {"tta": list(model.spec.predict.tta), "views": model.spec.predict.views} if tta else {"tta": [], "views": 1}
 
 
 def tta_phrase(report: dict[str, Any]) -> str:

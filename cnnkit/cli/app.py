@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Annotated, Optional
@@ -138,8 +139,6 @@ def command(*args, **kwargs):
                     # moment first: torchrun stops every process once one has exited, so one that
                     # exits at once can have the first one stopped before it has said why.
                     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # being stopped while waiting is the quiet exit
-                    import time
-
                     time.sleep(QUIET_RANK_WAIT)
                     raise typer.Exit(1) from None
                 _fail(str(exc))

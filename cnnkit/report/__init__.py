@@ -75,7 +75,7 @@ def write_report(model, images: np.ndarray, labels: np.ndarray, out: str | Path,
     """
     from ..bundle import write_atomic
     from ..bundle.atomic import check_target
-    from ..evaluation import classification_report
+    from ..evaluation import classification_report, tta_used
     from . import page, plots
 
     require_plots()
@@ -89,8 +89,7 @@ def write_report(model, images: np.ndarray, labels: np.ndarray, out: str | Path,
     names = list(model.classes)
     report = classification_report(labels, predicted, names)
     report["macro_f1"] = report["macro"]["f1"]
-    report["tta"] = list(model.spec.predict.tta) if tta else []
-    report["views"] = model.spec.predict.views if tta else 1
+    report.update(tta_used(model, tta))
     title = str(model.spec.name)
     written: dict[str, Path] = {}
     pictures: dict[str, str] = {}

@@ -4,8 +4,9 @@ A window's maximum is the maximum over its k rows of each row's maximum, so the 
 reductions: over k row views (each selects whole input rows, contiguous for NCHW), giving an
 (..., Ho, W) array, then over k column views of that smaller array. That is 1.5-1.9x as fast as
 one pass per window element (k * k strided views over the full input) on a 2x2 pool of 28x28
-planes (the more so on a cropped view). The maximum of a set is exact in any order, so the values are those of the window-by-window
-passes (only the sign of a zero maximum may differ, which no comparison can see).
+planes (the more so on a cropped view). The maximum of a set is exact in any order, so the values
+are those of the window-by-window passes (only the sign of a zero maximum may differ, which no
+comparison can see).
 """
 
 from __future__ import annotations

@@ -93,11 +93,11 @@ def kernel_gradient(du: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((KERNEL.T.astype(du.dtype) @ du.reshape(16, c * f)).reshape(3, 3, c, f).transpose(3, 2, 0, 1))
 
 
-def tile_view(padded_: np.ndarray, th: int, tw: int, size: int, step: int = 2) -> np.ndarray:
-    """The size x size tiles (stride ``step``) of a channels-last array (H, W, ...), as a
-    (size, size, th, tw, ...) view: element (i, j) of tile (r, t) is padded[step*r + i, step*t + j]."""
-    s = padded_.strides
-    return as_strided(padded_, (size, size, th, tw, *padded_.shape[2:]), (s[0], s[1], step * s[0], step * s[1], *s[2:]), writeable=False)
+def tile_view(a: np.ndarray, th: int, tw: int, size: int, step: int = 2) -> np.ndarray:
+    """The size x size tiles (stride ``step``) of a channels-last array a (H, W, ...), as a
+    (size, size, th, tw, ...) view: element (i, j) of tile (r, t) is a[step*r + i, step*t + j]."""
+    s = a.strides
+    return as_strided(a, (size, size, th, tw, *a.shape[2:]), (s[0], s[1], step * s[0], step * s[1], *s[2:]), writeable=False)
 
 
 def groups_of(n: int, group: int = GROUP) -> list[tuple[int, int]]:

@@ -7,10 +7,10 @@ input tile with (m + 2)^2 multiplies per channel pair: per output, F(2x2, 3x3) (
 more (36 x 36 per input tile instead of 16 x 16) and its tiles waste more at the image's edge, so
 each layer takes the one with fewer multiply-adds in all (``tile_size``: a function of the layer's
 shape alone, so results never depend on the machine or the thread count). F(4x4, 3x3)'s
-coefficients are larger (up to 8, and 1/6, 1/12, 1/24 in the kernel's transform): it rounds a
-little more, and runs only here, in inference, where nothing is trained on its output; the kernel
-transform is computed in float64 and rounded once. Tests hold both to the direct convolution
-within float32 rounding, as PyTorch's.
+coefficients are larger (up to 8, and 1/6, 1/12, 1/24 in the kernel's transform): it rounds more
+(6-8x the plain layers' error, see docs/speed.md), and runs only here, in inference, where nothing is
+trained on its output; its kernel transform is computed in float64 and rounded once. F(2x2, 3x3)
+uses the training path's kernel transform and gives the layers' values bit for bit.
 
 An m x m block of outputs holds (m/2)^2 whole pooling windows, so each window's maximum is taken
 from the output transform's rows while a group's arrays are in cache; the bias is added and relu
